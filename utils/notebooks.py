@@ -1,0 +1,45 @@
+"""Re-execute course notebooks in place, top to bottom, in a fresh kernel (`make notebooks`).
+
+Strict nbval compares every stored output, so stored outputs must come from one clean run:
+this is the one command that produces them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+
+def execute_in_place(path: Path, timeout: int = 600, kernel_name: str = "python3") -> float:
+    """Run every cell of the notebook at `path` in a fresh kernel and save it; return seconds taken."""
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata["kernelspec"] = {"name": kernel_name, "display_name": "Python 3 (ipykernel)", "language": "python"}
+    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
+                            resources={"metadata": {"path": str(path.parent)}})
+    start = time.perf_counter()
+    client.execute()
+    elapsed = time.perf_counter() - start
+    nbformat.write(nb, path)
+    return elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="execute notebooks in place")
+    run.add_argument("paths", nargs="+", type=Path)
+    run.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
+    args = parser.parse_args(argv)
+    for path in args.paths:
+        elapsed = execute_in_place(path, timeout=args.timeout)
+        print(f"{path}: executed in {elapsed:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
