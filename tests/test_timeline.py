@@ -1,0 +1,66 @@
+"""Timeline: makespan, idle, activations and the Chrome trace, on hand-built timelines."""
+
+import json
+
+import pytest
+
+from utils.schedules import Action, OverlappedAction, Schedule
+from utils.timeline import CommInterval, Interval, Timeline
+
+
+def two_rank_timeline() -> Timeline:
+    """Two stages on two ranks, one micro-batch: rank 0 F [0,1], rank 1 F [1,2] B [2,4], rank 0 B [4,6]."""
+    f0, f1, b1, b0 = Action(0, "F", 0), Action(1, "F", 0), Action(1, "B", 0), Action(0, "B", 0)
+    schedule = Schedule("naive", 2, 1, (0, 1), (0, 1), ((0, 1),), ((f0, b0), (f1, b1)))
+    intervals = ((Interval(0, f0, 0, 1), Interval(0, b0, 4, 6)), (Interval(1, f1, 1, 2), Interval(1, b1, 2, 4)))
+    return Timeline(schedule, intervals, comms=(CommInterval(0, "p2p", 1, 1.5, False),))
+
+
+def test_makespan_busy_idle():
+    tl = two_rank_timeline()
+    assert tl.makespan == 6
+    assert [tl.busy(r) for r in range(2)] == [3, 3]
+    assert [tl.idle(r) for r in range(2)] == [3, 3]
+    assert tl.worst_idle == 3
+    assert tl.bubble_ratio == pytest.approx(0.5)
+
+
+def test_peak_activations_release_before_acquire():
+    """F at [0,1] then B at [1,2] then F at [2,3] of another mb: the W/B release at t=2 comes first."""
+    a = [Action(0, "F", 0), Action(0, "B", 0), Action(0, "F", 1), Action(0, "I", 1), Action(0, "W", 1)]
+    schedule = Schedule("naive", 1, 2, (0,), (0,), ((0,), (0,)), (tuple(a),))
+    times = [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
+    tl = Timeline(schedule, (tuple(Interval(0, x, s, e) for x, (s, e) in zip(a, times)),))
+    assert tl.peak_activations(0) == 1
+    assert tl.param_copies(0) == 1
+
+
+def test_peak_activations_overlapped_pair():
+    """A pair starts a forward (acquire at its start) and ends a backward (release at its end)."""
+    f0, f1 = Action(0, "F", 0), Action(0, "F", 1)
+    pair = OverlappedAction(f1, Action(0, "B", 0))
+    b1 = Action(0, "B", 1)
+    schedule = Schedule("naive", 1, 2, (0,), (0,), ((0,), (0,)), ((f0, pair, b1),))
+    tl = Timeline(schedule, ((Interval(0, f0, 0, 1), Interval(0, pair, 1, 3), Interval(0, b1, 3, 4)),))
+    assert tl.peak_activations(0) == 2
+    assert [iv.kind for iv in tl.intervals[0]] == ["F", "FB", "B"]
+
+
+def test_summary_rows():
+    rows = two_rank_timeline().summary()
+    assert rows == [
+        {"rank": 0, "busy": 3, "idle": 3, "peak_activations": 1, "param_copies": 1},
+        {"rank": 1, "busy": 3, "idle": 3, "peak_activations": 1, "param_copies": 1},
+    ]
+
+
+def test_chrome_trace_round_trips_through_json():
+    tl = two_rank_timeline()
+    trace = tl.to_chrome_trace()
+    assert json.loads(json.dumps(trace)) == trace
+    compute = [e for e in trace["traceEvents"] if e["ph"] == "X" and e["pid"] == 0]
+    assert len(compute) == 4
+    assert {(e["name"], e["tid"], e["ts"], e["dur"]) for e in compute} == {
+        ("0F0", 0, 0, 1), ("0B0", 0, 4, 2), ("1F0", 1, 1, 1), ("1B0", 1, 2, 2)}
+    comm = [e for e in trace["traceEvents"] if e["ph"] == "X" and e["pid"] == 1]
+    assert comm[0]["name"] == "p2p" and comm[0]["args"]["overlapped"] is False
