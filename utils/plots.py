@@ -7,6 +7,18 @@ colour blindness; DualPipe's second direction is told apart by hatching, not by 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection, PolyCollection
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from utils.schedules import OverlappedAction, Schedule, action_parts
+from utils.timeline import Interval, Timeline
+
 # Okabe-Ito colours (Okabe & Ito, "Color Universal Design", 2008): distinguishable under
 # protanopia, deuteranopia and tritanopia; all light enough for black micro-batch numbers on top.
 KIND_COLORS: dict[str, str] = {
@@ -35,3 +47,306 @@ KIND_LABELS: dict[str, str] = {
 DIRECTION_HATCH: dict[int, str] = {0: "", 1: "///"}
 DIRECTION_LABELS: dict[int, str] = {0: "direction 0 (plain)", 1: "direction 1 (hatched)"}
 EDGE_COLOR = "#333333"
+
+# Colours for whole schedules (idle bars, comparison lines): also Okabe-Ito, so figures comparing
+# schedules stay readable for colour-blind learners. They never stand for an op kind.
+SCHEDULE_COLORS: dict[str, str] = {
+    "naive": "#000000",
+    "gpipe": "#999999",
+    "1f1b": "#0072B2",
+    "zb1p": "#E69F00",
+    "dualpipe": "#CC79A7",
+    "dualpipev": "#009E73",
+}
+
+_BAR_HEIGHT = 0.8          # fraction of a rank's row covered by compute blocks
+_COMM_HEIGHT = 0.22        # communication is a thin strip under the compute blocks
+_LABEL_MIN_PX = 7.0        # a micro-batch number needs this many pixels per character to be readable
+_FADED_ALPHA = 0.2         # intervals outside `highlight`
+_HIDDEN_ALPHA = 0.35       # communication hidden behind compute is drawn faint: it costs no time
+
+
+def direction(schedule: Schedule, stage: int) -> int:
+    """0 or 1: which DualPipe direction (or which half of DualPipeV's V) stage id ``stage`` belongs to.
+
+    Stage ids >= n_ranks exist only in DualPipe (direction 1, fed from the last rank) and DualPipeV (the
+    second half of the V, flowing back to rank 0); every other schedule has a single direction.
+    """
+    return 1 if stage >= schedule.n_ranks else 0
+
+
+def _block_label(action) -> str:
+    if isinstance(action, OverlappedAction):
+        return f"{action.forward.microbatch},{action.backward.microbatch}"
+    return str(action.microbatch)
+
+
+def _rects(x0, x1, y0, y1) -> np.ndarray:
+    """(n, 4, 2) vertices of axis-aligned rectangles: PolyCollection's fast path takes an array."""
+    x0, x1, y0, y1 = (np.asarray(a, dtype=float) for a in (x0, x1, y0, y1))
+    return np.stack([np.stack([x0, y0], -1), np.stack([x0, y1], -1),
+                     np.stack([x1, y1], -1), np.stack([x1, y0], -1)], axis=1)
+
+
+def _collect_blocks(timeline: Timeline, highlight: Callable[[Interval], bool] | None):
+    """Rectangles of every block as arrays grouped by (kind, direction, faded), plus block labels.
+
+    An overlapped pair becomes two half-height rectangles: forward chunk above, backward chunk below.
+    """
+    groups: dict[tuple[str, int, bool], list[tuple[float, float, float, float]]] = {}
+    labels: list[tuple[float, float, float, str]] = []   # (x centre, y, width, text)
+    schedule = timeline.schedule
+    half = _BAR_HEIGHT / 2
+    for row in timeline.intervals:
+        for iv in row:
+            faded = highlight is not None and not highlight(iv)
+            y, a = iv.rank, iv.action
+            if isinstance(a, OverlappedAction):
+                groups.setdefault(("FB", direction(schedule, a.forward.stage), faded), []).append(
+                    (iv.start, iv.end, y - half, y))
+                groups.setdefault(("FB", direction(schedule, a.backward.stage), faded), []).append(
+                    (iv.start, iv.end, y, y + half))
+            else:
+                groups.setdefault((a.kind, direction(schedule, a.stage), faded), []).append(
+                    (iv.start, iv.end, y - half, y + half))
+            if not faded:
+                labels.append(((iv.start + iv.end) / 2, y, iv.end - iv.start, _block_label(a)))
+    return {key: np.asarray(rows, dtype=float) for key, rows in groups.items()}, labels
+
+
+def _hatch_segments(boxes: np.ndarray, px_per_unit: float, row_px: float) -> np.ndarray:
+    """Diagonal strokes ("/") inside each box, about 7 px apart: a hatch drawn as one LineCollection.
+
+    Matplotlib's own hatching redraws the pattern per polygon and costs ~0.3 ms a block; 2,000 hatched
+    blocks would blow the widget's redraw budget.
+    """
+    if len(boxes) == 0:
+        return np.zeros((0, 2, 2))
+    x0, x1, y0, y1 = boxes.T
+    rise_px = (y1 - y0).mean() * row_px
+    slant = 0.6 * rise_px / px_per_unit           # horizontal run of one stroke, in time units
+    step = max(7.0 / px_per_unit, 1e-12)          # spacing between strokes, in time units
+    counts = np.maximum(np.floor((x1 - x0 - slant) / step).astype(int) + 1, 1)
+    idx = np.repeat(np.arange(len(boxes)), counts)
+    k = np.arange(len(idx)) - np.repeat(np.cumsum(counts) - counts, counts)
+    start = x0[idx] + k * step
+    end = np.minimum(start + slant, x1[idx])
+    # y grows downwards on screen (rank 0 on top), so "/" runs from (start, y1) up to (end, y0).
+    return np.stack([np.stack([start, y1[idx]], -1), np.stack([end, y0[idx]], -1)], axis=1)
+
+
+def _figure_for(n_rows: int, width: float = 12.0) -> tuple[Figure, Axes]:
+    """A figure whose margins are fixed in inches (legend on the right): no layout engine to run."""
+    height = min(1.6 + 0.36 * n_rows, 9.0)
+    fig, ax = plt.subplots(figsize=(width, height))
+    fig.subplots_adjust(left=0.8 / width, right=1 - 2.7 / width, bottom=0.6 / height, top=1 - 0.4 / height)
+    return fig, ax
+
+
+def _default_title(timeline: Timeline) -> str:
+    s = timeline.schedule
+    return (f"{s.name} ({timeline.source}): {s.n_ranks} ranks, {s.n_microbatches} micro-batches, "
+            f"step {timeline.makespan:.4g} {timeline.time_unit}, bubble {timeline.bubble_ratio:.1%}")
+
+
+def _legend_handles(kinds: Sequence[str], directions: set[int], comm_kinds: set[bool]) -> list[Patch]:
+    handles = [Patch(facecolor=KIND_COLORS[k], edgecolor=EDGE_COLOR, label=KIND_LABELS[k]) for k in kinds]
+    for hidden in sorted(comm_kinds):
+        label = "communication (hidden behind compute)" if hidden else "communication (exposed: rank waits)"
+        handles.append(Patch(facecolor=KIND_COLORS["comm"], alpha=_HIDDEN_ALPHA if hidden else 1.0,
+                             edgecolor=EDGE_COLOR, label=label))
+    handles.append(Patch(facecolor=KIND_COLORS["idle"], edgecolor="none", label=KIND_LABELS["idle"]))
+    if 1 in directions:
+        for d in (0, 1):
+            handles.append(Patch(facecolor="white", edgecolor=EDGE_COLOR, hatch=DIRECTION_HATCH[d],
+                                 label=DIRECTION_LABELS[d]))
+    return handles
+
+
+def plot_timeline(
+    timeline: Timeline,
+    ax: Axes | None = None,
+    *,
+    title: str | None = None,
+    labels: bool | None = None,
+    highlight: Callable[[Interval], bool] | None = None,
+    legend: bool = True,
+    xlim: tuple[float, float] | None = None,
+) -> Axes:
+    """Draw ``timeline`` as a Gantt chart: one row per rank (rank 0 on top), one colour per action kind.
+
+    Blocks are coloured by ``KIND_COLORS`` (F, B, I, W, FB); idle time is the grey background of each row;
+    communication (``timeline.comms``) is a thin strip under the blocks, faint when hidden behind compute.
+    DualPipe's direction 1 (stage ids >= n_ranks) is hatched; an overlapped F&B block shows its forward
+    chunk in its upper half and its backward chunk in its lower half, each hatched by its own direction.
+    Micro-batch numbers are written on blocks wide enough to read them (``labels=None``: automatic).
+    ``highlight(interval) -> bool`` fades the intervals it rejects (to build a schedule up phase by phase).
+
+    Each (kind, direction) group is one ``PolyCollection`` and the hatching one ``LineCollection``, so
+    16 ranks x 64 micro-batches draw in tens of milliseconds.
+    """
+    if ax is None:
+        _, ax = _figure_for(timeline.n_ranks)
+    fig = ax.figure
+    n = timeline.n_ranks
+    t0, t1 = timeline.start, timeline.end
+    x0, x1 = xlim if xlim is not None else (t0, t1)
+    if x1 <= x0:
+        x1 = x0 + 1.0
+    box = ax.get_position()
+    px_per_unit = fig.get_figwidth() * fig.dpi * box.width / (x1 - x0)
+    row_px = fig.get_figheight() * fig.dpi * box.height / max(n, 1)
+
+    # Idle = the part of a row no block covers: draw every row grey underneath the blocks.
+    rows = np.arange(n)
+    ax.add_collection(PolyCollection(
+        _rects(np.full(n, t0), np.full(n, t1), rows - _BAR_HEIGHT / 2, rows + _BAR_HEIGHT / 2),
+        facecolors=KIND_COLORS["idle"], edgecolors="none", zorder=1))
+
+    groups, block_labels = _collect_blocks(timeline, highlight)
+    hatched = []
+    for (kind, d, faded), boxes in sorted(groups.items()):
+        ax.add_collection(PolyCollection(
+            _rects(*boxes.T), facecolors=KIND_COLORS[kind], edgecolors=EDGE_COLOR, linewidths=0.4,
+            alpha=_FADED_ALPHA if faded else 1.0, zorder=2))
+        if DIRECTION_HATCH[d]:
+            hatched.append(boxes)
+    if hatched:
+        ax.add_collection(LineCollection(_hatch_segments(np.concatenate(hatched), px_per_unit, row_px),
+                                         colors=EDGE_COLOR, linewidths=0.6, zorder=3))
+
+    comm_kinds: set[bool] = set()
+    for hidden in (False, True):
+        spans = [(c.start, c.end, c.rank) for c in timeline.comms if c.overlapped == hidden]
+        if spans:
+            comm_kinds.add(hidden)
+            s, e, r = np.asarray(spans, dtype=float).T
+            ax.add_collection(PolyCollection(
+                _rects(s, e, r + _BAR_HEIGHT / 2 - _COMM_HEIGHT, r + _BAR_HEIGHT / 2),
+                facecolors=KIND_COLORS["comm"], edgecolors="none", alpha=_HIDDEN_ALPHA if hidden else 1.0,
+                zorder=4))
+
+    # Micro-batch numbers only where they fit (labels=None), always (True) or never (False).
+    if labels is None or labels:
+        fontsize = 7 if n > 8 else 8
+        for xc, y, width, text in block_labels:
+            fits = width * px_per_unit >= _LABEL_MIN_PX * len(text) + 2 and row_px >= 11
+            if (labels or fits) and x0 <= xc <= x1:
+                ax.text(xc, y, text, ha="center", va="center", fontsize=fontsize, zorder=5, clip_on=True)
+
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(n - 0.5, -0.5)   # rank 0 on top, as in the papers' figures
+    ax.set_yticks(range(n), [f"rank {r}" for r in range(n)], fontsize=8 if n > 8 else 10)
+    ax.set_xlabel(f"time ({timeline.time_unit})")
+    ax.set_ylabel("rank")
+    ax.set_title(title if title is not None else _default_title(timeline), fontsize=11)
+    if legend:
+        kinds = [k for k in ("F", "B", "I", "W", "FB") if any(g[0] == k for g in groups)]
+        ax.legend(handles=_legend_handles(kinds, {g[1] for g in groups}, comm_kinds), loc="upper left",
+                  bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
+    return ax
+
+
+def plot_timelines_side_by_side(
+    simulated: Timeline, measured: Timeline, *, titles: tuple[str, str] | None = None,
+) -> Figure:
+    """Two Gantt charts of one schedule, one above the other: the simulator's prediction and a measured run.
+
+    Each keeps its own time axis (simulated units vs milliseconds), so compare shapes and idle fractions.
+    """
+    n = max(simulated.n_ranks, measured.n_ranks)
+    fig, axes = plt.subplots(2, 1, figsize=(12, min(3.0 + 0.7 * n, 12.0)), layout="constrained")
+    for i, (ax, tl) in enumerate(zip(axes, (simulated, measured), strict=True)):
+        title = titles[i] if titles is not None else _default_title(tl)
+        plot_timeline(tl, ax=ax, title=title, legend=(i == 0))
+    return fig
+
+
+def activations_over_time(timeline: Timeline, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """Step function of stage-activations held by ``rank``: (times, held after each time).
+
+    Same rule as ``Timeline.peak_activations``: held from the start of a stage's F of a micro-batch until the
+    end of that stage's W or full B for it; at equal times releases come first.
+    """
+    events: list[tuple[float, int]] = []
+    for iv in timeline.intervals[rank]:
+        for part in action_parts(iv.action):
+            if part.kind == "F":
+                events.append((iv.start, +1))
+            elif part.kind in ("B", "W"):
+                events.append((iv.end, -1))
+    events.sort()
+    times = [timeline.start]
+    held = [0]
+    count = 0
+    for t, delta in events:
+        count += delta
+        if t == times[-1]:
+            held[-1] = count
+        else:
+            times.append(t)
+            held.append(count)
+    times.append(timeline.end)
+    held.append(count)
+    return np.asarray(times, dtype=float), np.asarray(held, dtype=int)
+
+
+def plot_memory(timeline: Timeline, ax: Axes | None = None, *, ranks: Sequence[int] | None = None,
+                title: str | None = None) -> Axes:
+    """Activations held over time, one step line per rank (unit: one micro-batch through one stage)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 4), layout="constrained")
+    ranks = list(range(timeline.n_ranks)) if ranks is None else list(ranks)
+    cmap = plt.get_cmap("viridis")
+    for i, r in enumerate(ranks):
+        times, held = activations_over_time(timeline, r)
+        colour = cmap(i / max(len(ranks) - 1, 1) * 0.9)
+        ax.step(times, held, where="post", color=colour, lw=1.5,
+                label=f"rank {r} (peak {int(held.max())})")
+    s = timeline.schedule
+    ax.set_title(title if title is not None else
+                 f"{s.name}: activations held per rank ({s.n_ranks} ranks, {s.n_microbatches} micro-batches)")
+    ax.set_xlabel(f"time ({timeline.time_unit})")
+    ax.set_ylabel("activations held (stage-activations)")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False,
+              ncol=1 if len(ranks) <= 16 else 2)
+    return ax
+
+
+def idle_frame(timelines_by_schedule: Mapping[str, Timeline]):
+    """Long-form pandas DataFrame (schedule, rank, idle, time_unit) behind ``plot_idle_bars``."""
+    import pandas as pd
+
+    rows = [{"schedule": name, "rank": r, "idle": tl.idle(r), "time_unit": tl.time_unit}
+            for name, tl in timelines_by_schedule.items() for r in range(tl.n_ranks)]
+    return pd.DataFrame(rows, columns=["schedule", "rank", "idle", "time_unit"])
+
+
+def plot_idle_bars(timelines_by_schedule: Mapping[str, Timeline], ax: Axes | None = None, *,
+                   title: str | None = None) -> Axes:
+    """Idle time per rank, one bar colour per schedule (seaborn grouped bars)."""
+    import seaborn as sns
+
+    frame = idle_frame(timelines_by_schedule)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 4), layout="constrained")
+    names = list(timelines_by_schedule)
+    palette = {n: SCHEDULE_COLORS.get(n.split()[0].lower(), "#56B4E9") for n in names}
+    sns.barplot(data=frame, x="rank", y="idle", hue="schedule", hue_order=names, palette=palette, ax=ax,
+                edgecolor=EDGE_COLOR, linewidth=0.5)
+    units = sorted(set(frame["time_unit"])) or ["time units"]
+    ax.set_xlabel("rank")
+    ax.set_ylabel(f"idle time ({', '.join(units)})")
+    ax.set_title(title if title is not None else "Idle time (pipeline bubble) per rank")
+    ax.legend(title="schedule", loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
+    return ax
+
+
+def figure_png(fig: Figure, dpi: float | None = None) -> bytes:
+    """The figure as PNG bytes, encoded with light compression (a widget redraw waits for this)."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, pil_kwargs={"compress_level": 1})
+    return buffer.getvalue()
