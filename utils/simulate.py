@@ -1,0 +1,293 @@
+"""Simulate a pipeline schedule under a cost model: ``simulate(schedule, costs) -> Timeline``.
+
+Semantics (the rules a learner can replay with a pencil; DeepSeek-V3 report Sec. 3.2.1 and Table 2):
+
+* Each rank executes its action list in order, one action at a time.
+* An action starts when its rank is free and its inputs have arrived. An input arrives at its producer's end,
+  plus the point-to-point latency ``p2p`` when the producer is on another rank.
+* F of stage s for micro-batch m needs F of the stage before s on m's route (none for the first stage).
+* B or I of stage s for m needs the B or I of the stage after s on the route (the last stage, which holds the
+  loss, needs nothing from outside) and its own F of m.
+* W of stage s for m needs its own I of m.
+* Durations: F, B (full backward), W, I = B - W (``B_input``). An overlapped pair lasts ``FB`` (F&B) and both
+  of its results are ready at its end (if its backward is an I, it lasts max(F, B - W, FB - W)).
+* Optional expert-parallel all-to-all (``dispatch`` before a chunk's MLP, ``combine`` after it; a backward
+  runs their gradients, which cost the same): for a plain F, B or I it blocks the rank (the action lasts its
+  compute plus dispatch plus combine); inside an F&B pair each chunk's all-to-all runs while the partner
+  chunk computes, so it is hidden up to the partner's compute time and only the excess is added. W has no
+  all-to-all. These communications appear as ``CommInterval`` rows so plots can draw what DualPipe hides.
+
+The simulator is event driven and linear in the number of actions: every action is placed once, when the
+last of its inputs is known.
+
+Command line::
+
+    python -m utils.simulate dualpipe --ranks 8 --microbatches 16 --F 1 --B 2 --W 1 --FB 3 [--p2p 0] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+
+from utils.schedule_validation import check_structure
+from utils.schedules import SCHEDULE_NAMES, OverlappedAction, Schedule, make_schedule, validate
+from utils.timeline import CommInterval, Interval, Timeline
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Durations in the notation of the DeepSeek-V3 report (Table 2), in simulated time units.
+
+    ``F`` forward chunk, ``B`` full backward chunk, ``W`` its weight part (so the input part is
+    ``B_input = B - W``), ``FB`` an overlapped forward-and-backward pair (default F + B: no overlap gain),
+    ``p2p`` latency of sending an activation or gradient to another rank, ``dispatch``/``combine`` the
+    expert-parallel all-to-all of one chunk (0: no expert parallelism).
+    """
+
+    F: float
+    B: float
+    W: float
+    FB: float | None = None
+    p2p: float = 0.0
+    dispatch: float = 0.0
+    combine: float = 0.0
+
+    def __post_init__(self):
+        for name in ("F", "B", "W", "FB", "p2p", "dispatch", "combine"):
+            value = getattr(self, name)
+            if name == "FB" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"CostModel.{name} must be a number of time units; got {value!r}.")
+            if math.isnan(value) or math.isinf(value):
+                raise ValueError(f"CostModel.{name} must be a finite number of time units; got {value}.")
+            if value < 0:
+                raise ValueError(f"CostModel.{name} is a duration, so it cannot be negative; got {value}.")
+        if self.F <= 0 or self.B <= 0:
+            raise ValueError(
+                f"CostModel: F and B must be positive (every stage computes something); got F={self.F}, B={self.B}."
+            )
+        if self.W > self.B:
+            raise ValueError(
+                f"CostModel: W (backward for weights) is part of the full backward B, so W <= B; got W={self.W}, "
+                f"B={self.B}."
+            )
+        if self.FB is None:
+            object.__setattr__(self, "FB", self.F + self.B)
+        if not max(self.F, self.B) <= self.FB <= self.F + self.B:
+            raise ValueError(
+                f"CostModel: an overlapped pair F&B runs a forward and a backward together, so it takes at least "
+                f"the longer of them and at most both in a row: max(F, B) = {max(self.F, self.B)} <= FB <= "
+                f"F + B = {self.F + self.B}; got FB={self.FB}."
+            )
+
+    @property
+    def I(self) -> float:  # noqa: E743 - the paper's name for the input part of the backward
+        """Backward for the input (``B_input``): the full backward minus its weight part."""
+        return self.B - self.W
+
+    def duration(self, kind: str) -> float:
+        """Compute time of one plain action of ``kind`` (F, B, I or W), all-to-all not included."""
+        return {"F": self.F, "B": self.B, "I": self.B - self.W, "W": self.W}[kind]
+
+
+def simulate(schedule: Schedule, costs: CostModel, check: bool = True) -> Timeline:
+    """Run ``schedule`` under ``costs`` (rules in this module's docstring) and return its Timeline.
+
+    With ``check`` (default) the schedule's structure is validated first, so a broken schedule raises
+    ValueError naming the rank, the action and the rule (``utils.schedules.validate``). With or without it, a
+    schedule that cannot finish raises ValueError with the validator's explanation of the deadlock.
+    """
+    if not isinstance(costs, CostModel):
+        raise ValueError(f"simulate needs a CostModel for its costs; got {type(costs).__name__}.")
+    if check:
+        check_structure(schedule)  # the deadlock rule is checked by running it, below
+    n_ranks, n_mb = schedule.n_ranks, schedule.n_microbatches
+    stage_rank = schedule.stage_to_rank
+    p2p = costs.p2p
+    a2a = costs.dispatch + costs.combine
+    dur = {k: costs.duration(k) for k in "FBIW"}
+
+    # neighbours on each distinct route, shared by the micro-batches that take it
+    nbr_of_route: dict[tuple[int, ...], tuple[dict[int, int], dict[int, int]]] = {}
+    prev_of, next_of = [], []
+    for route in schedule.routes:
+        if route not in nbr_of_route:
+            nbr_of_route[route] = (dict(zip(route[1:], route[:-1])), dict(zip(route[:-1], route[1:])))
+        p, n = nbr_of_route[route]
+        prev_of.append(p)
+        next_of.append(n)
+
+    # results by integer key: forward output of (stage, mb) -> 2*(stage*M + mb), input gradient -> +1;
+    # the value is the producer's end time (-1: not produced yet)
+    done_at = [-1.0] * (2 * schedule.n_stages * n_mb)
+    waiting: dict[int, list[int]] = {}
+    free = [0.0] * n_ranks
+    pos = [0] * n_ranks
+    rows: list[list[Interval]] = [[] for _ in range(n_ranks)]
+    comms: list[CommInterval] = []
+    draw_comms = a2a > 0 or p2p > 0
+    FB, F, W, I = costs.FB, costs.F, costs.W, costs.I
+
+    todo = list(range(n_ranks))
+    while todo:
+        rank = todo.pop()
+        acts = schedule.actions[rank]
+        row = rows[rank]
+        while pos[rank] < len(acts):
+            action = acts[pos[rank]]
+            parts = action.parts if type(action) is OverlappedAction else (action,)
+            ready = free[rank]
+            blocked = -1
+            for part in parts:  # the latest arrival among this action's inputs, or the first missing one
+                st, mb, kind = part.stage, part.microbatch, part.kind
+                if kind == "F":
+                    other = prev_of[mb].get(st)
+                    if other is None:
+                        continue
+                    key = 2 * (other * n_mb + mb)
+                elif kind == "W":
+                    other, key = st, 2 * (st * n_mb + mb) + 1
+                else:
+                    own = 2 * (st * n_mb + mb)
+                    t = done_at[own]
+                    if t < 0:
+                        blocked = own
+                        break
+                    if t > ready:
+                        ready = t
+                    other = next_of[mb].get(st)
+                    if other is None:
+                        continue
+                    key = 2 * (other * n_mb + mb) + 1
+                t = done_at[key]
+                if t < 0:
+                    blocked = key
+                    break
+                if stage_rank[other] != rank:
+                    t += p2p
+                if t > ready:
+                    ready = t
+            if blocked >= 0:
+                waiting.setdefault(blocked, []).append(rank)
+                break
+            if len(parts) == 1:
+                compute = dur[action.kind]
+                exposed = a2a if action.kind != "W" else 0.0
+            else:
+                b_kind = parts[1].kind
+                compute = FB if b_kind == "B" else max(F, I, FB - W)
+                # each chunk's all-to-all hides behind the partner chunk's compute; only the excess shows
+                exposed = max(0.0, a2a - dur[b_kind]) + max(0.0, a2a - F) if a2a else 0.0
+            end = ready + compute + exposed
+            row.append(Interval(rank, action, ready, end))
+            if draw_comms:
+                _record_comms(comms, schedule, rank, action, parts, ready, end, exposed, costs, done_at, free[rank],
+                              prev_of, next_of)
+            free[rank] = end
+            pos[rank] += 1
+            for part in parts:
+                if part.kind != "W":
+                    key = 2 * (part.stage * n_mb + part.microbatch) + (part.kind != "F")
+                    done_at[key] = end
+                    woken = waiting.pop(key, None)
+                    if woken:
+                        todo.extend(woken)
+    if any(pos[r] < len(schedule.actions[r]) for r in range(n_ranks)):
+        validate(schedule)  # explains the deadlock (which ranks wait for what) in the learner's words
+        stuck = [f"rank {r} at {schedule.actions[r][pos[r]]}" for r in range(n_ranks) if pos[r] < len(schedule.actions[r])]
+        raise ValueError("The schedule cannot finish: every unfinished rank waits for an input; " + ", ".join(stuck))
+    return Timeline(schedule, tuple(tuple(r) for r in rows), comms=tuple(comms), time_unit="time units")
+
+
+def _record_comms(comms, schedule, rank, action, parts, start, end, exposed, costs, done_at, was_free,
+                  prev_of, next_of):
+    """Add the all-to-all and p2p intervals of one action (drawing only; timing is already decided)."""
+    n_mb = schedule.n_microbatches
+    if costs.p2p > 0:
+        for part in parts:
+            st, mb = part.stage, part.microbatch
+            other = prev_of[mb].get(st) if part.kind == "F" else next_of[mb].get(st) if part.kind != "W" else None
+            if other is None or schedule.stage_to_rank[other] == rank:
+                continue
+            sent = done_at[2 * (other * n_mb + mb) + (part.kind != "F")]
+            what = f"{other}F{mb}" if part.kind == "F" else f"grad of {other}:{mb}"
+            comms.append(CommInterval(rank, f"p2p {what}", sent, sent + costs.p2p, sent + costs.p2p <= was_free))
+    a2a = costs.dispatch + costs.combine
+    if a2a <= 0:
+        return
+    if len(parts) == 1:
+        if action.kind == "W":
+            return
+        half = (end - start - a2a) / 2  # attention, all-to-all, MLP, all-to-all
+        first, second = ("dispatch", "combine") if action.kind == "F" else ("combine (grad)", "dispatch (grad)")
+        c1 = costs.dispatch if action.kind == "F" else costs.combine
+        t = start + half
+        comms.append(CommInterval(rank, f"{first} {action}", t, t + c1, False))
+        comms.append(CommInterval(rank, f"{second} {action}", t + c1 + half, end, False))
+        return
+    hidden = exposed == 0
+    t = start
+    for part in parts:
+        comms.append(CommInterval(rank, f"all-to-all {part}", t, t + a2a, hidden))
+        t += a2a
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: simulate a named schedule and print a table and an ASCII timeline (or JSON)."""
+    parser = argparse.ArgumentParser(prog="python -m utils.simulate", description=main.__doc__)
+    parser.add_argument("name", help=", ".join(SCHEDULE_NAMES))
+    parser.add_argument("--ranks", type=int, required=True)
+    parser.add_argument("--microbatches", type=int, required=True)
+    for flag, default in (("F", 1.0), ("B", 2.0), ("W", 1.0), ("FB", None), ("p2p", 0.0),
+                          ("dispatch", 0.0), ("combine", 0.0)):
+        parser.add_argument(f"--{flag}", type=float, default=default)
+    parser.add_argument("--json", action="store_true", help="print JSON (makespan and per-rank numbers)")
+    args = parser.parse_args(argv)
+    try:
+        costs = CostModel(args.F, args.B, args.W, args.FB, args.p2p, args.dispatch, args.combine)
+        timeline = simulate(make_schedule(args.name, args.ranks, args.microbatches), costs)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    rows = timeline.summary()
+    if args.json:
+        print(json.dumps({"schedule": args.name, "makespan": timeline.makespan, "worst_idle": timeline.worst_idle,
+                          "bubble_ratio": timeline.bubble_ratio, "ranks": rows}, indent=1))
+        return 0
+    print(f"{args.name}: makespan {timeline.makespan:g}, worst idle {timeline.worst_idle:g}, "
+          f"bubble ratio {timeline.bubble_ratio:.3f}")
+    print(f"{'rank':>4} {'busy':>8} {'idle':>8} {'peak act':>8} {'params':>6}")
+    for row in rows:
+        print(f"{row['rank']:>4} {row['busy']:>8g} {row['idle']:>8g} {row['peak_activations']:>8} "
+              f"{row['param_copies']:>6}")
+    print(ascii_timeline(timeline))
+    return 0
+
+
+def ascii_timeline(timeline: Timeline, width: int = 100) -> str:
+    """One text row per rank: each column a slice of time, the letter of the action kind running then
+    (F, B, I, W; X for an overlapped pair), '.' when idle."""
+    span = timeline.makespan
+    if span <= 0:
+        return ""
+    scale = width / span
+    lines = []
+    for r, row in enumerate(timeline.intervals):
+        cells = ["."] * width
+        for iv in row:
+            a, b = int(round((iv.start - timeline.start) * scale)), int(round((iv.end - timeline.start) * scale))
+            mark = "X" if iv.kind == "FB" else iv.kind
+            for c in range(a, max(b, a + 1)):
+                if c < width:
+                    cells[c] = mark
+        lines.append(f"rank {r:>2} |" + "".join(cells) + "|")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
