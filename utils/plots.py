@@ -139,7 +139,7 @@ def _figure_for(n_rows: int, width: float = 12.0) -> tuple[Figure, Axes]:
     """A figure whose margins are fixed in inches (legend on the right): no layout engine to run."""
     height = min(1.6 + 0.36 * n_rows, 9.0)
     fig, ax = plt.subplots(figsize=(width, height))
-    fig.subplots_adjust(left=0.8 / width, right=1 - 2.7 / width, bottom=0.6 / height, top=1 - 0.4 / height)
+    fig.subplots_adjust(left=0.8 / width, right=1 - 3.0 / width, bottom=0.6 / height, top=1 - 0.4 / height)
     return fig, ax
 
 
@@ -334,7 +334,7 @@ def plot_idle_bars(timelines_by_schedule: Mapping[str, Timeline], ax: Axes | Non
     names = list(timelines_by_schedule)
     palette = {n: SCHEDULE_COLORS.get(n.split()[0].lower(), "#56B4E9") for n in names}
     sns.barplot(data=frame, x="rank", y="idle", hue="schedule", hue_order=names, palette=palette, ax=ax,
-                edgecolor=EDGE_COLOR, linewidth=0.5)
+                edgecolor=EDGE_COLOR, linewidth=0.5, saturation=1.0)
     units = sorted(set(frame["time_unit"])) or ["time units"]
     ax.set_xlabel("rank")
     ax.set_ylabel(f"idle time ({', '.join(units)})")

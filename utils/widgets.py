@@ -1,0 +1,148 @@
+"""Interactive controls for the pipeline lessons: only wiring, no computation.
+
+Each widget reads its sliders, calls one pure function of ``utils.pipeline_explore`` (unit-tested there)
+and shows what it returns: the figure as a PNG, the table as HTML, or the teaching message of an invalid
+setting in place of a traceback.
+
+    from utils.widgets import schedule_explorer, schedule_comparison
+    schedule_explorer("dualpipe", ranks=8, microbatches=16)      # last line of a cell: shows the widget
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+
+from utils import pipeline_explore, plots
+from utils.schedules import SCHEDULE_NAMES
+
+_SLIDER_STYLE = {"description_width": "90px"}
+_LAYOUT = widgets.Layout(width="320px")
+
+
+def _cost_sliders(F: float, B: float, W: float, FB: float, p2p: float) -> dict[str, widgets.Widget]:
+    def slider(label: str, value: float, top: float) -> widgets.FloatSlider:
+        return widgets.FloatSlider(value=value, min=0.0, max=top, step=0.1, description=label,
+                                   continuous_update=False, style=_SLIDER_STYLE, layout=_LAYOUT,
+                                   readout_format=".1f")
+
+    return {"F": slider("F (forward)", F, 4.0), "B": slider("B (backward)", B, 8.0),
+            "W": slider("W (weights)", W, 4.0), "FB": slider("F&B (pair)", FB, 12.0),
+            "p2p": slider("p2p latency", p2p, 2.0)}
+
+
+def _error_html(message: str) -> str:
+    return ("<div style='border-left:4px solid #D55E00;padding:6px 10px;background:#fff4ec'>"
+            f"<b>This combination is not allowed.</b><br>{html.escape(message)}</div>")
+
+
+class _Wired:
+    """Shared wiring: observe every control, call the pure function, show figure / table / message."""
+
+    def __init__(self, controls: dict[str, widgets.Widget], compute: Callable):
+        self.controls = controls
+        self.compute = compute
+        self.image = widgets.Image(format="png")
+        self.table = widgets.HTML()
+        self.message = widgets.HTML()
+        self.view = None
+        self.calls = 0
+        rows = list(controls.values())
+        half = (len(rows) + 1) // 2
+        self.widget = widgets.VBox([
+            widgets.HBox([widgets.VBox(rows[:half]), widgets.VBox(rows[half:])]),
+            self.message, self.image, self.table,
+        ])
+        for control in controls.values():
+            control.observe(self.refresh, names="value")
+        self.refresh()
+
+    def settings(self) -> dict:
+        """The current value of every control, as keyword arguments of the pure function."""
+        return {name: control.value for name, control in self.controls.items()}
+
+    def refresh(self, change=None):
+        """Recompute from the controls and redraw (called on every control change)."""
+        self.calls += 1
+        view = self.compute(**self.settings())
+        self.view = view
+        figure, table, error = view.figure, view.table, view.error
+        if error:
+            self.message.value = _error_html(error)
+            self.image.layout.display = "none"
+            self.table.value = ""
+        else:
+            self.message.value = ""
+            self.image.value = plots.figure_png(figure)
+            self.image.layout.display = None
+            self.table.value = table.to_html(float_format=lambda x: f"{x:.4g}", na_rep="-")
+        if figure is not None:
+            plt.close(figure)  # shown as a PNG; keep pyplot from drawing it again at the end of the cell
+        return view
+
+    def _repr_mimebundle_(self, **kwargs):
+        # The live widget for Jupyter, a short stable text for nbval and plain consoles.
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        bundle["text/plain"] = repr(self)
+        return bundle
+
+
+class ScheduleExplorer(_Wired):
+    """Schedule, ranks, micro-batches and the costs F, B, W, F&B, p2p wired to
+    ``pipeline_explore.explore_schedule``: a Gantt chart and Table 2's quantities, simulated and closed
+    form."""
+
+    def __init__(self, name: str = "1f1b", ranks: int = 4, microbatches: int = 8, F: float = 1.0,
+                 B: float = 2.0, W: float = 1.0, FB: float = 3.0, p2p: float = 0.0,
+                 explore: Callable = pipeline_explore.explore_schedule):
+        controls = {
+            "name": widgets.Dropdown(options=list(SCHEDULE_NAMES), value=name, description="schedule",
+                                     style=_SLIDER_STYLE, layout=_LAYOUT),
+            "ranks": widgets.IntSlider(value=ranks, min=1, max=16, description="ranks (PP)",
+                                       continuous_update=False, style=_SLIDER_STYLE, layout=_LAYOUT),
+            "microbatches": widgets.IntSlider(value=microbatches, min=1, max=64, description="micro-batches",
+                                              continuous_update=False, style=_SLIDER_STYLE, layout=_LAYOUT),
+            **_cost_sliders(F, B, W, FB, p2p),
+        }
+        super().__init__(controls, explore)
+
+    def __repr__(self) -> str:
+        s = self.settings()
+        return f"ScheduleExplorer({s['name']}, {s['ranks']} ranks, {s['microbatches']} micro-batches)"
+
+
+class ScheduleComparison(_Wired):
+    """All Table 2 schedules on the same costs as PP or micro-batches vary, wired to
+    ``pipeline_explore.explore_comparison``: worst-rank idle side by side, bubble ratio, and the table."""
+
+    def __init__(self, vary: str = "ranks", ranks: int = 4, microbatches: int = 32, F: float = 1.0,
+                 B: float = 2.0, W: float = 1.0, FB: float = 3.0, p2p: float = 0.0,
+                 compare: Callable = pipeline_explore.explore_comparison):
+        controls = {
+            "vary": widgets.ToggleButtons(options=["ranks", "microbatches"], value=vary, description="vary",
+                                          style=_SLIDER_STYLE),
+            "ranks": widgets.IntSlider(value=ranks, min=2, max=16, step=2, description="ranks (fixed)",
+                                       continuous_update=False, style=_SLIDER_STYLE, layout=_LAYOUT),
+            "microbatches": widgets.IntSlider(value=microbatches, min=8, max=128, step=8,
+                                              description="micro-batches (fixed)", continuous_update=False,
+                                              style=_SLIDER_STYLE, layout=_LAYOUT),
+            **_cost_sliders(F, B, W, FB, p2p),
+        }
+        super().__init__(controls, compare)
+
+    def __repr__(self) -> str:
+        s = self.settings()
+        return f"ScheduleComparison(vary {s['vary']}, {s['ranks']} ranks, {s['microbatches']} micro-batches)"
+
+
+def schedule_explorer(name: str = "1f1b", ranks: int = 4, microbatches: int = 8, **costs) -> ScheduleExplorer:
+    """The schedule explorer, ready to display (make it the last expression of a cell)."""
+    return ScheduleExplorer(name, ranks, microbatches, **costs)
+
+
+def schedule_comparison(vary: str = "ranks", **settings) -> ScheduleComparison:
+    """The comparison widget, ready to display."""
+    return ScheduleComparison(vary, **settings)
