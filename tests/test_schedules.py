@@ -13,12 +13,16 @@ def test_action_strings_match_torch_form():
     assert str(pair) == "(0F7;7B3)OVERLAP_F_B"
 
 
-@pytest.mark.parametrize("text", ["1F0", "2I3", "2W3", "12B40", "(0F7;7B3)OVERLAP_F_B", "(3F1;4I0)OVERLAP_F_B"])
+@pytest.mark.parametrize(
+    "text", ["1F0", "2I3", "2W3", "12B40", "(0F7;7B3)OVERLAP_F_B", "(3F1;4I0)OVERLAP_F_B"]
+)
 def test_parse_action_inverts_str(text):
     assert str(parse_action(text)) == text
 
 
-@pytest.mark.parametrize("text", ["", "F0", "1X0", "1F", "(0F7;7F3)OVERLAP_F_B", "(0B7;7B3)OVERLAP_F_B", "1f0"])
+@pytest.mark.parametrize(
+    "text", ["", "F0", "1X0", "1F", "(0F7;7F3)OVERLAP_F_B", "(0B7;7B3)OVERLAP_F_B", "1f0"]
+)
 def test_parse_action_rejects_bad_text(text):
     with pytest.raises(ValueError, match="expected"):
         parse_action(text)
@@ -28,8 +32,15 @@ def test_schedule_helpers():
     f = [Action(s, "F", 0) for s in range(4)]
     b = [Action(s, "B", 0) for s in range(4)]
     # a V placement: rank 0 holds stages 0 and 3, rank 1 holds 1 and 2
-    s = Schedule("dualpipev", 2, 1, (0, 1, 1, 0), (0, 1, 2, 3), ((0, 1, 2, 3),),
-                 ((f[0], f[3], b[3], b[0]), (f[1], f[2], b[2], b[1])))
+    s = Schedule(
+        "dualpipev",
+        2,
+        1,
+        (0, 1, 1, 0),
+        (0, 1, 2, 3),
+        ((0, 1, 2, 3),),
+        ((f[0], f[3], b[3], b[0]), (f[1], f[2], b[2], b[1])),
+    )
     assert s.n_stages == 4 and s.n_chunks == 4
     assert s.stages_on(0) == (0, 3) and s.stages_on(1) == (1, 2)
     assert s.route_of(0) == (0, 1, 2, 3)
@@ -140,14 +151,21 @@ def test_dualpipe_is_mirror_symmetric():
 
 
 def test_cli_prints_one_line_per_rank():
-    out = subprocess.run([sys.executable, "-m", "utils.schedules", "1f1b", "--ranks", "2", "--microbatches", "2"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "utils.schedules", "1f1b", "--ranks", "2", "--microbatches", "2"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert out.splitlines() == ["rank 0: 0F0 0F1 0B0 0B1", "rank 1: 1F0 1B0 1F1 1B1"]
 
 
 def test_cli_reports_bad_input():
-    res = subprocess.run([sys.executable, "-m", "utils.schedules", "dualpipe", "--ranks", "3", "--microbatches", "6"],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "utils.schedules", "dualpipe", "--ranks", "3", "--microbatches", "6"],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 2 and "even number of ranks" in res.stderr
 
 

@@ -12,7 +12,10 @@ def two_rank_timeline() -> Timeline:
     """Two stages on two ranks, one micro-batch: rank 0 F [0,1], rank 1 F [1,2] B [2,4], rank 0 B [4,6]."""
     f0, f1, b1, b0 = Action(0, "F", 0), Action(1, "F", 0), Action(1, "B", 0), Action(0, "B", 0)
     schedule = Schedule("naive", 2, 1, (0, 1), (0, 1), ((0, 1),), ((f0, b0), (f1, b1)))
-    intervals = ((Interval(0, f0, 0, 1), Interval(0, b0, 4, 6)), (Interval(1, f1, 1, 2), Interval(1, b1, 2, 4)))
+    intervals = (
+        (Interval(0, f0, 0, 1), Interval(0, b0, 4, 6)),
+        (Interval(1, f1, 1, 2), Interval(1, b1, 2, 4)),
+    )
     return Timeline(schedule, intervals, comms=(CommInterval(0, "p2p", 1, 1.5, False),))
 
 
@@ -30,7 +33,7 @@ def test_peak_activations_release_before_acquire():
     a = [Action(0, "F", 0), Action(0, "B", 0), Action(0, "F", 1), Action(0, "I", 1), Action(0, "W", 1)]
     schedule = Schedule("naive", 1, 2, (0,), (0,), ((0,), (0,)), (tuple(a),))
     times = [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
-    tl = Timeline(schedule, (tuple(Interval(0, x, s, e) for x, (s, e) in zip(a, times)),))
+    tl = Timeline(schedule, (tuple(Interval(0, x, s, e) for x, (s, e) in zip(a, times, strict=True)),))
     assert tl.peak_activations(0) == 1
     assert tl.param_copies(0) == 1
 
@@ -61,6 +64,10 @@ def test_chrome_trace_round_trips_through_json():
     compute = [e for e in trace["traceEvents"] if e["ph"] == "X" and e["pid"] == 0]
     assert len(compute) == 4
     assert {(e["name"], e["tid"], e["ts"], e["dur"]) for e in compute} == {
-        ("0F0", 0, 0, 1), ("0B0", 0, 4, 2), ("1F0", 1, 1, 1), ("1B0", 1, 2, 2)}
+        ("0F0", 0, 0, 1),
+        ("0B0", 0, 4, 2),
+        ("1F0", 1, 1, 1),
+        ("1B0", 1, 2, 2),
+    }
     comm = [e for e in trace["traceEvents"] if e["ph"] == "X" and e["pid"] == 1]
     assert comm[0]["name"] == "p2p" and comm[0]["args"]["overlapped"] is False

@@ -18,12 +18,15 @@ def _check_counts(name: str, n_ranks, n_microbatches) -> None:
             raise ValueError(f"{name}: {label} must be a whole number (a count); got {value!r}.")
         if value < 1:
             raise ValueError(
-                f"{name}: {label} must be at least 1 (a pipeline needs a rank and a micro-batch); got {value}."
+                f"{name}: {label} must be at least 1 (a pipeline needs a rank and a micro-batch); "
+                f"got {value}."
             )
 
 
-def _linear_schedule(name: str, n_ranks: int, n_microbatches: int, actions: list[list[ActionLike]]) -> Schedule:
-    """Stage s on rank s, every micro-batch through stages 0..PP-1 (the layout of naive, GPipe, 1F1B, ZB1P)."""
+def _linear_schedule(
+    name: str, n_ranks: int, n_microbatches: int, actions: list[list[ActionLike]]
+) -> Schedule:
+    """Stage s on rank s, every micro-batch through stages 0..PP-1 (naive, GPipe, 1F1B, ZB1P)."""
     stages = tuple(range(n_ranks))
     return Schedule(
         name=name,
@@ -43,7 +46,8 @@ def naive(n_ranks: int, n_microbatches: int) -> Schedule:
     """
     _check_counts("naive", n_ranks, n_microbatches)
     actions = [
-        [Action(rank, kind, mb) for mb in range(n_microbatches) for kind in ("F", "B")] for rank in range(n_ranks)
+        [Action(rank, kind, mb) for mb in range(n_microbatches) for kind in ("F", "B")]
+        for rank in range(n_ranks)
     ]
     return _linear_schedule("naive", n_ranks, n_microbatches, actions)
 
@@ -114,16 +118,22 @@ def zb1p(n_ranks: int, n_microbatches: int) -> Schedule:
     return _linear_schedule("zb1p", n_ranks, n_microbatches, actions)
 
 
-def _dualpipe_rank(half_ranks: int, half_rank: int, chunks_per_direction: int, stage_of_phase, first_mb_of_phase,
-                   is_middle: bool) -> list[ActionLike]:
+def _dualpipe_rank(
+    half_ranks: int,
+    half_rank: int,
+    chunks_per_direction: int,
+    stage_of_phase,
+    first_mb_of_phase,
+    is_middle: bool,
+) -> list[ActionLike]:
     """DualPipe's eight phases on one rank (DeepSeek-V3 report Sec. 3.2.1, Figure 5).
 
     A rank holds two stages, one per direction; "phase 0" is the stage it starts with, "phase 1" the other.
     ``half_rank`` is the distance to the nearer end of the pipeline. ``stage_of_phase[p]`` is the stage id of
     phase p; ``first_mb_of_phase[p]`` the id of the first micro-batch that phase sees (they arrive in order).
     """
-    next_f = [0, 0]            # how many forwards each phase has run
-    next_b = [0, 0]            # how many backwards (B or I) each phase has run
+    next_f = [0, 0]  # how many forwards each phase has run
+    next_b = [0, 0]  # how many backwards (B or I) each phase has run
     pending_w: deque[Action] = deque()  # I passes whose W was postponed, oldest first
     acts: list[ActionLike] = []
 
@@ -205,29 +215,31 @@ def dualpipe(n_ranks: int, n_microbatches: int) -> Schedule:
     _check_counts("dualpipe", n_ranks, n_microbatches)
     if n_ranks % 2:
         raise ValueError(
-            f"dualpipe needs an even number of ranks: rank r pairs with rank PP-1-r (the two directions meet in "
-            f"the middle); got {n_ranks}. Use dualpipev for any number of ranks."
+            f"dualpipe needs an even number of ranks: rank r pairs with rank PP-1-r (the two directions "
+            f"meet in the middle); got {n_ranks}. Use dualpipev for any number of ranks."
         )
     if n_microbatches % 2 or n_microbatches < 2 * n_ranks:
         raise ValueError(
-            f"dualpipe needs an even number of micro-batches, at least 2 x ranks = {2 * n_ranks}: half go each "
-            f"way and each direction needs one per rank to fill the pipeline; got {n_microbatches}."
+            f"dualpipe needs an even number of micro-batches, at least 2 x ranks = {2 * n_ranks}: half go "
+            f"each way and each direction needs one per rank to fill the pipeline; got {n_microbatches}."
         )
     pp, half_m = n_ranks, n_microbatches // 2
     half = pp // 2
     actions = []
     for rank in range(pp):
         second_half = rank >= half
-        own = {0: rank, 1: 2 * pp - 1 - rank}               # direction -> stage id held on this rank
+        own = {0: rank, 1: 2 * pp - 1 - rank}  # direction -> stage id held on this rank
         direction = (int(second_half), 1 - int(second_half))  # phase -> direction
-        actions.append(_dualpipe_rank(
-            half_ranks=half,
-            half_rank=min(rank, pp - 1 - rank),
-            chunks_per_direction=half_m,
-            stage_of_phase=tuple(own[d] for d in direction),
-            first_mb_of_phase=tuple(d * half_m for d in direction),
-            is_middle=rank in (half - 1, half),
-        ))
+        actions.append(
+            _dualpipe_rank(
+                half_ranks=half,
+                half_rank=min(rank, pp - 1 - rank),
+                chunks_per_direction=half_m,
+                stage_of_phase=tuple(own[d] for d in direction),
+                first_mb_of_phase=tuple(d * half_m for d in direction),
+                is_middle=rank in (half - 1, half),
+            )
+        )
     return Schedule(
         name="dualpipe",
         n_ranks=pp,
@@ -240,7 +252,7 @@ def dualpipe(n_ranks: int, n_microbatches: int) -> Schedule:
 
 
 def dualpipev(n_ranks: int, n_microbatches: int) -> Schedule:
-    """DualPipeV: DualPipe cut in half (the "V" shape; used by torch.distributed.pipelining's ScheduleDualPipeV).
+    """DualPipeV: DualPipe cut in half (the "V" shape; torch.distributed.pipelining's ScheduleDualPipeV).
 
     N ranks hold 2N stages: rank r holds stages r and 2N-1-r, so a micro-batch goes down the ranks and comes
     back up, with its input and loss on rank 0. One copy of the model's parameters in total, yet each rank
@@ -255,8 +267,14 @@ def dualpipev(n_ranks: int, n_microbatches: int) -> Schedule:
             f"before the main overlapped phase; got {k}."
         )
     actions = [
-        _dualpipe_rank(half_ranks=n, half_rank=rank, chunks_per_direction=k,
-                       stage_of_phase=(rank, 2 * n - 1 - rank), first_mb_of_phase=(0, 0), is_middle=rank == n - 1)
+        _dualpipe_rank(
+            half_ranks=n,
+            half_rank=rank,
+            chunks_per_direction=k,
+            stage_of_phase=(rank, 2 * n - 1 - rank),
+            first_mb_of_phase=(0, 0),
+            is_middle=rank == n - 1,
+        )
         for rank in range(n)
     ]
     stages = tuple(range(2 * n))

@@ -48,22 +48,43 @@ def check_structure(schedule: Schedule) -> None:
 
 def _check_shape(s: Schedule) -> None:
     if len(s.actions) != s.n_ranks:
-        _fail(None, None, "one action list per rank",
-              f"n_ranks is {s.n_ranks} but there are {len(s.actions)} action lists.")
+        _fail(
+            None,
+            None,
+            "one action list per rank",
+            f"n_ranks is {s.n_ranks} but there are {len(s.actions)} action lists.",
+        )
     if len(s.stage_to_chunk) != len(s.stage_to_rank):
-        _fail(None, None, "every stage has a rank and a chunk",
-              f"stage_to_rank has {len(s.stage_to_rank)} entries but stage_to_chunk has {len(s.stage_to_chunk)}.")
+        _fail(
+            None,
+            None,
+            "every stage has a rank and a chunk",
+            f"stage_to_rank has {len(s.stage_to_rank)} entries but stage_to_chunk has "
+            f"{len(s.stage_to_chunk)}.",
+        )
     for stage, rank in enumerate(s.stage_to_rank):
         if not 0 <= rank < s.n_ranks:
-            _fail(None, None, "stages live on existing ranks",
-                  f"stage {stage} is placed on rank {rank}, but ranks are 0..{s.n_ranks - 1}.")
+            _fail(
+                None,
+                None,
+                "stages live on existing ranks",
+                f"stage {stage} is placed on rank {rank}, but ranks are 0..{s.n_ranks - 1}.",
+            )
     if len(s.routes) != s.n_microbatches:
-        _fail(None, None, "one route per micro-batch",
-              f"{s.n_microbatches} micro-batches but {len(s.routes)} routes.")
+        _fail(
+            None,
+            None,
+            "one route per micro-batch",
+            f"{s.n_microbatches} micro-batches but {len(s.routes)} routes.",
+        )
     for mb, route in enumerate(s.routes):
         if not route or len(set(route)) != len(route) or not all(0 <= st < s.n_stages for st in route):
-            _fail(None, None, "a route is a list of distinct existing stages",
-                  f"micro-batch {mb} has route {route}; stages are 0..{s.n_stages - 1}.")
+            _fail(
+                None,
+                None,
+                "a route is a list of distinct existing stages",
+                f"micro-batch {mb} has route {route}; stages are 0..{s.n_stages - 1}.",
+            )
 
 
 def _check_placement(s: Schedule) -> dict[str, list[int]]:
@@ -83,28 +104,48 @@ def _check_placement(s: Schedule) -> dict[str, list[int]]:
             elif type(action) is OverlappedAction:
                 parts = action.parts
             else:
-                _fail(rank, action, "actions are Action or OverlappedAction",
-                      f"position {i} holds a {type(action).__name__}.")
+                _fail(
+                    rank,
+                    action,
+                    "actions are Action or OverlappedAction",
+                    f"position {i} holds a {type(action).__name__}.",
+                )
             for part in parts:
                 st, kind, mb = part.stage, part.kind, part.microbatch
                 if mb >= n_mb:
-                    _fail(rank, action, "micro-batches exist",
-                          f"micro-batch {mb} does not exist: there are {n_mb} (0..{n_mb - 1}).")
+                    _fail(
+                        rank,
+                        action,
+                        "micro-batches exist",
+                        f"micro-batch {mb} does not exist: there are {n_mb} (0..{n_mb - 1}).",
+                    )
                 if st >= n_stages:
                     _fail(rank, action, "stages exist", f"stage {st} does not exist: there are {n_stages}.")
                 if stage_rank[st] != rank:
-                    _fail(rank, action, "an action runs on the rank that holds its stage",
-                          f"stage {st} lives on rank {stage_rank[st]}, which holds its parameters; rank {rank} "
-                          f"cannot run it.")
+                    _fail(
+                        rank,
+                        action,
+                        "an action runs on the rank that holds its stage",
+                        f"stage {st} lives on rank {stage_rank[st]}, which holds its parameters; rank {rank} "
+                        f"cannot run it.",
+                    )
                 if st not in on_route[mb]:
-                    _fail(rank, action, "a micro-batch only visits the stages of its route",
-                          f"micro-batch {mb} goes through stages {list(s.route_of(mb))}, not stage {st}.")
+                    _fail(
+                        rank,
+                        action,
+                        "a micro-batch only visits the stages of its route",
+                        f"micro-batch {mb} goes through stages {list(s.route_of(mb))}, not stage {st}.",
+                    )
                 column = where[kind]
                 idx = st * n_mb + mb
                 if column[idx] >= 0:
-                    _fail(rank, action, f"each {KIND_NAMES[kind]} runs exactly once per stage and micro-batch",
-                          f"{_describe(st, kind, mb)} appears twice (positions {column[idx]} and {i} of rank "
-                          f"{rank}'s list).")
+                    _fail(
+                        rank,
+                        action,
+                        f"each {KIND_NAMES[kind]} runs exactly once per stage and micro-batch",
+                        f"{_describe(st, kind, mb)} appears twice (positions {column[idx]} and {i} of rank "
+                        f"{rank}'s list).",
+                    )
                 column[idx] = i
     return where
 
@@ -115,26 +156,52 @@ def _check_counts(s: Schedule, where) -> None:
     for mb, route in enumerate(s.routes):
         for st in route:
             idx = st * n_mb + mb
-            if f_at[idx] >= 0 and (b_at[idx] >= 0) != (i_at[idx] >= 0) and (i_at[idx] >= 0) == (w_at[idx] >= 0):
+            if (
+                f_at[idx] >= 0
+                and (b_at[idx] >= 0) != (i_at[idx] >= 0)
+                and (i_at[idx] >= 0) == (w_at[idx] >= 0)
+            ):
                 continue  # the common case: F, then exactly one of B or I+W
             rank = s.stage_to_rank[st]
             if f_at[idx] < 0:
-                _fail(rank, None, "each micro-batch runs every stage of its route's F exactly once",
-                      f"{_describe(st, 'F', mb)} is missing from rank {rank}'s list.")
+                _fail(
+                    rank,
+                    None,
+                    "each micro-batch runs every stage of its route's F exactly once",
+                    f"{_describe(st, 'F', mb)} is missing from rank {rank}'s list.",
+                )
             if b_at[idx] >= 0 and i_at[idx] >= 0:
-                _fail(rank, f"{st}I{mb}", "a stage runs either a full B or an I+W pair, not both",
-                      f"{st}B{mb} already computes every gradient of stage {st} for micro-batch {mb}; "
-                      f"{st}I{mb} would compute the input gradient twice.")
+                _fail(
+                    rank,
+                    f"{st}I{mb}",
+                    "a stage runs either a full B or an I+W pair, not both",
+                    f"{st}B{mb} already computes every gradient of stage {st} for micro-batch {mb}; "
+                    f"{st}I{mb} would compute the input gradient twice.",
+                )
             if b_at[idx] < 0 and i_at[idx] < 0:
-                _fail(rank, None, "every forward has a backward",
-                      f"micro-batch {mb} runs F on stage {st} but neither {st}B{mb} (full backward) nor {st}I{mb} "
-                      f"(backward for input): its gradient would never reach the earlier stages.")
+                _fail(
+                    rank,
+                    None,
+                    "every forward has a backward",
+                    f"micro-batch {mb} runs F on stage {st} but neither {st}B{mb} (full backward) nor "
+                    f"{st}I{mb} "
+                    f"(backward for input): its gradient would never reach the earlier stages.",
+                )
             if i_at[idx] >= 0:
-                _fail(rank, f"{st}I{mb}", "every I has a W",
-                      f"{st}I{mb} computes only the input gradient; without {st}W{mb} the weight gradient of stage "
-                      f"{st} for micro-batch {mb} is never computed.")
-            _fail(rank, f"{st}W{mb}", "a W follows an I, not a full B",
-                  f"{st}B{mb} already computed the weight gradient, so {st}W{mb} has nothing left to do.")
+                _fail(
+                    rank,
+                    f"{st}I{mb}",
+                    "every I has a W",
+                    f"{st}I{mb} computes only the input gradient; without {st}W{mb} the weight gradient of "
+                    f"stage "
+                    f"{st} for micro-batch {mb} is never computed.",
+                )
+            _fail(
+                rank,
+                f"{st}W{mb}",
+                "a W follows an I, not a full B",
+                f"{st}B{mb} already computed the weight gradient, so {st}W{mb} has nothing left to do.",
+            )
 
 
 def _check_order(s: Schedule, where) -> None:
@@ -147,17 +214,32 @@ def _check_order(s: Schedule, where) -> None:
             back = b_at[idx] if b_at[idx] >= 0 else i_at[idx]
             kind = "B" if b_at[idx] >= 0 else "I"
             if f_at[idx] == back:
-                _fail(rank, s.actions[rank][back], "F before its B/I",
-                      "a pair cannot run the forward and backward of the same stage and micro-batch together: the "
-                      "backward needs the forward's activations.")
+                _fail(
+                    rank,
+                    s.actions[rank][back],
+                    "F before its B/I",
+                    "a pair cannot run the forward and backward of the same stage and micro-batch together: "
+                    "the "
+                    "backward needs the forward's activations.",
+                )
             if f_at[idx] > back:
-                _fail(rank, s.actions[rank][back], "F before its B/I",
-                      f"the backward of stage {st} for micro-batch {mb} needs the activations its forward saves, "
-                      f"but {st}F{mb} comes later in rank {rank}'s list (position {f_at[idx]}, after {back}).")
+                _fail(
+                    rank,
+                    s.actions[rank][back],
+                    "F before its B/I",
+                    f"the backward of stage {st} for micro-batch {mb} needs the activations its forward "
+                    f"saves, "
+                    f"but {st}F{mb} comes later in rank {rank}'s list (position {f_at[idx]}, after {back}).",
+                )
             if kind == "I" and w_at[idx] <= back:
-                _fail(rank, s.actions[rank][w_at[idx]], "I before its W",
-                      f"the weight gradient needs the output gradient that {st}I{mb} receives, but {st}I{mb} comes "
-                      f"later in rank {rank}'s list (position {back}, after {w_at[idx]}).")
+                _fail(
+                    rank,
+                    s.actions[rank][w_at[idx]],
+                    "I before its W",
+                    f"the weight gradient needs the output gradient that {st}I{mb} receives, but {st}I{mb} "
+                    f"comes "
+                    f"later in rank {rank}'s list (position {back}, after {w_at[idx]}).",
+                )
         # the stages a rank holds, in route order: forwards down the route, backwards up it
         last: dict[int, int] = {}  # rank -> the previous stage of this route it holds
         for b in route:
@@ -168,15 +250,24 @@ def _check_order(s: Schedule, where) -> None:
                 continue
             ia, ib = a * n_mb + mb, b * n_mb + mb
             if f_at[ia] > f_at[ib]:
-                _fail(rank, f"{b}F{mb}", "stages in pipeline order along the route",
-                      f"stage {b} comes after stage {a} on micro-batch {mb}'s route, so its forward needs "
-                      f"{a}F{mb} to have run, yet rank {rank} runs {b}F{mb} first.")
+                _fail(
+                    rank,
+                    f"{b}F{mb}",
+                    "stages in pipeline order along the route",
+                    f"stage {b} comes after stage {a} on micro-batch {mb}'s route, so its forward needs "
+                    f"{a}F{mb} to have run, yet rank {rank} runs {b}F{mb} first.",
+                )
             back_a = b_at[ia] if b_at[ia] >= 0 else i_at[ia]
             back_b = b_at[ib] if b_at[ib] >= 0 else i_at[ib]
             if back_b > back_a:
-                _fail(rank, f"{a}{'B' if b_at[ia] >= 0 else 'I'}{mb}", "stages in pipeline order along the route",
-                      f"the backward goes up the route, so stage {a} needs the gradient that stage {b} computes "
-                      f"for micro-batch {mb}, yet rank {rank} runs stage {a}'s backward first.")
+                _fail(
+                    rank,
+                    f"{a}{'B' if b_at[ia] >= 0 else 'I'}{mb}",
+                    "stages in pipeline order along the route",
+                    f"the backward goes up the route, so stage {a} needs the gradient that stage {b} "
+                    f"computes "
+                    f"for micro-batch {mb}, yet rank {rank} runs stage {a}'s backward first.",
+                )
 
 
 def _check_deadlock(s: Schedule) -> None:
@@ -190,7 +281,10 @@ def _check_deadlock(s: Schedule) -> None:
     nbrs: dict[tuple[int, ...], tuple[dict[int, int], dict[int, int]]] = {}
     for route in s.routes:
         if route not in nbrs:
-            nbrs[route] = (dict(zip(route[1:], route[:-1])), dict(zip(route[:-1], route[1:])))
+            nbrs[route] = (
+                dict(zip(route[1:], route[:-1], strict=True)),
+                dict(zip(route[:-1], route[1:], strict=True)),
+            )
     prev_of = [nbrs[r][0] for r in s.routes]
     next_of = [nbrs[r][1] for r in s.routes]
     done = bytearray(2 * s.n_stages * n_mb)
@@ -199,7 +293,7 @@ def _check_deadlock(s: Schedule) -> None:
     blocked_on: dict[int, int] = {}
 
     def first_missing(action) -> int:
-        for p in (action.parts if type(action) is OverlappedAction else (action,)):
+        for p in action.parts if type(action) is OverlappedAction else (action,):
             st, mb, kind = p.stage, p.microbatch, p.kind
             base = st * n_mb + mb
             if kind == "F":
@@ -229,7 +323,7 @@ def _check_deadlock(s: Schedule) -> None:
                 waiting.setdefault(missing, []).append(rank)
                 break
             pos[rank] += 1
-            for p in (action.parts if type(action) is OverlappedAction else (action,)):
+            for p in action.parts if type(action) is OverlappedAction else (action,):
                 if p.kind != "W":
                     key = 2 * (p.stage * n_mb + p.microbatch) + (p.kind != "F")
                     done[key] = 1
@@ -254,9 +348,14 @@ def _check_deadlock(s: Schedule) -> None:
     while rank not in chain:
         chain.append(rank)
         rank = producer(blocked_on[rank])
-    cycle = chain[chain.index(rank):]
-    _fail(cycle[0], s.actions[cycle[0]][pos[cycle[0]]], "no deadlock when ranks run their lists in order",
-          f"ranks {', '.join(map(str, cycle))} wait for each other forever: "
-          + "; ".join(waits_for(r) for r in cycle)
-          + ". Stuck ranks and their next actions: "
-          + ", ".join(f"rank {r}: {s.actions[r][pos[r]]}" for r in stuck) + ".")
+    cycle = chain[chain.index(rank) :]
+    _fail(
+        cycle[0],
+        s.actions[cycle[0]][pos[cycle[0]]],
+        "no deadlock when ranks run their lists in order",
+        f"ranks {', '.join(map(str, cycle))} wait for each other forever: "
+        + "; ".join(waits_for(r) for r in cycle)
+        + ". Stuck ranks and their next actions: "
+        + ", ".join(f"rank {r}: {s.actions[r][pos[r]]}" for r in stuck)
+        + ".",
+    )

@@ -103,8 +103,9 @@ def parse_action(text: str) -> ActionLike:
     if m := _OVERLAP_RE.match(s):
         return OverlappedAction(parse_action(m.group(1)), parse_action(m.group(2)))
     raise ValueError(
-        f"Cannot read action {text!r}: expected <stage><kind><microbatch> with kind F, B, I or W (e.g. '1F0', "
-        f"'2I3') or an overlapped pair '(<stage>F<mb>;<stage>B<mb>)OVERLAP_F_B' (e.g. '(0F7;7B3)OVERLAP_F_B')."
+        f"Cannot read action {text!r}: expected <stage><kind><microbatch> with kind F, B, I or W "
+        f"(e.g. '1F0', '2I3') or an overlapped pair '(<stage>F<mb>;<stage>B<mb>)OVERLAP_F_B' "
+        f"(e.g. '(0F7;7B3)OVERLAP_F_B')."
     )
 
 
@@ -164,7 +165,7 @@ class Schedule:
         return self._neighbours[(stage, microbatch)][0]
 
     def next_stage(self, stage: int, microbatch: int) -> int | None:
-        """The stage after ``stage`` on the micro-batch's route (None at the last stage, where the loss is)."""
+        """The stage after ``stage`` on the micro-batch's route (None at the last stage: the loss)."""
         return self._neighbours[(stage, microbatch)][1]
 
     def rank_lines(self) -> list[str]:
@@ -176,8 +177,7 @@ class Schedule:
 
     def __str__(self) -> str:
         head = (
-            f"{self.name}: {self.n_ranks} ranks, {self.n_microbatches} micro-batches, "
-            f"{self.n_stages} stages"
+            f"{self.name}: {self.n_ranks} ranks, {self.n_microbatches} micro-batches, {self.n_stages} stages"
         )
         return "\n".join([head, *self.rank_lines()])
 
@@ -197,7 +197,8 @@ def make_schedule(name: str, n_ranks: int, n_microbatches: int) -> Schedule:
     }
     if key not in builders:
         raise ValueError(
-            f"Unknown schedule {name!r}: the kit builds {', '.join(SCHEDULE_NAMES)} (the schedules compared in "
+            f"Unknown schedule {name!r}: the kit builds {', '.join(SCHEDULE_NAMES)} (the schedules "
+            f"compared in "
             f"the DeepSeek-V3 report's Table 2 plus naive and GPipe for reference)."
         )
     return builders[key](n_ranks, n_microbatches)

@@ -69,18 +69,21 @@ class CostModel:
                 raise ValueError(f"CostModel.{name} is a duration, so it cannot be negative; got {value}.")
         if self.F <= 0 or self.B <= 0:
             raise ValueError(
-                f"CostModel: F and B must be positive (every stage computes something); got F={self.F}, B={self.B}."
+                f"CostModel: F and B must be positive (every stage computes something); "
+                f"got F={self.F}, B={self.B}."
             )
         if self.W > self.B:
             raise ValueError(
-                f"CostModel: W (backward for weights) is part of the full backward B, so W <= B; got W={self.W}, "
+                f"CostModel: W (backward for weights) is part of the full backward B, so W <= B; "
+                f"got W={self.W}, "
                 f"B={self.B}."
             )
         if self.FB is None:
             object.__setattr__(self, "FB", self.F + self.B)
         if not max(self.F, self.B) <= self.FB <= self.F + self.B:
             raise ValueError(
-                f"CostModel: an overlapped pair F&B runs a forward and a backward together, so it takes at least "
+                f"CostModel: an overlapped pair F&B runs a forward and a backward together, so it takes "
+                f"at least "
                 f"the longer of them and at most both in a row: max(F, B) = {max(self.F, self.B)} <= FB <= "
                 f"F + B = {self.F + self.B}; got FB={self.FB}."
             )
@@ -117,7 +120,10 @@ def simulate(schedule: Schedule, costs: CostModel, check: bool = True) -> Timeli
     prev_of, next_of = [], []
     for route in schedule.routes:
         if route not in nbr_of_route:
-            nbr_of_route[route] = (dict(zip(route[1:], route[:-1])), dict(zip(route[:-1], route[1:])))
+            nbr_of_route[route] = (
+                dict(zip(route[1:], route[:-1], strict=True)),
+                dict(zip(route[:-1], route[1:], strict=True)),
+            )
         p, n = nbr_of_route[route]
         prev_of.append(p)
         next_of.append(n)
@@ -131,7 +137,7 @@ def simulate(schedule: Schedule, costs: CostModel, check: bool = True) -> Timeli
     rows: list[list[Interval]] = [[] for _ in range(n_ranks)]
     comms: list[CommInterval] = []
     draw_comms = a2a > 0 or p2p > 0
-    FB, F, W, I = costs.FB, costs.F, costs.W, costs.I
+    FB, F, W, I = costs.FB, costs.F, costs.W, costs.I  # noqa: E741 - the paper's names
 
     todo = list(range(n_ranks))
     while todo:
@@ -186,8 +192,21 @@ def simulate(schedule: Schedule, costs: CostModel, check: bool = True) -> Timeli
             end = ready + compute + exposed
             row.append(Interval(rank, action, ready, end))
             if draw_comms:
-                _record_comms(comms, schedule, rank, action, parts, ready, end, exposed, costs, done_at, free[rank],
-                              prev_of, next_of)
+                _record_comms(
+                    comms,
+                    schedule,
+                    rank,
+                    action,
+                    parts,
+                    ready,
+                    end,
+                    exposed,
+                    costs,
+                    done_at,
+                    free[rank],
+                    prev_of,
+                    next_of,
+                )
             free[rank] = end
             pos[rank] += 1
             for part in parts:
@@ -199,24 +218,35 @@ def simulate(schedule: Schedule, costs: CostModel, check: bool = True) -> Timeli
                         todo.extend(woken)
     if any(pos[r] < len(schedule.actions[r]) for r in range(n_ranks)):
         validate(schedule)  # explains the deadlock (which ranks wait for what) in the learner's words
-        stuck = [f"rank {r} at {schedule.actions[r][pos[r]]}" for r in range(n_ranks) if pos[r] < len(schedule.actions[r])]
-        raise ValueError("The schedule cannot finish: every unfinished rank waits for an input; " + ", ".join(stuck))
+        stuck = [
+            f"rank {r} at {schedule.actions[r][pos[r]]}"
+            for r in range(n_ranks)
+            if pos[r] < len(schedule.actions[r])
+        ]
+        raise ValueError(
+            "The schedule cannot finish: every unfinished rank waits for an input; " + ", ".join(stuck)
+        )
     return Timeline(schedule, tuple(tuple(r) for r in rows), comms=tuple(comms), time_unit="time units")
 
 
-def _record_comms(comms, schedule, rank, action, parts, start, end, exposed, costs, done_at, was_free,
-                  prev_of, next_of):
+def _record_comms(
+    comms, schedule, rank, action, parts, start, end, exposed, costs, done_at, was_free, prev_of, next_of
+):
     """Add the all-to-all and p2p intervals of one action (drawing only; timing is already decided)."""
     n_mb = schedule.n_microbatches
     if costs.p2p > 0:
         for part in parts:
             st, mb = part.stage, part.microbatch
-            other = prev_of[mb].get(st) if part.kind == "F" else next_of[mb].get(st) if part.kind != "W" else None
+            other = (
+                prev_of[mb].get(st) if part.kind == "F" else next_of[mb].get(st) if part.kind != "W" else None
+            )
             if other is None or schedule.stage_to_rank[other] == rank:
                 continue
             sent = done_at[2 * (other * n_mb + mb) + (part.kind != "F")]
             what = f"{other}F{mb}" if part.kind == "F" else f"grad of {other}:{mb}"
-            comms.append(CommInterval(rank, f"p2p {what}", sent, sent + costs.p2p, sent + costs.p2p <= was_free))
+            comms.append(
+                CommInterval(rank, f"p2p {what}", sent, sent + costs.p2p, sent + costs.p2p <= was_free)
+            )
     a2a = costs.dispatch + costs.combine
     if a2a <= 0:
         return
@@ -224,7 +254,9 @@ def _record_comms(comms, schedule, rank, action, parts, start, end, exposed, cos
         if action.kind == "W":
             return
         half = (end - start - a2a) / 2  # attention, all-to-all, MLP, all-to-all
-        first, second = ("dispatch", "combine") if action.kind == "F" else ("combine (grad)", "dispatch (grad)")
+        first, second = (
+            ("dispatch", "combine") if action.kind == "F" else ("combine (grad)", "dispatch (grad)")
+        )
         c1 = costs.dispatch if action.kind == "F" else costs.combine
         t = start + half
         comms.append(CommInterval(rank, f"{first} {action}", t, t + c1, False))
@@ -243,8 +275,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", help=", ".join(SCHEDULE_NAMES))
     parser.add_argument("--ranks", type=int, required=True)
     parser.add_argument("--microbatches", type=int, required=True)
-    for flag, default in (("F", 1.0), ("B", 2.0), ("W", 1.0), ("FB", None), ("p2p", 0.0),
-                          ("dispatch", 0.0), ("combine", 0.0)):
+    for flag, default in (
+        ("F", 1.0),
+        ("B", 2.0),
+        ("W", 1.0),
+        ("FB", None),
+        ("p2p", 0.0),
+        ("dispatch", 0.0),
+        ("combine", 0.0),
+    ):
         parser.add_argument(f"--{flag}", type=float, default=default)
     parser.add_argument("--json", action="store_true", help="print JSON (makespan and per-rank numbers)")
     args = parser.parse_args(argv)
@@ -256,15 +295,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rows = timeline.summary()
     if args.json:
-        print(json.dumps({"schedule": args.name, "makespan": timeline.makespan, "worst_idle": timeline.worst_idle,
-                          "bubble_ratio": timeline.bubble_ratio, "ranks": rows}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "schedule": args.name,
+                    "makespan": timeline.makespan,
+                    "worst_idle": timeline.worst_idle,
+                    "bubble_ratio": timeline.bubble_ratio,
+                    "ranks": rows,
+                },
+                indent=1,
+            )
+        )
         return 0
-    print(f"{args.name}: makespan {timeline.makespan:g}, worst idle {timeline.worst_idle:g}, "
-          f"bubble ratio {timeline.bubble_ratio:.3f}")
+    print(
+        f"{args.name}: makespan {timeline.makespan:g}, worst idle {timeline.worst_idle:g}, "
+        f"bubble ratio {timeline.bubble_ratio:.3f}"
+    )
     print(f"{'rank':>4} {'busy':>8} {'idle':>8} {'peak act':>8} {'params':>6}")
     for row in rows:
-        print(f"{row['rank']:>4} {row['busy']:>8g} {row['idle']:>8g} {row['peak_activations']:>8} "
-              f"{row['param_copies']:>6}")
+        print(
+            f"{row['rank']:>4} {row['busy']:>8g} {row['idle']:>8g} {row['peak_activations']:>8} "
+            f"{row['param_copies']:>6}"
+        )
     print(ascii_timeline(timeline))
     return 0
 
@@ -280,7 +333,10 @@ def ascii_timeline(timeline: Timeline, width: int = 100) -> str:
     for r, row in enumerate(timeline.intervals):
         cells = ["."] * width
         for iv in row:
-            a, b = int(round((iv.start - timeline.start) * scale)), int(round((iv.end - timeline.start) * scale))
+            a, b = (
+                int(round((iv.start - timeline.start) * scale)),
+                int(round((iv.end - timeline.start) * scale)),
+            )
             mark = "X" if iv.kind == "FB" else iv.kind
             for c in range(a, max(b, a + 1)):
                 if c < width:

@@ -113,16 +113,18 @@ def simulated_table2(pp: int, n_microbatches: int, costs: CostModel) -> list[dic
         ranks = pp // 2 if method == "dualpipev" else pp
         timeline = simulate(make_schedule(method, ranks, n_microbatches), costs)
         ok, why = assumptions_hold(method, costs, pp, n_microbatches)
-        rows.append({
-            "method": method,
-            "formula_bubble": bubble(method, pp, costs),
-            "simulated_bubble": timeline.worst_idle,
-            "formula_activations": peak_activations(method, pp),
-            "simulated_activations": max(timeline.peak_activations(r) for r in range(ranks)),
-            "formula_params": param_copies(method),
-            "simulated_params": max(timeline.param_copies(r) for r in range(ranks)),
-            "assumptions": why if not ok else "hold",
-        })
+        rows.append(
+            {
+                "method": method,
+                "formula_bubble": bubble(method, pp, costs),
+                "simulated_bubble": timeline.worst_idle,
+                "formula_activations": peak_activations(method, pp),
+                "simulated_activations": max(timeline.peak_activations(r) for r in range(ranks)),
+                "formula_params": param_copies(method),
+                "simulated_params": max(timeline.param_copies(r) for r in range(ranks)),
+                "assumptions": why if not ok else "hold",
+            }
+        )
     return rows
 
 
@@ -130,6 +132,7 @@ def _method(method: str) -> str:
     key = str(method).lower().replace("-", "").replace("_", "")
     if key not in METHODS:
         raise ValueError(
-            f"Table 2 covers {', '.join(METHODS)}; got {method!r} (naive and GPipe are not in the report's table)."
+            f"Table 2 covers {', '.join(METHODS)}; got {method!r} (naive and GPipe are not in the "
+            f"report's table)."
         )
     return key

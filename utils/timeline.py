@@ -148,22 +148,38 @@ class Timeline:
             {"name": "process_name", "ph": "M", "pid": 0, "args": {"name": f"compute ({self.source})"}},
         ]
         for r in range(self.n_ranks):
-            events.append({"name": "thread_name", "ph": "M", "pid": 0, "tid": r, "args": {"name": f"rank {r}"}})
+            events.append(
+                {"name": "thread_name", "ph": "M", "pid": 0, "tid": r, "args": {"name": f"rank {r}"}}
+            )
         for row in self.intervals:
             for iv in row:
-                events.append({
-                    "name": str(iv.action), "cat": iv.kind, "ph": "X", "pid": 0, "tid": iv.rank,
-                    "ts": iv.start * us_per_unit, "dur": (iv.end - iv.start) * us_per_unit,
-                    "args": {"start": iv.start, "end": iv.end, "time_unit": self.time_unit},
-                })
+                events.append(
+                    {
+                        "name": str(iv.action),
+                        "cat": iv.kind,
+                        "ph": "X",
+                        "pid": 0,
+                        "tid": iv.rank,
+                        "ts": iv.start * us_per_unit,
+                        "dur": (iv.end - iv.start) * us_per_unit,
+                        "args": {"start": iv.start, "end": iv.end, "time_unit": self.time_unit},
+                    }
+                )
         if self.comms:
             events.append({"name": "process_name", "ph": "M", "pid": 1, "args": {"name": "communication"}})
         for c in self.comms:
-            events.append({
-                "name": c.label, "cat": "comm", "ph": "X", "pid": 1, "tid": c.rank,
-                "ts": c.start * us_per_unit, "dur": (c.end - c.start) * us_per_unit,
-                "args": {"overlapped": c.overlapped},
-            })
+            events.append(
+                {
+                    "name": c.label,
+                    "cat": "comm",
+                    "ph": "X",
+                    "pid": 1,
+                    "tid": c.rank,
+                    "ts": c.start * us_per_unit,
+                    "dur": (c.end - c.start) * us_per_unit,
+                    "args": {"overlapped": c.overlapped},
+                }
+            )
         return {
             "traceEvents": events,
             "displayTimeUnit": "ms",
