@@ -31,10 +31,10 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from utils.schedule_validation import check_structure
-from utils.schedules import SCHEDULE_NAMES, OverlappedAction, Schedule, make_schedule, validate
+from utils.schedules import SCHEDULE_NAMES, OverlappedAction, Schedule, action_parts, make_schedule, validate
 from utils.timeline import CommInterval, Interval, Timeline
 
 
@@ -110,163 +110,167 @@ def simulate(schedule: Schedule, costs: CostModel, check: bool = True) -> Timeli
     if check:
         check_structure(schedule)  # the deadlock rule is checked by running it, below
     n_ranks, n_mb = schedule.n_ranks, schedule.n_microbatches
-    stage_rank = schedule.stage_to_rank
+    # the dependency plan depends on the schedule only: keep it on the (immutable) schedule, so re-running
+    # the same schedule under other costs (a widget's slider) skips this pass
+    plans = schedule.__dict__.get("_simulation_plans")
+    if plans is None:
+        plans = schedule.__dict__["_simulation_plans"] = _plans(schedule)
+    length = _lengths(costs)
     p2p = costs.p2p
-    a2a = costs.dispatch + costs.combine
-    dur = {k: costs.duration(k) for k in "FBIW"}
 
-    # neighbours on each distinct route, shared by the micro-batches that take it
-    nbr_of_route: dict[tuple[int, ...], tuple[dict[int, int], dict[int, int]]] = {}
-    prev_of, next_of = [], []
-    for route in schedule.routes:
-        if route not in nbr_of_route:
-            nbr_of_route[route] = (
-                dict(zip(route[1:], route[:-1], strict=True)),
-                dict(zip(route[:-1], route[1:], strict=True)),
-            )
-        p, n = nbr_of_route[route]
-        prev_of.append(p)
-        next_of.append(n)
-
-    # results by integer key: forward output of (stage, mb) -> 2*(stage*M + mb), input gradient -> +1;
-    # the value is the producer's end time (-1: not produced yet)
+    # results by integer key (see _plans); the value is the producer's end time (-1: not produced yet)
     done_at = [-1.0] * (2 * schedule.n_stages * n_mb)
     waiting: dict[int, list[int]] = {}
     free = [0.0] * n_ranks
     pos = [0] * n_ranks
-    rows: list[list[Interval]] = [[] for _ in range(n_ranks)]
-    comms: list[CommInterval] = []
-    draw_comms = a2a > 0 or p2p > 0
-    FB, F, W, I = costs.FB, costs.F, costs.W, costs.I  # noqa: E741 - the paper's names
+    starts: list[list[float]] = [[] for _ in range(n_ranks)]
+    ends: list[list[float]] = [[] for _ in range(n_ranks)]
 
     todo = list(range(n_ranks))
     while todo:
         rank = todo.pop()
-        acts = schedule.actions[rank]
-        row = rows[rank]
-        while pos[rank] < len(acts):
-            action = acts[pos[rank]]
-            parts = action.parts if type(action) is OverlappedAction else (action,)
-            ready = free[rank]
-            blocked = -1
-            for part in parts:  # the latest arrival among this action's inputs, or the first missing one
-                st, mb, kind = part.stage, part.microbatch, part.kind
-                if kind == "F":
-                    other = prev_of[mb].get(st)
-                    if other is None:
-                        continue
-                    key = 2 * (other * n_mb + mb)
-                elif kind == "W":
-                    other, key = st, 2 * (st * n_mb + mb) + 1
-                else:
-                    own = 2 * (st * n_mb + mb)
-                    t = done_at[own]
-                    if t < 0:
-                        blocked = own
-                        break
-                    if t > ready:
-                        ready = t
-                    other = next_of[mb].get(st)
-                    if other is None:
-                        continue
-                    key = 2 * (other * n_mb + mb) + 1
+        plan, i, t_free = plans[rank], pos[rank], free[rank]
+        rank_starts, rank_ends = starts[rank], ends[rank]
+        while i < len(plan):
+            needs, makes, code = plan[i]
+            ready = t_free
+            for key, remote in needs:  # the latest arrival among the inputs, unless one is missing
                 t = done_at[key]
                 if t < 0:
-                    blocked = key
+                    waiting.setdefault(key, []).append(rank)
                     break
-                if stage_rank[other] != rank:
+                if remote:
                     t += p2p
                 if t > ready:
                     ready = t
-            if blocked >= 0:
-                waiting.setdefault(blocked, []).append(rank)
-                break
-            if len(parts) == 1:
-                compute = dur[action.kind]
-                exposed = a2a if action.kind != "W" else 0.0
             else:
-                b_kind = parts[1].kind
-                compute = FB if b_kind == "B" else max(F, I, FB - W)
-                # each chunk's all-to-all hides behind the partner chunk's compute; only the excess shows
-                exposed = max(0.0, a2a - dur[b_kind]) + max(0.0, a2a - F) if a2a else 0.0
-            end = ready + compute + exposed
-            row.append(Interval(rank, action, ready, end))
-            if draw_comms:
-                _record_comms(
-                    comms,
-                    schedule,
-                    rank,
-                    action,
-                    parts,
-                    ready,
-                    end,
-                    exposed,
-                    costs,
-                    done_at,
-                    free[rank],
-                    prev_of,
-                    next_of,
-                )
-            free[rank] = end
-            pos[rank] += 1
-            for part in parts:
-                if part.kind != "W":
-                    key = 2 * (part.stage * n_mb + part.microbatch) + (part.kind != "F")
-                    done_at[key] = end
+                t_free = ready + length[code]
+                rank_starts.append(ready)
+                rank_ends.append(t_free)
+                i += 1
+                for key in makes:
+                    done_at[key] = t_free
                     woken = waiting.pop(key, None)
                     if woken:
                         todo.extend(woken)
-    if any(pos[r] < len(schedule.actions[r]) for r in range(n_ranks)):
+                continue
+            break
+        pos[rank], free[rank] = i, t_free
+    if any(pos[r] < len(plans[r]) for r in range(n_ranks)):
         validate(schedule)  # explains the deadlock (which ranks wait for what) in the learner's words
         stuck = [
-            f"rank {r} at {schedule.actions[r][pos[r]]}"
-            for r in range(n_ranks)
-            if pos[r] < len(schedule.actions[r])
+            f"rank {r} at {schedule.actions[r][pos[r]]}" for r in range(n_ranks) if pos[r] < len(plans[r])
         ]
         raise ValueError(
             "The schedule cannot finish: every unfinished rank waits for an input; " + ", ".join(stuck)
         )
-    return Timeline(schedule, tuple(tuple(r) for r in rows), comms=tuple(comms), time_unit="time units")
+    intervals = tuple(
+        tuple(map(Interval, [r] * len(acts), acts, starts[r], ends[r]))
+        for r, acts in enumerate(schedule.actions)
+    )
+    comms = (
+        _comms(schedule, costs, intervals, done_at) if p2p > 0 or costs.dispatch + costs.combine > 0 else ()
+    )
+    return Timeline(schedule, intervals, comms=comms, time_unit="time units")
 
 
-def _record_comms(
-    comms, schedule, rank, action, parts, start, end, exposed, costs, done_at, was_free, prev_of, next_of
-):
-    """Add the all-to-all and p2p intervals of one action (drawing only; timing is already decided)."""
-    n_mb = schedule.n_microbatches
-    if costs.p2p > 0:
-        for part in parts:
-            st, mb = part.stage, part.microbatch
-            other = (
-                prev_of[mb].get(st) if part.kind == "F" else next_of[mb].get(st) if part.kind != "W" else None
+def _plans(schedule: Schedule) -> list[list[tuple[tuple[tuple[int, bool], ...], tuple[int, ...], str]]]:
+    """Per rank, per action: (inputs as (key, from another rank?), results it makes, duration code).
+
+    A result's key is ``2 * (stage * M + mb)`` for a forward output and that plus 1 for an input gradient.
+    Duration codes: F, B, I, W, or FB / FI for an overlapped pair (by the kind of its backward).
+    """
+    n_mb, stage_rank = schedule.n_microbatches, schedule.stage_to_rank
+    neighbours: dict[tuple[int, ...], tuple[dict[int, int], dict[int, int]]] = {}
+    for route in schedule.routes:
+        if route not in neighbours:
+            neighbours[route] = (
+                dict(zip(route[1:], route[:-1], strict=True)),
+                dict(zip(route[:-1], route[1:], strict=True)),
             )
-            if other is None or schedule.stage_to_rank[other] == rank:
-                continue
-            sent = done_at[2 * (other * n_mb + mb) + (part.kind != "F")]
-            what = f"{other}F{mb}" if part.kind == "F" else f"grad of {other}:{mb}"
-            comms.append(
-                CommInterval(rank, f"p2p {what}", sent, sent + costs.p2p, sent + costs.p2p <= was_free)
-            )
+    prev_of = [neighbours[r][0] for r in schedule.routes]
+    next_of = [neighbours[r][1] for r in schedule.routes]
+    plans = []
+    for rank, acts in enumerate(schedule.actions):
+        plan = []
+        for action in acts:
+            pair = type(action) is OverlappedAction
+            needs, makes = [], []
+            for part in action.parts if pair else (action,):
+                st, mb, kind = part.stage, part.microbatch, part.kind
+                own = 2 * (st * n_mb + mb)
+                if kind == "F":
+                    other = prev_of[mb].get(st)
+                    if other is not None:
+                        needs.append((2 * (other * n_mb + mb), stage_rank[other] != rank))
+                    makes.append(own)
+                elif kind == "W":
+                    needs.append((own + 1, False))
+                else:
+                    needs.append((own, False))
+                    other = next_of[mb].get(st)
+                    if other is not None:
+                        needs.append((2 * (other * n_mb + mb) + 1, stage_rank[other] != rank))
+                    makes.append(own + 1)
+            plan.append((tuple(needs), tuple(makes), "F" + action.backward.kind if pair else action.kind))
+        plans.append(plan)
+    return plans
+
+
+def _lengths(costs: CostModel) -> dict[str, float]:
+    """How long each duration code of ``_plans`` occupies a rank, all-to-all included."""
     a2a = costs.dispatch + costs.combine
-    if a2a <= 0:
-        return
-    if len(parts) == 1:
-        if action.kind == "W":
-            return
-        half = (end - start - a2a) / 2  # attention, all-to-all, MLP, all-to-all
-        first, second = (
-            ("dispatch", "combine") if action.kind == "F" else ("combine (grad)", "dispatch (grad)")
-        )
-        c1 = costs.dispatch if action.kind == "F" else costs.combine
-        t = start + half
-        comms.append(CommInterval(rank, f"{first} {action}", t, t + c1, False))
-        comms.append(CommInterval(rank, f"{second} {action}", t + c1 + half, end, False))
-        return
-    hidden = exposed == 0
-    t = start
-    for part in parts:
-        comms.append(CommInterval(rank, f"all-to-all {part}", t, t + a2a, hidden))
-        t += a2a
+    length = {k: costs.duration(k) + (a2a if k != "W" else 0.0) for k in "FBIW"}
+    for b_kind in "BI":
+        compute = costs.FB if b_kind == "B" else max(costs.F, costs.I, costs.FB - costs.W)
+        # each chunk's all-to-all hides behind the partner chunk's compute; only the excess shows
+        exposed = max(0.0, a2a - costs.duration(b_kind)) + max(0.0, a2a - costs.F)
+        length["F" + b_kind] = compute + exposed
+    return length
+
+
+def _comms(schedule: Schedule, costs: CostModel, intervals, done_at) -> tuple[CommInterval, ...]:
+    """The p2p transfers and all-to-alls to draw (timing is already decided; this is for the pictures)."""
+    n_mb = schedule.n_microbatches
+    a2a = costs.dispatch + costs.combine
+    comms: list[CommInterval] = []
+    no_a2a = _lengths(replace(costs, dispatch=0.0, combine=0.0))
+    for rank, row in enumerate(intervals):
+        was_free = 0.0
+        for iv in row:
+            action, start, end = iv.action, iv.start, iv.end
+            parts = action_parts(action)
+            if costs.p2p > 0:
+                for part in parts:
+                    st, mb = part.stage, part.microbatch
+                    if part.kind == "W":
+                        continue
+                    other = schedule.prev_stage(st, mb) if part.kind == "F" else schedule.next_stage(st, mb)
+                    if other is None or schedule.stage_to_rank[other] == rank:
+                        continue
+                    sent = done_at[2 * (other * n_mb + mb) + (part.kind != "F")]
+                    what = f"{other}F{mb}" if part.kind == "F" else f"gradient of {other}:{mb}"
+                    arrive = sent + costs.p2p
+                    comms.append(CommInterval(rank, f"p2p {what}", sent, arrive, arrive <= was_free))
+            was_free = end
+            if a2a <= 0 or (len(parts) == 1 and action.kind == "W"):
+                continue
+            if len(parts) == 1:
+                half = (end - start - a2a) / 2  # attention, all-to-all, MLP, all-to-all
+                if action.kind == "F":
+                    first, second, c1 = "dispatch", "combine", costs.dispatch
+                else:
+                    first, second, c1 = "combine (grad)", "dispatch (grad)", costs.combine
+                t = start + half
+                comms.append(CommInterval(rank, f"{first} {action}", t, t + c1, False))
+                comms.append(CommInterval(rank, f"{second} {action}", t + c1 + half, end, False))
+                continue
+            hidden = end - start <= no_a2a["F" + action.backward.kind]
+            t = start
+            for part in parts:
+                comms.append(CommInterval(rank, f"all-to-all {part}", t, t + a2a, hidden))
+                t += a2a
+    return tuple(comms)
 
 
 def main(argv: list[str] | None = None) -> int:
