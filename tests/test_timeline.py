@@ -71,3 +71,16 @@ def test_chrome_trace_round_trips_through_json():
     }
     comm = [e for e in trace["traceEvents"] if e["ph"] == "X" and e["pid"] == 1]
     assert comm[0]["name"] == "p2p" and comm[0]["args"]["overlapped"] is False
+
+
+def test_span_follows_replaced_intervals():
+    tl = two_rank_timeline()
+    assert tl.makespan == 6
+    tl.intervals = (tl.intervals[0][:1], tl.intervals[1])  # drop rank 0's backward
+    assert tl.makespan == 4 and tl.start == 0 and tl.end == 4
+
+
+def test_empty_timeline():
+    schedule = Schedule("naive", 1, 1, (0,), (0,), ((0,),), ((),))
+    tl = Timeline(schedule, ((),))
+    assert tl.makespan == 0 and tl.bubble_ratio == 0 and tl.worst_idle == 0

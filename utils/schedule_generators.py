@@ -257,7 +257,9 @@ def dualpipev(n_ranks: int, n_microbatches: int) -> Schedule:
     N ranks hold 2N stages: rank r holds stages r and 2N-1-r, so a micro-batch goes down the ranks and comes
     back up, with its input and loss on rank 0. One copy of the model's parameters in total, yet each rank
     runs DualPipe's eight phases: rank r < N of DualPipe with 2N ranks and 2K micro-batches runs exactly
-    DualPipeV's rank r with N ranks and K micro-batches. Needs M >= 2N micro-batches.
+    DualPipeV's rank r with N ranks and K micro-batches. The id mapping: DualPipe's stage id s
+    (direction 0: s < 2N, direction 1: 2N + s') becomes DualPipeV's stage s mod 2N, and DualPipe's
+    micro-batch m (direction 1 has K..2K-1) becomes m mod K. Needs M >= 2N micro-batches.
     """
     _check_counts("dualpipev", n_ranks, n_microbatches)
     n, k = n_ranks, n_microbatches

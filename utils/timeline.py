@@ -65,15 +65,24 @@ class Timeline:
     def n_ranks(self) -> int:
         return len(self.intervals)
 
+    def _span(self) -> tuple[float, float]:
+        """(earliest start, latest end) over all intervals, remembered until ``intervals`` is replaced
+        (idle(r) for every rank would otherwise rescan every interval)."""
+        cached = self.__dict__.get("_span_cache")
+        if cached is not None and cached[0] is self.intervals:
+            return cached[1]
+        starts = [iv.start for row in self.intervals for iv in row]
+        span = (min(starts), max(iv.end for row in self.intervals for iv in row)) if starts else (0.0, 0.0)
+        self.__dict__["_span_cache"] = (self.intervals, span)
+        return span
+
     @property
     def start(self) -> float:
-        starts = [iv.start for row in self.intervals for iv in row]
-        return min(starts) if starts else 0.0
+        return self._span()[0]
 
     @property
     def end(self) -> float:
-        ends = [iv.end for row in self.intervals for iv in row]
-        return max(ends) if ends else 0.0
+        return self._span()[1]
 
     @property
     def makespan(self) -> float:
