@@ -135,3 +135,13 @@ def test_p2p_latency_is_not_in_table2():
 def test_unknown_method(method):
     with pytest.raises(ValueError, match="Table 2 covers"):
         table2.peak_activations(method, 4)
+
+
+@pytest.mark.parametrize("n_ranks", [1, 2, 4, 8])
+def test_dualpipev_holds_from_its_smallest_microbatch_count(n_ranks):
+    """DualPipeV needs only M >= PP = 2N micro-batches, odd counts included."""
+    pp, c = 2 * n_ranks, GOOD_COSTS[2]
+    for m in (pp, pp + 1):
+        tl = simulate(make_schedule("dualpipev", n_ranks, m), c)
+        assert tl.worst_idle == pytest.approx(table2.bubble("dualpipev", pp, c), abs=1e-9)
+        assert max(tl.peak_activations(r) for r in range(n_ranks)) == pp + 1
