@@ -179,3 +179,25 @@ def test_rank_list_judge_accepts_the_reference_and_explains_a_bad_list(capsys):
     one_more_warmup = [*expected[:3], expected[4], expected[3], *expected[5:]]   # 1F3 before 1B0
     verdict, _ = pe.rank_answer_report("1f1b", 1, 4, 8, one_more_warmup)
     assert "peak activations on rank 1: 4 vs 3" in verdict
+
+
+@pytest.mark.parametrize("n_half,k", [(1, 2), (2, 4), (3, 7), (4, 8)])
+def test_dualpipe_cut_in_half_is_dualpipev(n_half, k):
+    full = make_schedule("dualpipe", 2 * n_half, 2 * k)
+    assert pe.dualpipe_as_dualpipev(full) == make_schedule("dualpipev", n_half, k).actions
+    with pytest.raises(ValueError, match="cuts a dualpipe"):
+        pe.dualpipe_as_dualpipev(make_schedule("1f1b", 2, 2))
+
+
+def test_explore_without_plot_gives_numbers_only():
+    view = pe.explore_schedule("1f1b", 4, 8, plot=False)
+    assert view.figure is None and view.table.loc["worst-rank idle (bubble)", "simulated"] == 9.0
+    assert not plt.get_fignums()
+
+
+def test_faded_hatching_is_faded_too():
+    timeline = simulate(make_schedule("dualpipe", 4, 8), CostModel(1.0, 2.0, 1.0, 3.0))
+    fig = pe.plot_dualpipe_phases(timeline, phases=[0])
+    alphas = sorted(c.get_alpha() or 1.0 for c in fig.axes[0].collections
+                    if type(c).__name__ == "LineCollection")
+    assert alphas == [0.2, 1.0]

@@ -18,7 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from utils import plots, table2
-from utils.schedules import SCHEDULE_NAMES, Schedule, make_schedule, parse_action
+from utils.schedules import SCHEDULE_NAMES, Action, OverlappedAction, Schedule, make_schedule, parse_action
 from utils.simulate import CostModel, simulate
 from utils.timeline import Timeline
 
@@ -118,13 +118,14 @@ def _note(timeline: Timeline, costs: CostModel) -> str:
 
 def explore_schedule(
     name: str, ranks: int, microbatches: int, F: float = 1.0, B: float = 2.0, W: float = 1.0,
-    FB: float = 3.0, p2p: float = 0.0, *, labels: bool | None = None,
+    FB: float = 3.0, p2p: float = 0.0, *, labels: bool | None = None, plot: bool = True,
 ) -> ExplorerView:
     """Simulate schedule ``name`` on ``ranks`` x ``microbatches`` with costs (F, B, W, F&B, p2p latency).
 
     Returns the Gantt chart, a table of makespan, worst-rank idle, bubble ratio, peak activations and
     parameter copies with Table 2's closed-form value beside the simulated one (DeepSeek-V3 report,
     Sec. 3.2.1, Table 2), or, for an invalid combination, ``ExplorerView(None, None, error=<the rule>)``.
+    ``plot=False`` skips the chart (``figure`` is None) when only the numbers are wanted.
     """
     try:
         costs = CostModel(F=F, B=B, W=W, FB=FB, p2p=p2p)
@@ -132,8 +133,8 @@ def explore_schedule(
         timeline = simulate(schedule, costs)
     except ValueError as err:
         return ExplorerView(figure=None, table=None, error=str(err))
-    ax = plots.plot_timeline(timeline, labels=labels)
-    return ExplorerView(figure=ax.figure, table=summary_table(timeline, costs), timeline=timeline,
+    figure = plots.plot_timeline(timeline, labels=labels).figure if plot else None
+    return ExplorerView(figure=figure, table=summary_table(timeline, costs), timeline=timeline,
                         note=_note(timeline, costs))
 
 
@@ -389,3 +390,22 @@ class RankListJudge:
         print("   " + verdict)
         if fig is not None:
             plt.show()
+
+
+def dualpipe_as_dualpipev(schedule: Schedule) -> tuple[tuple, ...]:
+    """The first half of a DualPipe schedule (2N ranks, 2K micro-batches) in DualPipeV's ids: ranks 0..N-1.
+
+    DualPipe's stage id s becomes s (direction 0) or s - 2N (direction 1, ids 2N..4N-1); micro-batch m
+    becomes m mod K (direction 1's micro-batches K..2K-1 are DualPipeV's 0..K-1). The result equals
+    ``make_schedule("dualpipev", N, K).actions``: DualPipeV is DualPipe cut in half.
+    """
+    if schedule.name != "dualpipe":
+        raise ValueError(f"dualpipe_as_dualpipev cuts a dualpipe schedule in half; got {schedule.name!r}.")
+    pp, k = schedule.n_ranks, schedule.n_microbatches // 2
+
+    def to_v(a):
+        if isinstance(a, OverlappedAction):
+            return OverlappedAction(to_v(a.forward), to_v(a.backward))
+        return Action(a.stage if a.stage < pp else a.stage - pp, a.kind, a.microbatch % k)
+
+    return tuple(tuple(to_v(a) for a in schedule.actions[r]) for r in range(pp // 2))

@@ -204,16 +204,17 @@ def plot_timeline(
         facecolors=KIND_COLORS["idle"], edgecolors="none", zorder=1))
 
     groups, block_labels = _collect_blocks(timeline, highlight)
-    hatched = []
+    hatched: dict[bool, list[np.ndarray]] = {}
     for (kind, d, faded), boxes in sorted(groups.items()):
         ax.add_collection(PolyCollection(
             _rects(*boxes.T), facecolors=KIND_COLORS[kind], edgecolors=EDGE_COLOR, linewidths=0.4,
             alpha=_FADED_ALPHA if faded else 1.0, zorder=2))
         if DIRECTION_HATCH[d]:
-            hatched.append(boxes)
-    if hatched:
-        ax.add_collection(LineCollection(_hatch_segments(np.concatenate(hatched), px_per_unit, row_px),
-                                         colors=EDGE_COLOR, linewidths=0.6, zorder=3))
+            hatched.setdefault(faded, []).append(boxes)
+    for faded, boxes in sorted(hatched.items()):
+        ax.add_collection(LineCollection(_hatch_segments(np.concatenate(boxes), px_per_unit, row_px),
+                                         colors=EDGE_COLOR, linewidths=0.6, zorder=3,
+                                         alpha=_FADED_ALPHA if faded else 1.0))
 
     comm_kinds: set[bool] = set()
     for hidden in (False, True):
