@@ -230,16 +230,34 @@ def test_a_killed_rank_is_named_with_its_signal(cluster):
     assert wait_gone(old, 1) == []
 
 
-def test_explicit_restart_and_idempotent_close():
+def test_interrupting_a_job_stops_the_ranks(cluster):
+    """Ctrl-C (Jupyter's interrupt button) during a job must not leave ranks stuck in a collective."""
+    old = started(cluster).pids
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        cluster.run(jobs.hang_on_rank, 0, timeout=20)
+    timer.join()
+    assert wait_gone(old, 1) == []
+    assert cluster.run(jobs.whoami) == [(r, WORLD) for r in range(WORLD)]
+
+
+def test_restart_a_dead_factory_and_idempotent_close():
     c = SimulatedCluster(world_size=2)
-    first, factory = c.pids, c._factory.proc.pid
+    first = c.pids
     c.restart()
-    second = c.pids
-    assert set(first).isdisjoint(second) and wait_gone(first, 1) == []
+    assert set(first).isdisjoint(c.pids) and wait_gone(first, 1) == []
     assert c.run(jobs.ring_demo) == [1, 0]
+    # The factory that forks the ranks dies: its ranks follow it, the job says so, and the next run
+    # starts a new factory.
+    os.kill(c._factory.proc.pid, signal.SIGKILL)
+    with pytest.raises(RankError, match="rank 0 died.*\n.*rank factory process had died"):
+        c.run(jobs.hang_on_rank, 0, timeout=20)
+    assert c.run(jobs.ring_demo) == [1, 0]
+    last = c.pids + [c._factory.proc.pid]
     c.close()
     c.close()
-    assert wait_gone(second + [factory], 1) == []
+    assert wait_gone(last, 1) == []
     assert repr(c) == "SimulatedCluster(world_size=2, backend='gloo', closed)"
     with pytest.raises(RuntimeError, match="closed"):
         c.run(jobs.whoami)

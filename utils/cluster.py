@@ -605,8 +605,10 @@ class SimulatedCluster:
             stop_at = deadline if first_fault is None else min(deadline, first_fault + _FAULT_GRACE_S)
             if now >= stop_at:
                 break
-            # Wake up for a result, a closed pipe (a dead rank), or the factory reporting a death.
-            ready = mp_connection.wait([group.conns[r] for r in sorted(pending)] + [group.factory.ctrl],
+            # Wake up for a result, a closed pipe (a dead rank), or the factory reporting a death. (A dead
+            # factory's socket reads as always ready; its ranks follow it within a watchdog period.)
+            factory = [] if group.factory.dead else [group.factory.ctrl]
+            ready = mp_connection.wait([group.conns[r] for r in sorted(pending)] + factory,
                                        timeout=min(stop_at - now, 0.25))
             for conn in ready:
                 if conn is group.factory.ctrl:
@@ -664,6 +666,8 @@ def _fault(group: _RankGroup, spec: str, timeout: float, raised: list[int], died
         text = f"{spec}: {_ranks_text(pending)} did not finish within {timeout:g} s"
         if done:
             text += f" ({_ranks_text(done)} finished)"
+    if died and group.factory.dead:
+        text += "\nThe rank factory process had died, and its ranks with it."
     text += "\nAll rank processes were stopped; the next run() starts fresh ones."
     for rank in sorted(died):
         tail = group.log_tail(rank)
