@@ -144,13 +144,19 @@ class DeepSeekMoE(nn.Module):
 
     def routed_output(self, tokens: torch.Tensor, expert_idx: torch.Tensor, gates: torch.Tensor
                       ) -> torch.Tensor:
-        """sum over the chosen experts of gate * expert(token), one expert at a time (tokens, d_model)."""
-        out = torch.zeros_like(tokens)
-        for e, expert in enumerate(self.experts):
-            rows, slot = (expert_idx == e).nonzero(as_tuple=True)
-            if rows.numel():
-                out = out.index_add(0, rows, gates[rows, slot].unsqueeze(-1) * expert(tokens[rows]))
-        return out
+        """sum over the chosen experts of gate * expert(token), as (tokens, d_model).
+
+        The (token, expert) pairs are sorted by expert so each expert runs once on one contiguous slice.
+        """
+        k = expert_idx.shape[-1]
+        flat = expert_idx.reshape(-1)
+        order = flat.argsort(stable=True)
+        counts = torch.bincount(flat, minlength=self.n_routed).tolist()
+        token_of_pair = order // k
+        chunks = tokens[token_of_pair].split(counts)
+        expert_out = torch.cat([expert(chunk) for expert, chunk in zip(self.experts, chunks, strict=True)])
+        weighted = expert_out * gates.reshape(-1)[order].unsqueeze(-1)
+        return torch.zeros_like(tokens).index_add(0, token_of_pair, weighted)
 
     def shared_output(self, tokens: torch.Tensor) -> torch.Tensor:
         """Sum of the shared experts, which see every token."""

@@ -9,6 +9,7 @@ the language-model loss and, after the optimiser step, applies the auxiliary-los
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +52,18 @@ class TrainingHistory:
         return self.load.max(axis=-1) / self.load.mean(axis=-1) - 1
 
 
+@contextmanager
+def single_thread():
+    """Run torch on one thread inside the block. The toy's matmuls are tiny: on a shared 2-core machine a
+    second thread that waits for the first made training steps ten times slower, not faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _moe_layers(model: nn.Module) -> list[DeepSeekMoE]:
     return [m for m in model.modules() if isinstance(m, DeepSeekMoE)]
 
@@ -67,7 +80,8 @@ def evaluate(model: nn.Module, dataset: TaskDataset) -> tuple[float, float, np.n
     was_training = model.training
     model.eval()
     inputs, targets, task = dataset.inputs, dataset.targets, dataset.task
-    logits = model(inputs)
+    with single_thread():
+        logits = model(inputs)
     loss = float(language_model_loss(logits, targets))
     scored = targets != IGNORE_INDEX
     accuracy = float((logits.argmax(-1) == targets)[scored].float().mean())
@@ -105,10 +119,10 @@ def train(
     dataset = dataset or make_dataset(TRAIN_SEQUENCES, seed=TRAIN_SEED)
     eval_dataset = eval_dataset or make_dataset(EVAL_SEQUENCES, seed=EVAL_SEED)
     layers = _moe_layers(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, foreach=True)
     losses, aux_losses, loads = [], [], []
     model.train()
-    with torch.random.fork_rng(devices=[]):
+    with single_thread(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         batches = dataset.sample_batches(batch_size, steps, seed)
         for inputs, targets, _ in tqdm(batches, total=steps, desc=desc, disable=not progress):
@@ -120,9 +134,9 @@ def train(
             for layer in layers:
                 layer.update_bias()
             losses.append(loss.item())
-            aux_losses.append(float(aux))
+            aux_losses.append(float(aux.detach()))
             loads.append([(layer.last_load / layer.last_load.sum()).tolist() for layer in layers])
-    eval_loss, eval_accuracy, counts = evaluate(model, eval_dataset)
+        eval_loss, eval_accuracy, counts = evaluate(model, eval_dataset)
     model.train()
     return TrainingHistory(
         loss=np.array(losses),
