@@ -31,6 +31,7 @@ import torch
 
 ROUNDINGS = ("truncate", "nearest")
 _FLOAT64_MANTISSA_BITS = 52
+_STEPS_PER_BLOCK = 64        # accumulator steps whose partial sums are computed in one batched matmul
 
 
 def round_mantissa(x: torch.Tensor, mantissa_bits: int, rounding: str = "truncate") -> torch.Tensor:
@@ -75,16 +76,32 @@ def limited_accumulation_gemm(a: torch.Tensor, b: torch.Tensor, mantissa_bits: i
     if promote_every is not None and (promote_every < 1 or promote_every % products_per_add):
         raise ValueError(f"promote_every ({promote_every}) must be a positive multiple of products_per_add "
                          f"({products_per_add}): promotion happens between accumulator steps.")
+    round_mantissa(torch.zeros(1, dtype=torch.float64), mantissa_bits, rounding)   # validates both
     a, b = a.double(), b.double()
-    k = a.shape[1]
-    accumulator = torch.zeros(a.shape[0], b.shape[0], dtype=torch.float64)
-    promoted = torch.zeros(a.shape[0], b.shape[0], dtype=torch.float32)
-    for k_start in range(0, k, products_per_add):
-        step = slice(k_start, k_start + products_per_add)
-        accumulator = round_mantissa(accumulator + a[:, step] @ b[:, step].T, mantissa_bits, rounding)
-        if promote_every is not None and (k_start + products_per_add) % promote_every == 0:
-            promoted += accumulator.float()      # the CUDA-core FP32 add
-            accumulator.zero_()
+    m, n, k = a.shape[0], b.shape[0], a.shape[1]
+    steps = -(-k // products_per_add)
+    if steps * products_per_add != k:        # zero products change nothing: pad K to whole steps
+        a = torch.nn.functional.pad(a, (0, steps * products_per_add - k))
+        b = torch.nn.functional.pad(b, (0, steps * products_per_add - k))
+    a_steps, b_steps = a.view(m, steps, products_per_add), b.view(n, steps, products_per_add)
+    dropped = _FLOAT64_MANTISSA_BITS - mantissa_bits
+    keep_mask, half_unit = ~((1 << dropped) - 1), (1 << (dropped - 1)) if dropped else 0
+    accumulator = torch.zeros(m, n, dtype=torch.float64)
+    bits = accumulator.view(torch.int64)             # the same memory, seen as IEEE bit patterns
+    promoted = torch.zeros(m, n, dtype=torch.float32)
+    for block_start in range(0, steps, _STEPS_PER_BLOCK):
+        # Each step's exact partial sum, a block of steps at a time (one batched matmul, not one per step).
+        block = slice(block_start, min(block_start + _STEPS_PER_BLOCK, steps))
+        partials = torch.einsum("msp,nsp->smn", a_steps[:, block], b_steps[:, block])
+        for offset, partial in enumerate(partials):
+            accumulator.add_(partial)
+            if rounding == "nearest" and dropped:
+                bits.add_(half_unit)
+            bits.bitwise_and_(keep_mask)             # round_mantissa, in place
+            done = (block_start + offset + 1) * products_per_add
+            if promote_every is not None and done % promote_every == 0:
+                promoted += accumulator.float()      # the CUDA-core FP32 add
+                accumulator.zero_()
     if promote_every is None:
         return accumulator
     return (promoted + accumulator.float()).double()

@@ -222,7 +222,8 @@ def _quantize_grid(x: torch.Tensor, f: FP8Format, granularity: str, scale_rule: 
                              f"not change its max-abs scale).")
         x2d = F.pad(x2d, (0, padded_cols - cols, 0, padded_rows - rows))
     grid = x2d.view(padded_rows // group[0], group[0], padded_cols // group[1], group[1])
-    amax = grid.abs().amax(dim=(1, 3))
+    # max |x| as max(max x, -min x): two read-only passes, no |x| copy of the whole tensor.
+    amax = torch.maximum(grid.amax(dim=(1, 3)), grid.amin(dim=(1, 3)).neg())
     if not math.isfinite(float(amax.max())):   # NaN and inf propagate into amax, then into its max
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"quantize() needs finite input: found {bad} NaN/inf value(s). One of them makes "
