@@ -159,12 +159,14 @@ def test_prints_are_echoed_with_rank_prefix_in_rank_order(cluster, capsys):
     assert captured.err.splitlines() == [f"[rank {r}] a warning from rank {r}" for r in range(WORLD)]
 
 
-def test_ranks_listen_on_loopback_only(cluster):
+def test_ranks_and_rendezvous_listen_on_loopback_only(cluster):
     if psutil is None:
         pytest.skip("needs psutil")
-    addresses = {conn.laddr.ip for pid in cluster.pids
-                 for conn in psutil.Process(pid).net_connections(kind="inet") if conn.status == "LISTEN"}
-    assert addresses <= {"127.0.0.1"}
+    listening = [conn.laddr for pid in cluster.pids + [os.getpid()]
+                 for conn in psutil.Process(pid).net_connections(kind="inet") if conn.status == "LISTEN"]
+    store_port = cluster._group.store.port
+    assert store_port in {address.port for address in listening}
+    assert {address.ip for address in listening} <= {"127.0.0.1"}, listening
 
 
 # -------------------------------------------------------------------------------------------- faults

@@ -370,9 +370,19 @@ class _RankGroup:
         self.pids: list[int] = []
         self.stopped = False
         # The store lives here, not in rank 0, so its port is known before any rank starts and no port is
-        # ever guessed: the OS picks a free one (port 0) on the loopback address.
-        self.store = dist.TCPStore("127.0.0.1", 0, None, True, timedelta(seconds=start_timeout),
-                                   wait_for_workers=False)
+        # ever guessed: the OS picks a free one (port 0). We bind the socket ourselves because TCPStore
+        # alone would listen on every interface; this one accepts connections from this machine only.
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(2 * world_size + 8)
+        port = listener.getsockname()[1]
+        fd = listener.detach()  # the store owns (and closes) the socket from now on
+        try:
+            self.store = dist.TCPStore("127.0.0.1", port, None, True, timedelta(seconds=start_timeout),
+                                       wait_for_workers=False, master_listen_fd=fd)
+        except BaseException:
+            os.close(fd)
+            raise
         try:
             for rank in range(world_size):
                 parent_conn, child_conn = mp_connection.Pipe(duplex=True)
