@@ -29,6 +29,7 @@ Design, and why:
   each rank exits when the factory dies (a watchdog thread), and everything is stopped at `close()`, on
   garbage collection and at interpreter exit.
 
+The same job functions run on real GPUs under torchrun: see `utils/launch.py`.
 POSIX only (Linux, macOS): ranks are forked, and talk to this process over socket pairs.
 """
 
@@ -60,8 +61,8 @@ from multiprocessing import connection as mp_connection
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SimulatedCluster", "RankError", "RankTimeoutError", "job_name", "check_job", "resolve_job",
-           "MAX_WORLD_SIZE", "BACKENDS"]
+__all__ = ["SimulatedCluster", "RankError", "RankTimeoutError", "check_job", "resolve_job", "MAX_WORLD_SIZE",
+           "BACKENDS"]
 
 #: Each rank is a process with its own copy of torch (a few hundred MB of memory and about a second of
 #: start-up), so a laptop runs out long before a real cluster would.
@@ -98,11 +99,6 @@ class RankTimeoutError(RankError, TimeoutError):
 
 
 # --------------------------------------------------------------------------------------------- jobs by name
-
-def job_name(fn: Callable) -> str:
-    """Return `module:qualname`, the name under which rank processes import `fn`."""
-    return f"{getattr(fn, '__module__', None)}:{getattr(fn, '__qualname__', None)}"
-
 
 def resolve_job(spec: str) -> Callable:
     """Import and return the function named by `module:qualname` (what each rank does with a job)."""
@@ -577,7 +573,7 @@ class SimulatedCluster:
         What each rank prints is echoed afterwards as `[rank r] ...`, rank by rank. `timeout` (seconds,
         default the cluster's) bounds the whole job. Raises `RankError` if a rank raises or dies and
         `RankTimeoutError` if some rank does not finish; the ranks are then stopped and the next call starts
-        them again.
+        them again. (`timeout` belongs to `run`: a job cannot receive a keyword argument of that name.)
         """
         spec = check_job(fn)
         timeout = self._timeout if timeout is None else _check_timeout(timeout, "timeout")
