@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
-from utils.pipeline_jobs import Pacing, pipeline_job
+from utils.pipeline_jobs import OVERLAP_HOOKS, Pacing, pipeline_job
 from utils.schedules import Schedule, make_schedule, validate
 from utils.stage_models import decoder_spec, mlp_spec
 from utils.timeline import CommInterval, Interval, Timeline
@@ -78,10 +78,11 @@ def pacing_from_costs(costs, unit_ms: float = 20.0) -> Pacing:
                          f"as utils.simulate.CostModel; got {costs!r}") from exc
     fb = getattr(costs, "FB", None)
     fb = f + b if fb is None else float(fb)
+    p2p = float(getattr(costs, "p2p", 0.0) or 0.0)
     if not unit_ms > 0:
         raise ValueError(f"unit_ms is the wall-clock length of one time unit, so it must be > 0; "
                          f"got {unit_ms}")
-    return Pacing(F=f, B=b, W=w, FB=fb, unit_ms=float(unit_ms))
+    return Pacing(F=f, B=b, W=w, FB=fb, unit_ms=float(unit_ms), p2p=p2p)
 
 
 def _check(schedule: Schedule, model_spec, microbatches, world_size: int) -> None:
@@ -114,6 +115,9 @@ def execute(cluster, schedule: Schedule, model_spec, microbatches=None, *, paced
     if microbatches is None:
         microbatches = model_spec.make_microbatches(schedule.n_microbatches)
     _check(schedule, model_spec, microbatches, cluster.world_size)
+    if isinstance(overlap, str) and overlap not in OVERLAP_HOOKS:
+        raise ValueError(f"overlap={overlap!r}: choose one of {sorted(OVERLAP_HOOKS)} or pass an importable "
+                         "function hook(forward_steps, backward_steps)")
     pacing = None if paced is None else pacing_from_costs(paced, unit_ms)
     start = time.perf_counter()
     results = cluster.run(pipeline_job, schedule, model_spec, microbatches, pacing, overlap, timeout=timeout)

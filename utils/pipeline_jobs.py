@@ -55,9 +55,13 @@ class StageError(RuntimeError):
 class Pacing:
     """Paced mode: every action also lasts at least its cost-model duration, ``unit_ms`` per time unit.
 
-    Durations as in the simulator: F, B, I = B - W, W, and FB for an overlapped pair. A rank sleeps out
-    the rest of an action's duration before sending its results, so a real run's idle time can be compared
-    with the simulator's prediction (sleeping leaves the CPU cores to the other ranks).
+    Durations as in the simulator: F, B, I = B - W, W, and FB for an overlapped pair; ``p2p`` units of
+    latency per message. An action may start when its rank is free and its inputs count as arrived; it ends
+    its duration later (or when its computation ends, if that takes longer). Results are sent as soon as
+    they are computed, stamped with the end time, and the receiver does not use them before that time, so
+    the transport's own latency hides under the paced duration. Ranks sleep rather than spin, which leaves
+    the CPU cores to the ranks that compute. A real run's idle time becomes comparable with the simulator's
+    prediction; what remains is the executor's own overhead between actions.
     """
 
     F: float
@@ -65,6 +69,7 @@ class Pacing:
     W: float
     FB: float
     unit_ms: float = 20.0
+    p2p: float = 0.0
 
     def duration_ms(self, action) -> float:
         if isinstance(action, OverlappedAction):
@@ -282,7 +287,9 @@ class StageRunner:
                 yield in_flight[0][2]
                 for edge, back, work, issued, steps, label in in_flight:
                     work.wait()
-                    comms.append((f"{label} grad", issued, clock.ms(), clock.steps - steps > 1))
+                    kind = "I" if split else "B"
+                    comms.append((f"{label.split()[0]} grad {self.stage}{kind}{mb}", issued, clock.ms(),
+                                  clock.steps - steps > 1))
                     roots[seg].append((edge.src, back))
             elif seg < tape.segment:
                 yield None
@@ -481,7 +488,8 @@ class RankPipeline:
         return pp_rank * self.ep + self.ep_rank
 
     def _tag(self, kind: str, stage: int, mb: int) -> int:
-        return (stage * self.M + mb) * 2 + (0 if kind == "act" else 1)
+        """Message tag: activation into / gradient of ``stage`` for ``mb`` (+2: its paced-mode time stamp)."""
+        return (stage * self.M + mb) * 4 + (0 if kind == "act" else 1)
 
     def _recvs_of(self, action) -> list[tuple]:
         """Messages ``action`` needs from other ranks: (kind, stage, micro-batch, source pipeline rank)."""
@@ -535,27 +543,38 @@ class RankPipeline:
 
     # -- messages
     def _post(self, upto: int) -> None:
+        """Post the receives of actions up to index ``upto`` (exclusive) that are not posted yet."""
         while self._posted < min(upto, len(self.actions)):
             for kind, s, m, src in self.recv_plan[self._posted]:
                 shape, dtype = self._expected(kind, s, m)
                 buf = torch.empty(shape, dtype=dtype, device=self.device)
-                work = dist.irecv(buf, src=self._global(src), tag=self._tag(kind, s, m))
-                self._pending[(kind, s, m)] = (work, buf)
+                tag, peer = self._tag(kind, s, m), self._global(src)
+                works = [dist.irecv(buf, src=peer, tag=tag)]
+                stamp = None
+                if self.pacing is not None:  # paced mode: when the sender's action ends on its clock
+                    stamp = torch.zeros(1, dtype=torch.float64, device=self.device)
+                    works.append(dist.irecv(stamp, src=peer, tag=tag + 2))
+                self._pending[(kind, s, m)] = (works, buf, stamp)
             self._posted += 1
 
-    def _take(self, kind: str, stage: int, mb: int) -> torch.Tensor:
+    def _take(self, kind: str, stage: int, mb: int) -> tuple[torch.Tensor, float]:
+        """The tensor ``stage`` needs (waiting for it if it comes from another rank) and, in paced mode, the
+        time (ms) from which it counts as arrived."""
         key = (kind, stage, mb)
         if key in self._local:
             return self._local.pop(key)
-        work, buf = self._pending.pop(key)
-        work.wait()
-        return buf
+        works, buf, stamp = self._pending.pop(key)
+        for work in works:
+            if not work.is_completed():
+                work.wait()
+                self._began = max(self._began, self._clock.ms())  # the action starts when its input arrives
+        return buf, (0.0 if stamp is None else float(stamp) + self._p2p_ms)
 
-    def _deliver(self, kind: str, stage: int, mb: int, tensor: torch.Tensor, action) -> None:
+    def _deliver(self, kind: str, stage: int, mb: int, tensor: torch.Tensor, action, ready_ms) -> None:
         """Hand ``tensor`` to ``stage`` (on this rank: directly; elsewhere: isend, waited for at the end)."""
         dst = self.schedule.stage_to_rank[stage]
         if dst == self.pp_rank:
-            self._local[(kind, stage, mb)] = tensor.detach()
+            self._local[(kind, stage, mb)] = (tensor.detach(), ready_ms or 0.0)
             return
         shape, dtype = self._expected(kind, stage, mb)
         if tensor.shape != shape or tensor.dtype != dtype:
@@ -565,13 +584,17 @@ class RankPipeline:
                 f"{tuple(tensor.shape)} ({tensor.dtype}) for stage {stage} on micro-batch {mb}, which "
                 f"expects {tuple(shape)} ({dtype})")
         data = tensor.detach().contiguous()
-        self._sends.append((dist.isend(data, dst=self._global(dst), tag=self._tag(kind, stage, mb)), data))
+        tag, peer = self._tag(kind, stage, mb), self._global(dst)
+        self._sends.append((dist.isend(data, dst=peer, tag=tag), data))
+        if self.pacing is not None:
+            stamp = torch.tensor([ready_ms], dtype=torch.float64, device=self.device)
+            self._sends.append((dist.isend(stamp, dst=peer, tag=tag + 2), stamp))
 
     # -- actions
     def _forward(self, part: Action, split_layers: bool):
         s, m = part.stage, part.microbatch
         prev = self.schedule.prev_stage(s, m)
-        x = self._inputs[m] if prev is None else self._take("act", s, m)
+        x, ready = (self._inputs[m], 0.0) if prev is None else self._take("act", s, m)
         last = self.schedule.next_stage(s, m) is None
         loss_fn = None
         if last:
@@ -580,31 +603,33 @@ class RankPipeline:
                 loss_fn = lambda out: self.spec.shard_loss(out, target, full_target)  # noqa: E731
             else:
                 loss_fn = lambda out: self.spec.loss(out, target)  # noqa: E731
-        return self.stages[s].forward_steps(
+        steps = self.stages[s].forward_steps(
             m, x, needs_input_grad=prev is not None, capture=(s, m) in self.split, split_layers=split_layers,
             clock=self._clock, comms=self._comms, loss_fn=loss_fn, n_microbatches=self.M)
+        return steps, ready
 
-    def _after_forward(self, part: Action, action) -> None:
+    def _after_forward(self, part: Action, action, ready_ms) -> None:
         s, m = part.stage, part.microbatch
         tape = self.stages[s].tapes[m]
         nxt = self.schedule.next_stage(s, m)
         if nxt is None:
             self._losses[m] = float(tape.output)
         else:
-            self._deliver("act", nxt, m, tape.output, action)
+            self._deliver("act", nxt, m, tape.output, action, ready_ms)
 
     def _backward(self, part: Action):
         s, m = part.stage, part.microbatch
         nxt = self.schedule.next_stage(s, m)
-        grad = None if nxt is None else self._take("grad", s, m)
-        self._tape_of_backward = self.stages[s].tapes[m]
-        return self.stages[s].backward_steps(m, grad, split=part.kind == "I", clock=self._clock,
-                                             comms=self._comms)
+        grad, ready = (None, 0.0) if nxt is None else self._take("grad", s, m)
+        tape = self.stages[s].tapes[m]
+        steps = self.stages[s].backward_steps(m, grad, split=part.kind == "I", clock=self._clock,
+                                              comms=self._comms)
+        return steps, ready, tape
 
-    def _after_backward(self, part: Action, tape: Tape, action) -> None:
+    def _after_backward(self, part: Action, tape: Tape, action, ready_ms) -> None:
         prev = self.schedule.prev_stage(part.stage, part.microbatch)
         if prev is not None:
-            self._deliver("grad", prev, part.microbatch, tape.input_grad, action)
+            self._deliver("grad", prev, part.microbatch, tape.input_grad, action, ready_ms)
 
     def _counted(self, steps):
         """Count every resumption of a chunk's steps (see ``_Clock``)."""
@@ -613,41 +638,53 @@ class RankPipeline:
             yield item
         self._clock.steps += 1
 
-    def _run(self, action) -> tuple[float, float]:
+    def _run(self, action) -> tuple[float, float | None]:
+        """Wait for the inputs of ``action``, compute it, send its results; return (start, paced end)."""
         if isinstance(action, OverlappedAction):
             f, b = action.forward, action.backward
-            fwd = self._forward(f, split_layers=True)
-            bwd = self._backward(b)
-            btape = self._tape_of_backward
-            start = self._clock.ms()
+            fwd, ready_f = self._forward(f, split_layers=True)
+            bwd, ready_b, btape = self._backward(b)
+            start = self._start(max(ready_f, ready_b))
             self.overlap(self._counted(fwd), self._counted(bwd))
-            self._pace(start, action)
-            self._after_forward(f, action)
-            self._after_backward(b, btape, action)
+            end = self._paced_end(start, action)
+            self._after_forward(f, action, end)
+            self._after_backward(b, btape, action, end)
         elif action.kind == "F":
-            steps = self._forward(action, split_layers=False)
-            start = self._clock.ms()
+            steps, ready = self._forward(action, split_layers=False)
+            start = self._start(ready)
             _drain(self._counted(steps))
-            self._pace(start, action)
-            self._after_forward(action, action)
+            end = self._paced_end(start, action)
+            self._after_forward(action, action, end)
         elif action.kind in ("B", "I"):
-            steps = self._backward(action)
-            tape = self._tape_of_backward
-            start = self._clock.ms()
+            steps, ready, tape = self._backward(action)
+            start = self._start(ready)
             _drain(self._counted(steps))
-            self._pace(start, action)
-            self._after_backward(action, tape, action)
+            end = self._paced_end(start, action)
+            self._after_backward(action, tape, action, end)
         else:  # W
-            start = self._clock.ms()
+            start = self._start(0.0)
             self.stages[action.stage].weight_step(action.microbatch)
-            self._pace(start, action)
-        return start, self._clock.ms()
+            end = self._paced_end(start, action)
+        return start, end
 
-    def _pace(self, start: float, action) -> None:
+    def _start(self, inputs_ready_ms: float) -> float:
+        """The measured start: when the rank was free and the action's inputs had arrived (the simulator's
+        rule). Paced mode: inputs count as arrived at their sender's paced end; sleep until then."""
         if self.pacing is not None:
-            left = start + self.pacing.duration_ms(action) - self._clock.ms()
+            self._ready = max(self._free_at, inputs_ready_ms)
+            left = self._ready - self._clock.ms()
             if left > 0:
                 time.sleep(left / 1e3)
+                return self._clock.ms()
+        return self._began
+
+    def _paced_end(self, start: float, action) -> float | None:
+        """Paced mode: when the action ends, its cost-model duration after it could start (or now, if the
+        computation took longer). Results are sent before the rank sleeps until then, stamped with this
+        time, so the receiver counts them as arriving at the end, as the simulator does."""
+        if self.pacing is None:
+            return None
+        return max(self._ready + self.pacing.duration_ms(action), self._clock.ms())
 
     # -- the step
     def step(self, microbatches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
@@ -664,21 +701,30 @@ class RankPipeline:
         self._posted = 0
         self._losses: dict[int, float] = {}
         self._comms: list = []
+        self._free_at = self._ready = 0.0
+        self._p2p_ms = 0.0 if self.pacing is None else self.pacing.p2p * self.pacing.unit_ms
         intervals = []
         for m in range(self.M):  # the dry run of shapes happens before the clock starts
             self._boundaries(self._inputs[m])
         dist.barrier()
         self._clock = _Clock(time.perf_counter())
         for i, action in enumerate(self.actions):
+            self._began = self._clock.ms()
             self._post(i + 1 + self.lookahead)
             try:
-                start, end = self._run(action)
+                start, paced_end = self._run(action)
             except Exception as exc:
                 raise StageError(
                     f"rank {self.rank} (pipeline rank {self.pp_rank}) failed in action {action} "
                     f"({_describe(action)}): {type(exc).__name__}: {exc}") from exc
-            intervals.append((action, start, end))
             self._sends = [(w, t) for w, t in self._sends if not w.is_completed()]
+            self._post(i + 2 + self.lookahead)  # before sleeping, so the next action starts sooner
+            if paced_end is not None:
+                left = paced_end - self._clock.ms()
+                if left > 0:
+                    time.sleep(left / 1e3)
+                self._free_at = paced_end
+            intervals.append((action, start, self._clock.ms()))
         for work, _ in self._sends:
             work.wait()
         self._sends = []
@@ -699,7 +745,7 @@ class RankPipeline:
     def _sync_gradients(self) -> dict[int, dict[str, torch.Tensor]]:
         """Sum mirrored copies' gradients (DualPipe) and all-reduce replicated ones (expert parallelism)."""
         sched = self.schedule
-        base = 2 * sched.n_stages * self.M
+        base = 4 * sched.n_stages * self.M
         flat = {s: torch.cat([g.reshape(-1) for g in self._stage_grads(s)]) for s in self.stages}
         summed = {}
         works, received = [], {}
