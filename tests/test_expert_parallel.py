@@ -10,6 +10,7 @@ from utils.expert_parallel import (
     SCOPES,
     ExpertLayout,
     ExpertParallelMoE,
+    cross_node_copies,
     max_differences,
     measure_traffic,
     run_expert_parallel,
@@ -141,3 +142,19 @@ def test_split_over_ranks():
     assert [t.shape[0] for t in split_over_ranks(torch.zeros(12, 3), 4)] == [3, 3, 3, 3]
     with pytest.raises(ValueError, match="evenly"):
         split_over_ranks(torch.zeros(10, 3), 4)
+
+
+@pytest.mark.parametrize("hierarchical", [True, False])
+def test_cross_node_copies_of_one_token_add_up_to_the_traffic(hierarchical):
+    layout = ExpertLayout(16, 8, 2)
+    generator = torch.Generator().manual_seed(7)
+    routing = [torch.stack([torch.randperm(16, generator=generator)[:4] for _ in range(3)]) for _ in range(8)]
+    traffic = traffic_from_routing(routing, layout, D_MODEL, hierarchical)
+    width = layout.experts_per_node if hierarchical else layout.experts_per_rank
+    rows = traffic[:, PHASES.index("dispatch"), 0, SCOPES.index("inter")].sum() / ((D_MODEL + 2 * width) * 4)
+    # Two-hop: the second hop stays inside the node, so every cross-node row is a first-hop copy.
+    assert rows == sum(cross_node_copies(t.tolist(), r, layout, hierarchical)
+                       for r, idx in enumerate(routing) for t in idx)
+    # Worked example: rank 0 (node 0) sends to experts 1 (rank 0), 5 (rank 2, node 1), 6, 7 (rank 3, node 1).
+    assert cross_node_copies([1, 5, 6, 7], 0, layout) == 1
+    assert cross_node_copies([1, 5, 6, 7], 0, layout, hierarchical=False) == 2

@@ -171,3 +171,25 @@ def test_node_cap_widget_wiring():
                                          MoEView(plt.figure(), pd.DataFrame({"M": [max_nodes]})))
     widget.controls["max_nodes"].value = 3
     assert seen == [2, 3] and repr(widget) == "Node cap widget(max_nodes=3)"
+
+
+def test_same_routing_ignores_order_within_a_token_only():
+    idx, gates = torch.tensor([[0, 3], [2, 1]]), torch.tensor([[0.6, 0.4], [0.7, 0.3]])
+    swapped = (torch.tensor([[3, 0], [2, 1]]), torch.tensor([[0.4, 0.6], [0.7, 0.3]]))
+    assert moe_explore.same_routing(swapped, (idx, gates))
+    assert not moe_explore.same_routing((idx, gates.flip(-1)), (idx, gates))
+    assert not moe_explore.same_routing((idx[:1], gates[:1]), (idx, gates))
+
+
+def test_random_routing_cases_are_seeded():
+    a, b = moe_explore.random_routing_cases(seed=3), moe_explore.random_routing_cases(seed=3)
+    assert all(torch.equal(x[0], y[0]) and torch.equal(x[2], y[2]) for x, y in zip(a, b, strict=True))
+    affinity, k, bias = a[0]
+    assert affinity.shape == (6, 8) and k == 2 and bias.shape == (8,)
+
+
+def test_link_times_divide_bytes_by_bandwidth():
+    sweep = pd.DataFrame({"cross-node MB (two-hop)": [8.0], "within-node MB (two-hop)": [16.0]}, index=[1])
+    times = moe_explore.link_times(sweep, ib_gb_per_s=50, nvlink_gb_per_s=160)
+    # 1 MB per rank over 50 GB/s is 20 us; 2 MB per rank over 160 GB/s is 12.5 us.
+    assert times.iloc[0].tolist() == [20.0, 12.5]

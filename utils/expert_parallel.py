@@ -390,6 +390,20 @@ def traffic_from_routing(expert_idx_per_rank: list[torch.Tensor], layout: Expert
     return traffic
 
 
+def cross_node_copies(experts: list[int], src_rank: int, layout: ExpertLayout,
+                      hierarchical: bool = True) -> int:
+    """How many times one token from `src_rank` crosses to another node when dispatched to `experts`.
+
+    Two-hop (DeepSeek-V3 3.2.2): once per other node holding one of its experts. Direct: once per GPU on
+    another node holding one of its experts (a token going to two experts on one GPU is sent once).
+    """
+    home = layout.node_of_rank(src_rank)
+    ranks = {layout.rank_of_expert(e) for e in experts}
+    if hierarchical:
+        return len({layout.node_of_rank(r) for r in ranks} - {home})
+    return sum(layout.node_of_rank(r) != home for r in ranks)
+
+
 def split_over_ranks(tokens: torch.Tensor, world_size: int) -> list[torch.Tensor]:
     """Deal rows of `tokens` into `world_size` equal contiguous shares (data parallel)."""
     if tokens.shape[0] % world_size:

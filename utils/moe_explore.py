@@ -58,6 +58,26 @@ class MoEView:
 
 # ------------------------------------------------------------------------------------ notebook 01
 
+def same_routing(yours, expected) -> bool:
+    """Do two (expert_idx, gate_weights) results pick the same experts with the same gates, in any order?"""
+    (idx_a, gates_a), (idx_b, gates_b) = yours, expected
+    idx_a, idx_b = torch.as_tensor(idx_a), torch.as_tensor(idx_b)
+    if idx_a.shape != idx_b.shape:
+        return False
+    order_a, order_b = idx_a.argsort(dim=-1), idx_b.argsort(dim=-1)
+    same_experts = torch.equal(idx_a.gather(-1, order_a), idx_b.gather(-1, order_b))
+    gates_a = torch.as_tensor(gates_a, dtype=torch.float32).gather(-1, order_a)
+    return same_experts and torch.allclose(gates_a, torch.as_tensor(gates_b).gather(-1, order_b), atol=1e-6)
+
+
+def random_routing_cases(n_cases: int = 5, n_experts: int = 8, k: int = 2, seed: int = 0,
+                         tokens: int = 6) -> list[tuple[torch.Tensor, int, torch.Tensor]]:
+    """Seeded (affinity, k, bias) cases for exercise checks: sigmoid-like affinities, small biases."""
+    generator = torch.Generator().manual_seed(seed)
+    return [(torch.rand(tokens, n_experts, generator=generator), k,
+             0.2 * torch.randn(n_experts, generator=generator)) for _ in range(n_cases)]
+
+
 def router_walkthrough(layer: DeepSeekMoE, tokens: torch.Tensor) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The router step by step on a few tokens (DeepSeek-V3 eqs. 12-15).
 
@@ -346,7 +366,23 @@ def node_cap_sweep(cluster=None, progress: bool = False) -> pd.DataFrame:
         direct = sum(traffic_from_routing(r, NODE_CAP_LAYOUT, NODE_CAP_CONFIG.d_model, hierarchical=False)
                      for r in routing)
         rows.append(_cap_row(m, traffic, direct, routing, history))
+        if cluster is not None:
+            rows[-1]["measured = predicted"] = bool(np.array_equal(traffic, predicted))
     return pd.DataFrame(rows).set_index("M")
+
+
+def link_times(sweep: pd.DataFrame, ib_gb_per_s: float = 50.0, nvlink_gb_per_s: float = 160.0
+               ) -> pd.DataFrame:
+    """Time to move the sweep's bytes at DeepSeek-V3's link speeds (3.2.2: InfiniBand 50 GB/s per GPU,
+    NVLink 160 GB/s), all ranks sending in parallel: which link sets the all-to-all time, and by how much."""
+    world = NODE_CAP_LAYOUT.world_size
+    table = pd.DataFrame(index=sweep.index)
+    # MB / (GB/s) is milliseconds; x 1000 for microseconds. Each rank sends its share over its own links.
+    per_rank_ib = sweep["cross-node MB (two-hop)"] / world
+    per_rank_nvlink = sweep["within-node MB (two-hop)"] / world
+    table["cross-node time (us, IB)"] = (per_rank_ib / ib_gb_per_s * 1e3).round(2)
+    table["within-node time (us, NVLink)"] = (per_rank_nvlink / nvlink_gb_per_s * 1e3).round(2)
+    return table
 
 
 @functools.lru_cache(maxsize=4)
