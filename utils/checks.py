@@ -36,6 +36,9 @@ class CheckResult:
     def __bool__(self) -> bool:
         return self.passed
 
+    def _ipython_display_(self) -> None:
+        """The report was printed already; as a cell's last value, show nothing more."""
+
 
 def check(
     answer: Any,

@@ -1,0 +1,139 @@
+"""The capstone dashboard's pure function: its numbers are the library's, checked against references."""
+
+import math
+
+import pytest
+import torch
+
+from utils import table2
+from utils.capstone import (PRESETS, RecipeConfig, bytes_per_value, fp8_table, node_cap_table, pipeline_table,
+                            recipe_dashboard, routed_experts)
+from utils.fp8_explore import outlier_activations, quantization_table
+from utils.routing import topk_route
+from utils.schedules import make_schedule
+from utils.simulate import CostModel, simulate
+
+SMALL = PRESETS["classroom (small)"]
+
+
+def test_without_communication_the_pipeline_table_reproduces_table_2():
+    config = RecipeConfig(pp=8, microbatches=32, comm_ratio=0.0)
+    table = pipeline_table(config)
+    costs = CostModel(F=1, B=2, W=1, FB=3)
+    assert table.loc["1f1b", "worst_idle"] == pytest.approx(table2.bubble_1f1b(8, costs.F, costs.B))
+    assert table.loc["zb1p", "worst_idle"] == pytest.approx(table2.bubble_zb1p(8, costs.F, costs.B, costs.W))
+    assert table.loc["dualpipe", "worst_idle"] == pytest.approx(table2.bubble_dualpipe(8, costs.FB, costs.B, costs.W))
+    assert table.loc["dualpipe", "peak_activations"] == 8 + 1
+    assert (table["comm_exposed"] == 0).all()
+
+
+def test_pipeline_table_equals_the_simulator_with_all_to_all():
+    table = pipeline_table(SMALL)
+    timeline = simulate(make_schedule("1f1b", SMALL.pp, SMALL.microbatches), SMALL.costs)
+    assert table.loc["1f1b", "makespan"] == pytest.approx(timeline.makespan)
+    assert table.loc["1f1b", "worst_idle"] == pytest.approx(timeline.worst_idle)
+    # DualPipe hides the all-to-all inside its overlapped pairs; 1F1B exposes all of it
+    assert table.loc["dualpipe", "comm_exposed"] < table.loc["1f1b", "comm_exposed"]
+    assert table.loc["1f1b", "comm_exposed"] == pytest.approx(
+        2 * SMALL.microbatches * SMALL.comm_ratio * SMALL.F, rel=0.5)
+
+
+def test_memory_columns_in_model_terms():
+    table = pipeline_table(SMALL)
+    assert table["params_per_device"].to_dict() == {"1f1b": 1.0, "zb1p": 1.0, "dualpipe": 2.0, "dualpipev": 1.0}
+    assert table.loc["dualpipev", "activation_memory"] == table.loc["dualpipev", "peak_activations"] / 2
+
+
+def test_node_cap_bounds_nodes_and_cross_node_bytes():
+    table = node_cap_table(SMALL)
+    assert list(table.index) == [1, 2, 3, 4]
+    assert (table["nodes_per_token"] <= table.index.to_series() + 1e-9).all()
+    cross = table["cross_node_KiB_bf16"].tolist()
+    assert cross == sorted(cross), "capping fewer nodes can only reduce cross-node bytes"
+    assert table["vs_uncapped"].iloc[-1] == 1.0 and table["vs_uncapped"].iloc[0] < 0.5
+    assert (table["cross_node_KiB_fp8_dispatch"] < table["cross_node_KiB_bf16"]).all()
+
+
+def test_uncapped_routing_is_plain_top_k():
+    generator = torch.Generator().manual_seed(SMALL.seed)
+    logits = torch.randn(SMALL.ep_ranks * SMALL.tokens_per_rank, SMALL.experts, generator=generator)
+    expected, _ = topk_route(torch.sigmoid(logits), SMALL.top_k)
+    picks = torch.cat(routed_experts(SMALL, SMALL.nodes))
+    assert torch.equal(picks.sort(-1).values, expected.sort(-1).values)
+
+
+def test_fp8_table_is_the_fp8_library_and_tiles_beat_per_tensor_with_outliers():
+    config = RecipeConfig(outlier=1e4)
+    table = fp8_table(config)
+    x, mask = outlier_activations(rows=64, cols=512, outlier=1e4, seed=0)
+    direct = quantization_table(x, mask, "e4m3", ("tensor", "tile1x128"))
+    assert table.loc["tile1x128", "mean_rel_error"] == direct.loc["tile1x128", "mean_rel_error"]
+    assert table.loc["tile1x128", "flushed_to_zero"] < table.loc["tensor", "flushed_to_zero"]
+    assert table.loc["tile1x128", "mean_rel_error"] < table.loc["tensor", "mean_rel_error"]
+
+
+def test_bytes_per_value():
+    assert bytes_per_value("tile1x128")["fp8"] == 1 + 4 / 128
+    assert bytes_per_value("tensor")["fp8/bf16"] == 0.5
+
+
+def test_dashboard_summary_quotes_the_tables():
+    view = recipe_dashboard(SMALL)
+    assert view.error is None and view.figure is not None
+    assert len(view.summary) == 4
+    best = view.pipeline["worst_idle"].idxmin()
+    assert f"{view.pipeline.loc[best, 'worst_idle']:.4g} units" in view.summary[0]
+    assert f"{view.node_cap.loc[SMALL.node_cap, 'cross_node_KiB_bf16']:.3g} KiB" in view.summary[2]
+    titles = [ax.get_title() for ax in view.figure.axes if ax.get_title()]
+    assert len(titles) >= 4 and all(ax.get_xlabel() for ax in view.figure.axes[:4])
+
+
+@pytest.mark.parametrize("overrides, rule", [
+    ({"node_cap": 9}, "must lie in 1..8"),
+    ({"comm_ratio": -1.0}, ">= 0"),
+    ({"ep_ranks": 60}, "multiple of nodes"),
+    ({"comm_ratio": math.nan}, ">= 0"),
+])
+def test_impossible_configurations_return_the_rule(overrides, rule):
+    view = recipe_dashboard(PRESETS["DeepSeek-V3 (report)"], plot=False, **overrides)
+    assert view.figure is None and rule in view.error
+
+
+def test_odd_devices_leave_dualpipe_out_with_its_rule():
+    table = pipeline_table(replace_config(pp=5, microbatches=20))
+    assert math.isnan(table.loc["dualpipe", "worst_idle"])
+    assert "even" in table.loc["dualpipe", "note"]
+    assert not math.isnan(table.loc["1f1b", "worst_idle"])
+
+
+def replace_config(**overrides) -> RecipeConfig:
+    from dataclasses import replace
+
+    return replace(SMALL, **overrides)
+
+
+def test_widget_redraws_on_slider_and_once_per_preset():
+    from dataclasses import replace
+
+    from utils.widgets_capstone import RecipeDashboard
+
+    seen = []
+
+    def compute(config, **overrides):
+        view = recipe_dashboard(config, **overrides)
+        seen.append(replace(config, **overrides) if view.error is None else view.error)
+        return view
+
+    widget = RecipeDashboard("classroom (small)", compute=compute)
+    assert seen == [SMALL]
+    widget.controls["node_cap"].value = 3
+    assert len(seen) == 2 and seen[-1].node_cap == 3 and "3 of 4 nodes" in widget.table.value
+    widget.controls["preset"].value = "DeepSeek-V3 (report)"
+    assert len(seen) == 3 and seen[-1] == PRESETS["DeepSeek-V3 (report)"]
+    widget.controls["pp"].value = 6
+    assert seen[-1].pp == 6
+    widget.controls["preset"].value = "classroom (small)"
+    assert seen[-1] == SMALL
+    widget.controls["node_cap"].value = 6  # 6 of 4 nodes: the rule, not a traceback
+    assert "must lie in 1..4" in seen[-1] and "must lie in 1..4" in widget.message.value
+    assert widget.table.value == ""
