@@ -482,6 +482,7 @@ class RankPipeline:
                       for p in (a.parts if isinstance(a, OverlappedAction) else (a,)) if p.kind == "I"}
         self.actions = schedule.actions[self.pp_rank]
         self.recv_plan = [self._recvs_of(a) for a in self.actions]
+        self.from_peer = self._messages_by_sender()
 
     # -- planning
     def _global(self, pp_rank: int) -> int:
@@ -505,6 +506,27 @@ class RankPipeline:
                 if nxt is not None and self.schedule.stage_to_rank[nxt] != self.pp_rank:
                     out.append(("grad", s, m, self.schedule.stage_to_rank[nxt]))
         return out
+
+    def _messages_by_sender(self) -> dict[int, list[tuple[str, int, int]]]:
+        """For each pipeline rank that sends to this one, its messages (kind, stage, micro-batch) in the order
+        it sends them. Receives from a peer are posted in that order: gloo matches messages by tag, but NCCL
+        ignores tags and matches them in order."""
+        sched, order = self.schedule, {}
+        for peer, actions in enumerate(sched.actions):
+            if peer == self.pp_rank:
+                continue
+            for action in actions:
+                for part in (action.parts if isinstance(action, OverlappedAction) else (action,)):
+                    s, m = part.stage, part.microbatch
+                    if part.kind == "F":
+                        dst, key = sched.next_stage(s, m), "act"
+                    elif part.kind in ("B", "I"):
+                        dst, key = sched.prev_stage(s, m), "grad"
+                    else:
+                        continue
+                    if dst is not None and sched.stage_to_rank[dst] == self.pp_rank:
+                        order.setdefault(peer, []).append((key, dst, m))
+        return order
 
     def _boundaries(self, x: torch.Tensor) -> list[tuple[torch.Size, torch.dtype]]:
         """Shape and dtype of each chunk's output for a micro-batch input like ``x`` (a dry run, no grad).
@@ -543,19 +565,27 @@ class RankPipeline:
 
     # -- messages
     def _post(self, upto: int) -> None:
-        """Post the receives of actions up to index ``upto`` (exclusive) that are not posted yet."""
+        """Post the receives of actions up to index ``upto`` (exclusive) that are not posted yet, each after
+        every earlier message from the same sender."""
         while self._posted < min(upto, len(self.actions)):
             for kind, s, m, src in self.recv_plan[self._posted]:
-                shape, dtype = self._expected(kind, s, m)
-                buf = torch.empty(shape, dtype=dtype, device=self.device)
-                tag, peer = self._tag(kind, s, m), self._global(src)
-                works = [dist.irecv(buf, src=peer, tag=tag)]
-                stamp = None
-                if self.pacing is not None:  # paced mode: when the sender's action ends on its clock
-                    stamp = torch.zeros(1, dtype=torch.float64, device=self.device)
-                    works.append(dist.irecv(stamp, src=peer, tag=tag + 2))
-                self._pending[(kind, s, m)] = (works, buf, stamp)
+                queue = self.from_peer[src]
+                last = queue.index((kind, s, m))
+                while self._peer_posted.get(src, 0) <= last:
+                    self._post_one(*queue[self._peer_posted.get(src, 0)], src)
+                    self._peer_posted[src] = self._peer_posted.get(src, 0) + 1
             self._posted += 1
+
+    def _post_one(self, kind: str, s: int, m: int, src: int) -> None:
+        shape, dtype = self._expected(kind, s, m)
+        buf = torch.empty(shape, dtype=dtype, device=self.device)
+        tag, peer = self._tag(kind, s, m), self._global(src)
+        works = [dist.irecv(buf, src=peer, tag=tag)]
+        stamp = None
+        if self.pacing is not None:  # paced mode: when the sender's action ends on its clock
+            stamp = torch.zeros(1, dtype=torch.float64, device=self.device)
+            works.append(dist.irecv(stamp, src=peer, tag=tag + 2))
+        self._pending[(kind, s, m)] = (works, buf, stamp)
 
     def _take(self, kind: str, stage: int, mb: int) -> tuple[torch.Tensor, float]:
         """The tensor ``stage`` needs (waiting for it if it comes from another rank) and, in paced mode, the
@@ -699,6 +729,7 @@ class RankPipeline:
         self._full_targets = [y.to(dev) for _, y in microbatches]
         self._pending, self._local, self._sends = {}, {}, []
         self._posted = 0
+        self._peer_posted: dict[int, int] = {}
         self._losses: dict[int, float] = {}
         self._comms: list = []
         self._free_at = self._ready = 0.0
@@ -755,9 +786,11 @@ class RankPipeline:
                 if t == s or sched.stage_to_rank[t] == self.pp_rank:
                     continue
                 peer = self._global(sched.stage_to_rank[t])
-                works.append(dist.isend(flat[s], dst=peer, tag=base + s * sched.n_stages + t))
                 buf = torch.empty_like(flat[s])
-                works.append(dist.irecv(buf, src=peer, tag=base + t * sched.n_stages + s))
+                # One batch: under NCCL both sides' send and receive must progress together.
+                works += dist.batch_isend_irecv([
+                    dist.P2POp(dist.isend, flat[s], peer, tag=base + s * sched.n_stages + t),
+                    dist.P2POp(dist.irecv, buf, peer, tag=base + t * sched.n_stages + s)])
                 received[t] = buf
         for w in works:
             w.wait()
