@@ -18,8 +18,9 @@ Scales are computed online from the group's max-abs value (`scale = amax / forma
 of past maxima ("delayed scaling"): that is what DeepSeek-V3 does, and it needs no bookkeeping.
 
 Decisions on awkward input (documented once here, tested in tests/test_fp8.py):
-- *Clamp, then cast.* Casting a value beyond the format's range is not reliable: on this CPU build E4M3
-  saturates to 448 while E5M2 overflows to inf, and on GPUs E4M3 gives NaN. Every cast here clamps first.
+- *Clamp, then cast.* What a cast does with a value beyond the format's range depends on the format and the
+  implementation: on this CPU build E4M3 saturates to 448 (even inf does), E5M2 overflows to inf, and NVIDIA's
+  conversion intrinsics offer a saturating and a non-saturating (NaN) mode. Every cast here clamps first.
 - *Shapes a tile does not divide* are padded with zeros (what DeepGEMM-style kernels effectively do: the last
   tile is partial). Zeros do not change a tile's max-abs, so the scale of a partial tile comes from its real
   values only. `pad=False` raises a ValueError instead.

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from utils.accumulation import accumulation_error, limited_accumulation_gemm
 from utils.fp8 import FORMATS, GRANULARITIES, calc_diff, error_metrics, get_format, quantize_dequantize
-from utils.fp8_linear import convert_linears
+from utils.fp8_linear import EmulatedLinear, convert_linears
 
 # Okabe-Ito colours (as utils.plots), one per thing compared in this notebook's line plots.
 COLORS = {"fp32": "#000000", "bf16": "#0072B2", "fp8": "#D55E00", "e4m3": "#0072B2", "e5m2": "#E69F00",
@@ -171,6 +171,36 @@ def explore_fp8(fmt: str = "e4m3", granularity: str = "tile1x128", scale_rule: s
                   accumulation_error(k, accum_bits, None, rows, seed=seed),
                   accumulation_error(k, accum_bits, promote_every, rows, seed=seed)]}).set_index("metric")
     return fig, table
+
+
+def linear_gemm_errors(in_features: int = 512, out_features: int = 256, tokens: int = 512, seed: int = 0
+                       ) -> pd.DataFrame:
+    """calc_diff against FP32 of the three GEMM outputs of one linear layer (Fprop y, Dgrad dx, Wgrad dW),
+    for the FP8 recipe and for BF16 inputs, on random activations and output gradients."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(tokens, in_features, generator=generator)
+    grad_y = torch.randn(tokens, out_features, generator=generator)
+    reference = torch.nn.Linear(in_features, out_features, bias=False)
+    with torch.no_grad():
+        weight = torch.randn(out_features, in_features, generator=generator) / in_features ** 0.5
+        reference.weight.copy_(weight)
+
+    def outputs(layer: torch.nn.Module) -> list[torch.Tensor]:
+        inputs = x.clone().requires_grad_(True)
+        layer.weight.grad = None
+        y = layer(inputs)
+        y.backward(grad_y)
+        return [y.detach(), inputs.grad, layer.weight.grad.clone()]
+
+    expected = outputs(reference)
+    table = {"GEMM": ["Fprop  y = x W^T", "Dgrad  dx = dy W", "Wgrad  dW = dy^T x"],
+             "FP8 operands": ["x 1x128 tiles, W 128x128 blocks", "dy 1x128 tiles, W 128x128 blocks",
+                              "dy, x 128x1 tiles"]}
+    for precision in ("fp8", "bf16"):
+        got = outputs(EmulatedLinear.from_linear(reference, precision))
+        diffs = [calc_diff(g, e) for g, e in zip(got, expected, strict=True)]
+        table[f"calc_diff {precision.upper()}"] = diffs
+    return pd.DataFrame(table).set_index("GEMM")
 
 
 def train_in_precisions(steps: int = 100, precisions: tuple[str, ...] = ("fp32", "bf16", "fp8"),
