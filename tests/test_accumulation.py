@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from utils.accumulation import (
     accumulation_error,
     accumulation_error_vs_k,
+    accumulation_sensitivity,
     limited_accumulation_gemm,
     random_positive_operands,
     round_mantissa,
@@ -101,3 +102,11 @@ def test_error_vs_k_table():
     table = accumulation_error_vs_k(ks=(256, 512), size=16)
     assert list(table.columns) == ["K", "accumulation", "max_rel_error"]
     assert len(table) == 4 and (table["max_rel_error"] > 0).all()
+
+
+def test_sensitivity_table_varies_one_assumption_at_a_time():
+    table = accumulation_sensitivity(k=512, bits=(13, 14), per_adds=(4, 32), size=8)
+    assert len(table) == 2 * 2 * 2
+    errors = table.set_index(["mantissa bits", "products per add", "rounding"])["max_rel_error"]
+    assert errors[(13, 4, "truncate")] > errors[(14, 4, "truncate")] > errors[(14, 32, "truncate")]
+    assert errors[(14, 4, "nearest")] < errors[(14, 4, "truncate")]

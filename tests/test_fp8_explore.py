@@ -17,6 +17,7 @@ from utils import fp8_explore  # noqa: E402
 from utils.accumulation import accumulation_error_vs_k  # noqa: E402
 from utils.fp8_explore import (  # noqa: E402
     explore_fp8,
+    linear_gemm_errors,
     loss_gap_table,
     outlier_activations,
     plot_accumulation_vs_k,
@@ -106,6 +107,13 @@ def test_figures_have_titles_and_labels():
     for fig in figures:
         ax = fig.axes[0]
         assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
+
+
+def test_linear_gemm_errors_fp8_near_deepgemms_threshold_bf16_far_below():
+    table = linear_gemm_errors(in_features=256, out_features=128, tokens=256)
+    assert list(table.index) == ["Fprop  y = x W^T", "Dgrad  dx = dy W", "Wgrad  dW = dy^T x"]
+    assert (table["calc_diff FP8"] < 1.5e-3).all() and (table["calc_diff BF16"] < 1e-5).all()
+    assert table["calc_diff FP8"].idxmax().startswith("Wgrad")       # its activation is quantised twice
 
 
 def _fake_history(losses, eval_loss, accuracy=0.5):

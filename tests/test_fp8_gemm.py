@@ -71,6 +71,16 @@ def test_error_table_has_a_row_per_scheme():
     assert (table["rel_error"] > 0).all() and (table["rel_error"] < 0.06).all()
 
 
+def test_median_row_error_shows_what_whole_output_metrics_hide():
+    """Two massive-activation tokens: every scheme passes the whole-output test, but per-tensor scaling
+    gives the typical token a larger error than per-row scaling does."""
+    a, b = _operands(128, 512, 64, seed=3)
+    a[:2] *= 1e4
+    table = gemm_error_table(a, b, schemes=("tensor", "row"))
+    assert table["passes DeepGEMM test (<1e-3)"].all()
+    assert table.loc["tensor", "median row rel_error"] > 1.3 * table.loc["row", "median row rel_error"]
+
+
 def test_bad_input_is_refused():
     a, b = _operands()
     with pytest.raises(ValueError, match="Unknown FP8 GEMM scheme"):
