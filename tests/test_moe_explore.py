@@ -33,10 +33,10 @@ from utils.toy_decoder import ToyDecoderConfig, build_toy_decoder  # noqa: E402
 def few_steps(monkeypatch):
     """Train for 3 steps instead of the notebooks' TOY_STEPS, with a fresh cache."""
     monkeypatch.setattr(moe_explore, "TOY_STEPS", 3)
-    monkeypatch.setattr(moe_explore, "_TRAINED", {})
-    moe_explore._predicted_sweep.cache_clear()
+    monkeypatch.setattr(moe_explore, "NODE_CAP_STEPS", 3)
+    for cache in ("_TRAINED", "_HELD_OUT", "_SWEEPS"):
+        monkeypatch.setattr(moe_explore, cache, {})
     yield
-    moe_explore._predicted_sweep.cache_clear()
     plt.close("all")
 
 
@@ -138,6 +138,7 @@ def test_node_cap_sweep_respects_the_cap_and_the_summary_shows_one_row(few_steps
     assert list(sweep.index) == [1, 2, 3, 4]
     assert (sweep["nodes per token (max)"] <= sweep.index).all()
     assert (sweep["cross-node copies per token"] <= sweep.index).all()
+    assert moe_explore._SWEEPS[3] is sweep  # the widget reuses it
     view = moe_explore.node_cap_summary(2)
     assert view.table.index.tolist() == [2]
     pd.testing.assert_frame_equal(view.table, sweep.loc[[2]])

@@ -12,7 +12,6 @@ widget. Training runs are cached, so a widget shows a setting the notebook alrea
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
@@ -40,6 +39,8 @@ from utils.toy_decoder import ToyDecoder, ToyDecoderConfig, build_toy_decoder, m
 
 #: Training steps of every toy run in the notebooks (a few seconds each on 2 cores).
 TOY_STEPS = 150
+#: Training steps of each node-cap run in notebook 02 (four runs of a 16-expert model).
+NODE_CAP_STEPS = 100
 #: Notebook 02's cluster: 8 simulated GPUs in 4 nodes of 2, 16 routed experts (2 per GPU), K = 4.
 NODE_CAP_LAYOUT = ExpertLayout(n_experts=16, world_size=8, gpus_per_node=2)
 NODE_CAP_CONFIG = ToyDecoderConfig(n_routed=16, k=4, d_expert=32, n_nodes=4)
@@ -301,18 +302,26 @@ def moe_inputs(model: ToyDecoder, tokens: torch.Tensor) -> list[torch.Tensor]:
 
 def node_cap_run(max_nodes: int, progress: bool = False) -> tuple[ToyDecoder, TrainingHistory]:
     """The notebook 02 toy decoder (16 experts on 4 nodes, K = 4) trained with node cap M (cached)."""
-    return train_toy(NODE_CAP_CONFIG.replace(max_nodes=max_nodes), progress=progress)
+    return train_toy(NODE_CAP_CONFIG.replace(max_nodes=max_nodes), steps=NODE_CAP_STEPS, progress=progress)
 
 
-def eval_routing(model: ToyDecoder) -> list[list[torch.Tensor]]:
-    """Per MoE layer, per rank: the experts the held-out tokens pick, tokens dealt evenly over the ranks."""
-    tokens = make_dataset(EVAL_SEQUENCES, seed=EVAL_SEED).inputs
-    routing = []
-    for layer, hidden in zip(moe_layers(model), moe_inputs(model, tokens), strict=True):
-        with torch.no_grad():
-            idx, _ = layer.route(layer.affinity(hidden))
-        routing.append(split_over_ranks(idx, NODE_CAP_LAYOUT.world_size))
-    return routing
+_HELD_OUT: dict[tuple, tuple[list[torch.Tensor], list[list[torch.Tensor]]]] = {}
+
+
+def held_out_routing(max_nodes: int) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
+    """For the node-cap-M model and the held-out tokens (cached): per MoE layer, the hidden states entering it
+    and, per rank, the experts they pick; tokens are dealt evenly over the 8 ranks."""
+    key = (max_nodes, NODE_CAP_STEPS)
+    if key not in _HELD_OUT:
+        model, _ = node_cap_run(max_nodes)
+        hidden = moe_inputs(model, make_dataset(EVAL_SEQUENCES, seed=EVAL_SEED).inputs)
+        routing = []
+        for layer, states in zip(moe_layers(model), hidden, strict=True):
+            with torch.no_grad():
+                idx, _ = layer.route(layer.affinity(states))
+            routing.append(split_over_ranks(idx, NODE_CAP_LAYOUT.world_size))
+        _HELD_OUT[key] = hidden, routing
+    return _HELD_OUT[key]
 
 
 def measure_node_cap_traffic(cluster, max_nodes: int) -> np.ndarray:
@@ -320,10 +329,10 @@ def measure_node_cap_traffic(cluster, max_nodes: int) -> np.ndarray:
     set: the hidden states entering each layer are dealt over the ranks and run through its expert-parallel
     twin (forward + backward)."""
     model, _ = node_cap_run(max_nodes)
-    tokens = make_dataset(EVAL_SEQUENCES, seed=EVAL_SEED).inputs
+    hidden, _ = held_out_routing(max_nodes)
     total = 0
-    for layer, hidden in zip(moe_layers(model), moe_inputs(model, tokens), strict=True):
-        total = total + measure_traffic(cluster, layer, split_over_ranks(hidden, NODE_CAP_LAYOUT.world_size),
+    for layer, states in zip(moe_layers(model), hidden, strict=True):
+        total = total + measure_traffic(cluster, layer, split_over_ranks(states, NODE_CAP_LAYOUT.world_size),
                                         NODE_CAP_LAYOUT.gpus_per_node)
     return total
 
@@ -353,22 +362,24 @@ def node_cap_sweep(cluster=None, progress: bool = False) -> pd.DataFrame:
     """For every node cap M: nodes per token, cross-node copies and bytes, and the loss it costs.
 
     Bytes are for one pass of the held-out set (512 sequences, 6,656 tokens) through both MoE layers,
-    forward + backward, summed over the 8 ranks. With `cluster` the two-hop bytes are measured on it;
-    without, they are predicted from the routing (`traffic_from_routing`; the tests check both agree).
-    The direct-dispatch column (no forwarding inside nodes) is always predicted.
+    forward + backward, summed over the 8 ranks. With `cluster` the two-hop bytes are measured on it (and a
+    column says whether they equal the prediction); without, they are predicted from the routing
+    (`traffic_from_routing`). The direct-dispatch column (no forwarding inside nodes) is always predicted.
     """
-    rows = []
+    rows, predicted_rows = [], []
     for m in range(1, NODE_CAP_LAYOUT.n_nodes + 1):
-        model, history = node_cap_run(m, progress=progress)
-        routing = eval_routing(model)
+        _, history = node_cap_run(m, progress=progress)
+        _, routing = held_out_routing(m)
         predicted = sum(traffic_from_routing(r, NODE_CAP_LAYOUT, NODE_CAP_CONFIG.d_model) for r in routing)
-        traffic = predicted if cluster is None else measure_node_cap_traffic(cluster, m)
         direct = sum(traffic_from_routing(r, NODE_CAP_LAYOUT, NODE_CAP_CONFIG.d_model, hierarchical=False)
                      for r in routing)
-        rows.append(_cap_row(m, traffic, direct, routing, history))
+        predicted_rows.append(_cap_row(m, predicted, direct, routing, history))
         if cluster is not None:
-            rows[-1]["measured = predicted"] = bool(np.array_equal(traffic, predicted))
-    return pd.DataFrame(rows).set_index("M")
+            measured = measure_node_cap_traffic(cluster, m)
+            rows.append({**_cap_row(m, measured, direct, routing, history),
+                         "measured = predicted": bool(np.array_equal(measured, predicted))})
+    _SWEEPS[NODE_CAP_STEPS] = pd.DataFrame(predicted_rows).set_index("M")
+    return pd.DataFrame(rows).set_index("M") if cluster is not None else _SWEEPS[NODE_CAP_STEPS]
 
 
 def link_times(sweep: pd.DataFrame, ib_gb_per_s: float = 50.0, nvlink_gb_per_s: float = 160.0
@@ -385,9 +396,7 @@ def link_times(sweep: pd.DataFrame, ib_gb_per_s: float = 50.0, nvlink_gb_per_s: 
     return table
 
 
-@functools.lru_cache(maxsize=4)
-def _predicted_sweep(steps: int) -> pd.DataFrame:
-    return node_cap_sweep()  # `steps` is TOY_STEPS at call time: the cache key, so a changed value retrains
+_SWEEPS: dict[int, pd.DataFrame] = {}  # predicted sweeps by NODE_CAP_STEPS, for the widget
 
 
 def plot_node_cap(sweep: pd.DataFrame, highlight: int | None = None) -> Figure:
@@ -418,5 +427,7 @@ def node_cap_summary(max_nodes: int = NODE_CAP_LAYOUT.n_nodes) -> MoEView:
     """The notebook 02 widget: cross-node bytes and loss against M, with M highlighted, and M's row."""
     if not 1 <= max_nodes <= NODE_CAP_LAYOUT.n_nodes:
         return MoEView(None, None, f"M = {max_nodes}: a token can use 1..{NODE_CAP_LAYOUT.n_nodes} nodes")
-    sweep = _predicted_sweep(TOY_STEPS)
+    sweep = _SWEEPS.get(NODE_CAP_STEPS)
+    if sweep is None:
+        sweep = node_cap_sweep()
     return MoEView(plot_node_cap(sweep, highlight=max_nodes), sweep.loc[[max_nodes]])
