@@ -202,14 +202,15 @@ def _owners(module: nn.Module) -> list[nn.Module]:
 class StageRunner:
     """One stage on one rank: its chunk, and the tapes of micro-batches between their F and their B or W."""
 
-    def __init__(self, stage: int, chunk: nn.Module, ep_context=None):
+    def __init__(self, stage: int, chunk: nn.Module, ep_context=None, split_backward: bool = True):
         self.stage = stage
         self.chunk = chunk
         self.ep = ep_context
         self.tapes: dict[int, Tape] = {}
         self.current_tape: Tape | None = None
-        for owner in _owners(chunk):
-            owner.register_forward_hook(self._capture)
+        if split_backward:  # only stages whose backward is split into I and W need to keep layer outputs
+            for owner in _owners(chunk):
+                owner.register_forward_hook(self._capture)
 
     def _capture(self, module, inputs, output):
         tape = self.current_tape
@@ -475,11 +476,12 @@ class RankPipeline:
             used.add(c)
             if ep_context is not None:
                 ep_context.shard(mine[s])
-        self.stages: dict[int, StageRunner] = {
-            s: StageRunner(s, chunk.to(self.device), ep_context) for s, chunk in mine.items()}
         # Which (stage, micro-batch) pairs have their backward split into I and W (their tapes keep more).
         self.split = {(p.stage, p.microbatch) for acts in schedule.actions for a in acts
                       for p in (a.parts if isinstance(a, OverlappedAction) else (a,)) if p.kind == "I"}
+        self.stages: dict[int, StageRunner] = {
+            s: StageRunner(s, chunk.to(self.device), ep_context, any(t == s for t, _ in self.split))
+            for s, chunk in mine.items()}
         self.actions = schedule.actions[self.pp_rank]
         self.recv_plan = [self._recvs_of(a) for a in self.actions]
         self.from_peer = self._messages_by_sender()
