@@ -180,3 +180,18 @@ def test_figure_png_renders():
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     buf = io.BytesIO(png)
     assert len(buf.getvalue()) > 1000
+
+
+def test_timeline_canvas_redraw_equals_a_fresh_drawing():
+    """Blitting must not leave traces: A, then B, then A again gives A's pixels exactly."""
+    first, second = two_rank_timeline(), bidirectional_timeline()
+    canvas = plots.TimelineCanvas()
+    canvas.render(first)
+    canvas.render(second)
+    again = canvas.render(first)
+    assert again == plots.TimelineCanvas().render(first)
+    assert again[:8] == b"\x89PNG\r\n\x1a\n"
+    legend = [t.get_text() for t in canvas.ax.get_legend().get_texts()]
+    assert plots.KIND_LABELS["F"] in legend and canvas.ax.get_xlabel() == "time (time units)"
+    assert "naive" in canvas._title.get_text()
+    assert [t.get_text() for t in canvas.ax.get_yticklabels()] == ["rank 0", "rank 1"]

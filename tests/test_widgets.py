@@ -6,7 +6,7 @@ matplotlib.use("Agg")
 
 import pytest  # noqa: E402
 
-from utils import pipeline_explore, widgets  # noqa: E402
+from utils import pipeline_explore, plots, widgets  # noqa: E402
 
 
 class Spy:
@@ -25,9 +25,11 @@ def test_explorer_builds_and_shows_the_pure_functions_view():
     spy = Spy(pipeline_explore.explore_schedule)
     explorer = widgets.ScheduleExplorer("zb1p", ranks=4, microbatches=8, explore=spy)
     assert spy.calls == [{"name": "zb1p", "ranks": 4, "microbatches": 8, "F": 1.0, "B": 2.0, "W": 1.0,
-                          "FB": 3.0, "p2p": 0.0}]
+                          "FB": 3.0, "p2p": 0.0, "plot": False}]
     assert explorer.image.value[:4] == b"\x89PNG"
-    assert "worst-rank idle" in explorer.table.value and explorer.message.value == ""
+    assert explorer.image.value == plots.TimelineCanvas().render(explorer.view.timeline)
+    assert "hold" in explorer.message.value, "the Table 2 note is shown"
+    assert "worst-rank idle" in explorer.table.value
     assert explorer.view.table.loc["worst-rank idle (bubble)", "simulated"] == 3.0
 
 
@@ -48,7 +50,7 @@ def test_invalid_setting_shows_the_message_instead_of_a_traceback():
     assert "even number of ranks" in explorer.message.value
     assert explorer.image.layout.display == "none" and explorer.table.value == ""
     explorer.controls["ranks"].value = 2          # valid again: the chart comes back
-    assert explorer.message.value == "" and explorer.image.layout.display is None
+    assert "even number" not in explorer.message.value and explorer.image.layout.display is None
 
 
 def test_comparison_widget_wires_vary_and_costs():

@@ -115,8 +115,7 @@ def _collect_blocks(timeline: Timeline, highlight: Callable[[Interval], bool] | 
 
 
 def _hatch_segments(boxes: np.ndarray, px_per_unit: float, row_px: float) -> np.ndarray:
-    """Diagonal strokes ("/") inside each box, about 7 px apart: a hatch drawn as one LineCollection.
-
+    """Diagonal strokes ("/") inside each box, about 7 px apart, as (n, 2, 2) segments for one LineCollection.
     Matplotlib's own hatching redraws the pattern per polygon and costs ~0.3 ms a block; 2,000 hatched
     blocks would blow the widget's redraw budget.
     """
@@ -163,6 +162,81 @@ def _legend_handles(kinds: Sequence[str], directions: set[int], comm_kinds: set[
     return handles
 
 
+def _add(ax: Axes, collection) -> None:
+    # autolim=False: the limits are set explicitly, and computing data limits of thousands of paths costs
+    # a fifth of a redraw.
+    ax.add_collection(collection, autolim=False)
+
+
+def _draw_blocks(ax: Axes, timeline: Timeline, highlight, labels: bool | None,
+                 xlim: tuple[float, float]) -> tuple[list[str], set[int], set[bool]]:
+    """Add the idle rows, blocks, hatching, communication strips and labels; return what the legend lists."""
+    fig = ax.figure
+    n = timeline.n_ranks
+    t0, t1 = timeline.start, timeline.end
+    x0, x1 = xlim
+    box = ax.get_position()
+    px_per_unit = fig.get_figwidth() * fig.dpi * box.width / (x1 - x0)
+    row_px = fig.get_figheight() * fig.dpi * box.height / max(n, 1)
+
+    # Idle = the part of a row no block covers: draw every row grey underneath the blocks.
+    rows = np.arange(n)
+    _add(ax, PolyCollection(
+        _rects(np.full(n, t0), np.full(n, t1), rows - _BAR_HEIGHT / 2, rows + _BAR_HEIGHT / 2),
+        facecolors=KIND_COLORS["idle"], edgecolors="none", zorder=1))
+
+    groups, block_labels = _collect_blocks(timeline, highlight)
+    hatched: dict[bool, list[np.ndarray]] = {}
+    for (kind, d, faded), boxes in sorted(groups.items()):
+        _add(ax, PolyCollection(
+            _rects(*boxes.T), facecolors=KIND_COLORS[kind], edgecolors=EDGE_COLOR, linewidths=0.4,
+            alpha=_FADED_ALPHA if faded else 1.0, zorder=2))
+        if DIRECTION_HATCH[d]:
+            hatched.setdefault(faded, []).append(boxes)
+    for faded, boxes in sorted(hatched.items()):
+        # One LineCollection of short strokes: Agg strokes it faster than one compound path.
+        _add(ax, LineCollection(_hatch_segments(np.concatenate(boxes), px_per_unit, row_px),
+                                colors=EDGE_COLOR, linewidths=0.6, zorder=3,
+                                alpha=_FADED_ALPHA if faded else 1.0))
+
+    comm_kinds: set[bool] = set()
+    for hidden in (False, True):
+        spans = [(c.start, c.end, c.rank) for c in timeline.comms if c.overlapped == hidden]
+        if spans:
+            comm_kinds.add(hidden)
+            s, e, r = np.asarray(spans, dtype=float).T
+            _add(ax, PolyCollection(
+                _rects(s, e, r + _BAR_HEIGHT / 2 - _COMM_HEIGHT, r + _BAR_HEIGHT / 2),
+                facecolors=KIND_COLORS["comm"], edgecolors="none", alpha=_HIDDEN_ALPHA if hidden else 1.0,
+                zorder=4))
+
+    # Micro-batch numbers only where they fit (labels=None), always (True) or never (False).
+    if labels is None or labels:
+        fontsize = 7 if n > 8 else 8
+        for xc, y, width, text in block_labels:
+            fits = width * px_per_unit >= _LABEL_MIN_PX * len(text) + 2 and row_px >= 11
+            if (labels or fits) and x0 <= xc <= x1:
+                ax.text(xc, y, text, ha="center", va="center", fontsize=fontsize, zorder=5, clip_on=True)
+    kinds = [k for k in ("F", "B", "I", "W", "FB") if any(g[0] == k for g in groups)]
+    return kinds, {g[1] for g in groups}, comm_kinds
+
+
+def _xlim(timeline: Timeline, xlim: tuple[float, float] | None) -> tuple[float, float]:
+    x0, x1 = xlim if xlim is not None else (timeline.start, timeline.end)
+    return (x0, x1) if x1 > x0 else (x0, x0 + 1.0)
+
+
+def _rank_axis(ax: Axes, n: int) -> None:
+    ax.set_ylim(n - 0.5, -0.5)   # rank 0 on top, as in the papers' figures
+    ax.set_yticks(range(n), [f"rank {r}" for r in range(n)], fontsize=8 if n > 8 else 10)
+    ax.set_ylabel("rank")
+
+
+def _legend(ax: Axes, kinds, directions, comm_kinds) -> None:
+    ax.legend(handles=_legend_handles(kinds, directions, comm_kinds), loc="upper left",
+              bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
+
+
 def plot_timeline(
     timeline: Timeline,
     ax: Axes | None = None,
@@ -183,69 +257,89 @@ def plot_timeline(
     ``highlight(interval) -> bool`` fades the intervals it rejects (to build a schedule up phase by phase).
 
     Each (kind, direction) group is one ``PolyCollection`` and the hatching one ``LineCollection``, so
-    16 ranks x 64 micro-batches draw in tens of milliseconds.
+    16 ranks x 64 micro-batches draw in tens of milliseconds (``TimelineCanvas`` redraws faster still).
     """
     if ax is None:
         _, ax = _figure_for(timeline.n_ranks)
-    fig = ax.figure
-    n = timeline.n_ranks
-    t0, t1 = timeline.start, timeline.end
-    x0, x1 = xlim if xlim is not None else (t0, t1)
-    if x1 <= x0:
-        x1 = x0 + 1.0
-    box = ax.get_position()
-    px_per_unit = fig.get_figwidth() * fig.dpi * box.width / (x1 - x0)
-    row_px = fig.get_figheight() * fig.dpi * box.height / max(n, 1)
-
-    # Idle = the part of a row no block covers: draw every row grey underneath the blocks.
-    rows = np.arange(n)
-    ax.add_collection(PolyCollection(
-        _rects(np.full(n, t0), np.full(n, t1), rows - _BAR_HEIGHT / 2, rows + _BAR_HEIGHT / 2),
-        facecolors=KIND_COLORS["idle"], edgecolors="none", zorder=1))
-
-    groups, block_labels = _collect_blocks(timeline, highlight)
-    hatched: dict[bool, list[np.ndarray]] = {}
-    for (kind, d, faded), boxes in sorted(groups.items()):
-        ax.add_collection(PolyCollection(
-            _rects(*boxes.T), facecolors=KIND_COLORS[kind], edgecolors=EDGE_COLOR, linewidths=0.4,
-            alpha=_FADED_ALPHA if faded else 1.0, zorder=2))
-        if DIRECTION_HATCH[d]:
-            hatched.setdefault(faded, []).append(boxes)
-    for faded, boxes in sorted(hatched.items()):
-        ax.add_collection(LineCollection(_hatch_segments(np.concatenate(boxes), px_per_unit, row_px),
-                                         colors=EDGE_COLOR, linewidths=0.6, zorder=3,
-                                         alpha=_FADED_ALPHA if faded else 1.0))
-
-    comm_kinds: set[bool] = set()
-    for hidden in (False, True):
-        spans = [(c.start, c.end, c.rank) for c in timeline.comms if c.overlapped == hidden]
-        if spans:
-            comm_kinds.add(hidden)
-            s, e, r = np.asarray(spans, dtype=float).T
-            ax.add_collection(PolyCollection(
-                _rects(s, e, r + _BAR_HEIGHT / 2 - _COMM_HEIGHT, r + _BAR_HEIGHT / 2),
-                facecolors=KIND_COLORS["comm"], edgecolors="none", alpha=_HIDDEN_ALPHA if hidden else 1.0,
-                zorder=4))
-
-    # Micro-batch numbers only where they fit (labels=None), always (True) or never (False).
-    if labels is None or labels:
-        fontsize = 7 if n > 8 else 8
-        for xc, y, width, text in block_labels:
-            fits = width * px_per_unit >= _LABEL_MIN_PX * len(text) + 2 and row_px >= 11
-            if (labels or fits) and x0 <= xc <= x1:
-                ax.text(xc, y, text, ha="center", va="center", fontsize=fontsize, zorder=5, clip_on=True)
-
-    ax.set_xlim(x0, x1)
-    ax.set_ylim(n - 0.5, -0.5)   # rank 0 on top, as in the papers' figures
-    ax.set_yticks(range(n), [f"rank {r}" for r in range(n)], fontsize=8 if n > 8 else 10)
+    xlim = _xlim(timeline, xlim)
+    kinds, directions, comm_kinds = _draw_blocks(ax, timeline, highlight, labels, xlim)
+    ax.set_xlim(*xlim)
+    _rank_axis(ax, timeline.n_ranks)
     ax.set_xlabel(f"time ({timeline.time_unit})")
-    ax.set_ylabel("rank")
     ax.set_title(title if title is not None else _default_title(timeline), fontsize=11)
     if legend:
-        kinds = [k for k in ("F", "B", "I", "W", "FB") if any(g[0] == k for g in groups)]
-        ax.legend(handles=_legend_handles(kinds, {g[1] for g in groups}, comm_kinds), loc="upper left",
-                  bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
+        _legend(ax, kinds, directions, comm_kinds)
     return ax
+
+
+class TimelineCanvas:
+    """One Gantt-chart figure redrawn in place: what a widget needs when a slider moves.
+
+    ``render(timeline) -> PNG bytes`` draws what ``plot_timeline`` draws, but keeps the figure between calls
+    and blits: the static frame (axes, rank labels, legend) is rendered once and kept as a background;
+    each call restores it and draws only the blocks, the time axis and the title on top. Text is the slow
+    part of a matplotlib figure, so this roughly halves a redraw. The background is rebuilt when the number
+    of ranks or the legend's entries change. The figure is not managed by pyplot: it never shows by itself.
+    """
+
+    def __init__(self, width: float = 12.0):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        self.width = width
+        self.figure = Figure(figsize=(width, 4.0))
+        FigureCanvasAgg(self.figure)
+        self.ax = self.figure.add_subplot()
+        self._n_ranks: int | None = None
+        self._legend_key: tuple | None = None
+        self._xlabel: str | None = None
+        self._background = None
+        # A figure-level title at a fixed place: an axes title would be re-positioned by Axes.draw, which a
+        # blitted redraw skips.
+        self._title = self.figure.text(0.5, 1.0, "", ha="center", va="bottom", fontsize=11)
+
+    def render(self, timeline: Timeline, *, title: str | None = None, labels: bool | None = None) -> bytes:
+        """Draw ``timeline`` (replacing the previous one) and return the figure as PNG bytes."""
+        ax, n = self.ax, timeline.n_ranks
+        for artist in [*ax.collections, *ax.texts]:
+            artist.remove()
+        if n != self._n_ranks:
+            height = min(1.6 + 0.36 * n, 9.0)
+            self.figure.set_size_inches(self.width, height)
+            self.figure.subplots_adjust(left=0.8 / self.width, right=1 - 3.0 / self.width,
+                                        bottom=0.6 / height, top=1 - 0.4 / height)
+            _rank_axis(ax, n)
+            box = ax.get_position()
+            self._title.set_position((box.x0 + box.width / 2, box.y1 + 0.08 / height))
+            self._n_ranks, self._background = n, None
+        xlim = _xlim(timeline, None)
+        kinds, directions, comm_kinds = _draw_blocks(ax, timeline, None, labels, xlim)
+        ax.set_xlim(*xlim)
+        xlabel = f"time ({timeline.time_unit})"
+        if xlabel != self._xlabel:
+            ax.set_xlabel(xlabel)
+            self._xlabel = xlabel
+        self._title.set_text(title if title is not None else _default_title(timeline))
+        legend_key = (tuple(kinds), tuple(sorted(directions)), tuple(sorted(comm_kinds)))
+        if legend_key != self._legend_key:
+            if ax.get_legend() is not None:
+                ax.get_legend().remove()
+            _legend(ax, kinds, directions, comm_kinds)
+            self._legend_key, self._background = legend_key, None
+
+        canvas = self.figure.canvas
+        changing = sorted([*ax.collections, *ax.texts, ax.xaxis, self._title], key=lambda a: a.get_zorder())
+        if self._background is None:
+            for artist in changing:
+                artist.set_visible(False)
+            canvas.draw()
+            self._background = canvas.copy_from_bbox(self.figure.bbox)
+            for artist in changing:
+                artist.set_visible(True)
+        canvas.restore_region(self._background)
+        renderer = canvas.get_renderer()
+        for artist in changing:
+            artist.draw(renderer)
+        return _png_from_buffer(canvas.buffer_rgba())
 
 
 def plot_timelines_side_by_side(
@@ -342,6 +436,17 @@ def plot_idle_bars(timelines_by_schedule: Mapping[str, Timeline], ax: Axes | Non
     ax.set_title(title if title is not None else "Idle time (pipeline bubble) per rank")
     ax.legend(title="schedule", loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
     return ax
+
+
+def _png_from_buffer(rgba) -> bytes:
+    """Encode an Agg RGBA buffer as an RGB PNG with light compression (a quarter less to compress)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(rgba)).convert("RGB").save(buffer, format="png", compress_level=1)
+    return buffer.getvalue()
 
 
 def figure_png(fig: Figure, dpi: float | None = None) -> bytes:

@@ -69,19 +69,21 @@ class _Wired:
         self.calls += 1
         view = self.compute(**self.settings())
         self.view = view
-        figure, table, error = view.figure, view.table, view.error
-        if error:
-            self.message.value = _error_html(error)
+        if view.error:
+            self.message.value = _error_html(view.error)
             self.image.layout.display = "none"
             self.table.value = ""
         else:
-            self.message.value = ""
-            self.image.value = plots.figure_png(figure)
+            self.message.value = f"<i>{html.escape(view.note)}</i>" if view.note else ""
+            self.image.value = self._png(view)
             self.image.layout.display = None
-            self.table.value = table.to_html(float_format=lambda x: f"{x:.4g}", na_rep="-")
-        if figure is not None:
-            plt.close(figure)  # shown as a PNG; keep pyplot from drawing it again at the end of the cell
+            self.table.value = view.table.to_html(float_format=lambda x: f"{x:.4g}", na_rep="-")
+        if view.figure is not None:
+            plt.close(view.figure)  # shown as a PNG; keep pyplot from drawing it again at the end of the cell
         return view
+
+    def _png(self, view) -> bytes:
+        return plots.figure_png(view.figure)
 
     def _repr_mimebundle_(self, **kwargs):
         # The live widget for Jupyter, a short stable text for nbval and plain consoles.
@@ -107,7 +109,13 @@ class ScheduleExplorer(_Wired):
                                               continuous_update=False, style=_SLIDER_STYLE, layout=_LAYOUT),
             **_cost_sliders(F, B, W, FB, p2p),
         }
-        super().__init__(controls, explore)
+        # The chart is redrawn in place (blitting; see plots.TimelineCanvas), so the pure function only
+        # computes the timeline and the table.
+        self.canvas = plots.TimelineCanvas()
+        super().__init__(controls, lambda **settings: explore(**settings, plot=False))
+
+    def _png(self, view) -> bytes:
+        return self.canvas.render(view.timeline)
 
     def __repr__(self) -> str:
         s = self.settings()
