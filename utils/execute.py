@@ -15,6 +15,8 @@ measured timeline, the same type the simulator returns, so one plot draws both:
     with SimulatedCluster(world_size=4) as cluster:
         result = execute(cluster, make_schedule("1f1b", 4, 8), mlp_spec())
         result.loss, result.grads["layers.0.linear.weight"], result.timeline.worst_idle
+        compare_to_reference(result, mlp_spec())     # max abs / relative gradient difference, bit_exact
+        execute(cluster, make_schedule("dualpipe", 2, 4), decoder_spec(ep=2))  # MoE, experts on 2 ranks/stage
 
 Paced mode (``paced=costs``, a ``utils.simulate.CostModel`` or anything with F, B, W, FB): each action also
 lasts at least its cost-model duration at ``unit_ms`` per time unit (sleep-based, so it leaves the CPU cores
