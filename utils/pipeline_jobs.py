@@ -398,7 +398,7 @@ class ExpertParallelBlocks:
         h, gates, shared = tape.cut(h), tape.cut(gates), tape.cut(shared)
         rows = yield from tape.all_to_all(tokens[token_of_row], send_splits, recv_splits, self.group,
                                           f"dispatch {label}", clock, comms)
-        experts_here = torch.arange(per_rank).repeat(self.ep)
+        experts_here = torch.arange(per_rank, device=rows.device).repeat(self.ep)
         local_expert = torch.repeat_interleave(experts_here, recv_counts.reshape(-1))
         out = torch.zeros_like(rows)
         for j in range(per_rank):
@@ -472,7 +472,9 @@ class RankPipeline:
         mine, used = {}, set()
         for s in schedule.stages_on(self.pp_rank):  # copies first: hooks must not be copied along
             c = schedule.stage_to_chunk[s]
-            mine[s] = chunks[c] if c not in used and ep_context is None else copy.deepcopy(chunks[c])
+            # The full CPU model stays intact for the dry run of shapes (see _boundaries).
+            mine[s] = chunks[c] if c not in used and ep_context is None and self.device.type == "cpu" \
+                else copy.deepcopy(chunks[c])
             used.add(c)
             if ep_context is not None:
                 ep_context.shard(mine[s])
@@ -559,7 +561,7 @@ class RankPipeline:
 
     def _expected(self, kind: str, stage: int, mb: int):
         """(shape, dtype) of the activation entering ``stage`` ("act") or of the gradient of its output."""
-        table = self._boundaries(self._inputs[mb])
+        table = self._boundaries(self._cpu_inputs[mb])
         if kind == "act":
             prev = self.schedule.prev_stage(stage, mb)
             return table[self.schedule.stage_to_chunk[prev]]
@@ -726,7 +728,8 @@ class RankPipeline:
                 p.grad = None
             stage.tapes.clear()
         dev = self.device
-        self._inputs = [shard_microbatch(x, self.ep, self.ep_rank).to(dev) for x, _ in microbatches]
+        self._cpu_inputs = [shard_microbatch(x, self.ep, self.ep_rank) for x, _ in microbatches]
+        self._inputs = [x.to(dev) for x in self._cpu_inputs]
         self._targets = [shard_microbatch(y, self.ep, self.ep_rank).to(dev) for _, y in microbatches]
         self._full_targets = [y.to(dev) for _, y in microbatches]
         self._pending, self._local, self._sends = {}, {}, []
@@ -738,7 +741,7 @@ class RankPipeline:
         self._p2p_ms = 0.0 if self.pacing is None else self.pacing.p2p * self.pacing.unit_ms
         intervals = []
         for m in range(self.M):  # the dry run of shapes happens before the clock starts
-            self._boundaries(self._inputs[m])
+            self._boundaries(self._cpu_inputs[m])
         dist.barrier()
         self._clock = _Clock(time.perf_counter())
         for i, action in enumerate(self.actions):
