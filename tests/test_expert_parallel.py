@@ -11,6 +11,7 @@ from utils.expert_parallel import (
     ExpertLayout,
     ExpertParallelMoE,
     cross_node_copies,
+    ep_step_time_job,
     max_differences,
     measure_traffic,
     run_expert_parallel,
@@ -79,6 +80,12 @@ def test_two_experts_per_rank_and_forward_only_traffic(cluster):
     np.testing.assert_array_equal(measured, traffic_from_routing(routing_of(layer, tokens), layout, D_MODEL))
     # Backward moves exactly as many bytes as forward, the other way round.
     assert measured[:, :, 0].sum() == measured[:, :, 1].sum()
+
+
+def test_step_time_job_reports_a_time_per_rank(cluster):
+    layer = make_layer()
+    times = cluster.run(ep_step_time_job, layer.init_kwargs, layer.state_dict(), rank_tokens(), 2, True, 2)
+    assert len(times) == WORLD and all(t > 0 for t in times)
 
 
 def test_one_node_sends_nothing_across_nodes():

@@ -331,6 +331,25 @@ def ep_forward_job(layer_kwargs: dict, layer_state: dict, tokens_per_rank: list,
     return ledger.bytes
 
 
+def ep_step_time_job(layer_kwargs: dict, layer_state: dict, tokens_per_rank: list, gpus_per_node: int,
+                     hierarchical: bool = True, repeats: int = 5) -> float:
+    """On every rank: median seconds of one expert-parallel forward + backward (ranks start each repeat
+    together, after a barrier). For the benchmark; wall-clock time on a shared CPU, not GPU time."""
+    import time
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    layout = ExpertLayout(layer_kwargs["n_routed"], world, gpus_per_node)
+    ep = ExpertParallelMoE(_rebuild(layer_kwargs, layer_state), layout, rank, hierarchical)
+    times = []
+    for _ in range(repeats + 1):  # the first run warms up
+        dist.barrier()
+        start = time.perf_counter()
+        ep(tokens_per_rank[rank]).sum().backward()
+        dist.barrier()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[1:]))
+
+
 def measure_traffic(cluster, layer: DeepSeekMoE, tokens_per_rank: list, gpus_per_node: int,
                     hierarchical: bool = True) -> np.ndarray:
     """Bytes each rank sent in one forward+backward on `cluster`: array (ranks, phase, direction, scope)."""
