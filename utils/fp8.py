@@ -86,12 +86,15 @@ SCALE_RULES = ("fp32", "pow2")
 # MX formats store their shared scale as E8M0: a bare power of two. Everything else uses an FP32 scale.
 DEFAULT_SCALE_RULE = {"mx1x32": "pow2"}
 E8M0_EXPONENT_RANGE = (-127, 127)
+_LARGE = 1 << 16   # elements above which max-abs avoids copying |x|
 
 
 def get_format(fmt: str | torch.dtype | FP8Format) -> FP8Format:
     """The FP8Format named `fmt` ("e4m3", "E4M3", "e5m2", or the torch dtype); ValueError otherwise."""
     if isinstance(fmt, FP8Format):
         return fmt
+    if isinstance(fmt, str) and fmt in FORMATS:    # the common case, first: this runs on every quantise
+        return FORMATS[fmt]
     for candidate in FORMATS.values():
         if fmt == candidate.dtype or (isinstance(fmt, str) and fmt.lower() == candidate.name):
             return candidate
@@ -155,7 +158,7 @@ def scale_from_amax(amax: torch.Tensor, fmt: str | FP8Format = "e4m3",
         raise ValueError(f"Unknown scale rule {scale_rule!r}: use 'fp32' (exact max-abs scale) or 'pow2' "
                          f"(power-of-two E8M0 scale, so applying it is an exponent shift).")
     f = get_format(fmt)
-    ratio = amax.float() / f.max
+    ratio = amax / f.max
     if scale_rule == "pow2":
         mantissa, exponent = torch.frexp(ratio)   # ratio = mantissa * 2**exponent, mantissa in [0.5, 1)
         exponent = torch.where(mantissa == 0.5, exponent - 1, exponent)  # exact powers of two stay put
@@ -210,7 +213,9 @@ def _quantize_grid(x: torch.Tensor, f: FP8Format, granularity: str, scale_rule: 
     if granularity == "block128x128" and x.dim() != 2:
         raise ValueError(f"Granularity 'block128x128' needs a 2-D weight matrix, got shape {tuple(x.shape)}: "
                          f"a block spans rows and columns of one matrix.")
-    x2d = x.detach().float().reshape(-1, x.shape[-1])
+    x2d = x.detach().reshape(-1, x.shape[-1])
+    if x2d.dtype != torch.float32:
+        x2d = x2d.float()
     rows, cols = x2d.shape
     group = group_shape(granularity, (rows, cols))
     # A group never extends past the tensor: on a 64-wide row a 1x128 tile is the row (same scale as padding).
@@ -223,16 +228,20 @@ def _quantize_grid(x: torch.Tensor, f: FP8Format, granularity: str, scale_rule: 
                              f"not change its max-abs scale).")
         x2d = F.pad(x2d, (0, padded_cols - cols, 0, padded_rows - rows))
     grid = x2d.view(padded_rows // group[0], group[0], padded_cols // group[1], group[1])
-    # max |x| as max(max x, -min x): two read-only passes, no |x| copy of the whole tensor.
-    amax = torch.maximum(grid.amax(dim=(1, 3)), grid.amin(dim=(1, 3)).neg())
+    if grid.numel() > _LARGE:
+        # max |x| as max(max x, -min x): two read-only passes, no |x| copy of a large tensor.
+        amax = torch.maximum(grid.amax(dim=(1, 3)), grid.amin(dim=(1, 3)).neg())
+    else:                                      # small tensors: fewer operations matter more than the copy
+        amax = grid.abs().amax(dim=(1, 3))
     if not math.isfinite(float(amax.max())):   # NaN and inf propagate into amax, then into its max
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"quantize() needs finite input: found {bad} NaN/inf value(s). One of them makes "
                          f"its group's max-abs scale NaN or inf, which would silently turn the whole group "
                          f"into NaN or zero; find where the non-finite value comes from before quantising.")
     scale = scale_from_amax(amax, f, scale_rule)
-    q = (grid / scale[:, None, :, None]).clamp_(-f.max, f.max).to(f.dtype)
-    return q, scale, group, (rows, cols)
+    spread = scale[:, None, :, None]
+    q = (grid / spread).clamp_(-f.max, f.max).to(f.dtype)
+    return q, scale, spread, group, (rows, cols)
 
 
 def quantize(x: torch.Tensor, fmt: str | FP8Format = "e4m3", granularity: str = "tile1x128",
@@ -245,7 +254,7 @@ def quantize(x: torch.Tensor, fmt: str | FP8Format = "e4m3", granularity: str = 
     actually used). NaN/inf raise ValueError; all-zero groups get scale 1 (module docstring).
     """
     f = get_format(fmt)
-    q, scale, group, (rows, cols) = _quantize_grid(x, f, granularity, scale_rule, pad)
+    q, scale, _, group, (rows, cols) = _quantize_grid(x, f, granularity, scale_rule, pad)
     data = q.view(q.shape[0] * group[0], -1)[:rows, :cols].reshape(x.shape)
     return QuantizedTensor(data, scale, group, f.name, granularity)
 
@@ -256,9 +265,11 @@ def quantize_dequantize(x: torch.Tensor, fmt: str | FP8Format = "e4m3", granular
 
     Same result as `quantize(...).dequantize()`, in one pass (the FP8 training emulation calls it a lot).
     """
-    q, scale, group, (rows, cols) = _quantize_grid(x, get_format(fmt), granularity, scale_rule, pad=True)
-    out = (q.float() * scale[:, None, :, None]).view(q.shape[0] * group[0], -1)
-    return out[:rows, :cols].reshape(x.shape)
+    q, _, spread, group, (rows, cols) = _quantize_grid(x, get_format(fmt), granularity, scale_rule, pad=True)
+    out = q.float().mul_(spread)
+    if out.shape[0] * out.shape[1] == rows and out.shape[2] * out.shape[3] == cols:   # no padding
+        return out.view(x.shape)
+    return out.view(out.shape[0] * group[0], -1)[:rows, :cols].reshape(x.shape)
 
 
 def outlier_mask(x: torch.Tensor, threshold: float = 10.0) -> torch.Tensor:
