@@ -1,9 +1,15 @@
 """The course's library: every function a notebook relies on lives in this package.
 
-Layers (arrows point down only; see CONTRIBUTING.md):
+Layers (arrows point down only; see CONTRIBUTING.md). Each line lists modules of one layer:
 
-    widgets, checks                     what the learner touches
-    plots, execute, expert_parallel     built on the ground layer
-    simulate, timeline, moe             the models of the course
-    schedules, cluster, fp8, data       ground: no imports of the kit
+    widgets, widgets_moe, widgets_fp8, widgets_capstone, checks        what the learner touches
+    capstone, pipeline_explore, moe_explore, fp8_explore               pure functions behind the widgets
+    plots, execute, pipeline_jobs, stage_models, pipeline_reference,   built on the ground layer
+    expert_parallel, moe_train, fp8_linear, fp8_gemm, accumulation
+    simulate, timeline, table2, moe, toy_decoder                       the models of the course
+    schedules, schedule_generators, schedule_validation, cluster,      ground: no imports of the kit
+    cluster_jobs, launch, routing, fp8, data, notebooks
+
+Pipelines: a `Schedule` (schedules) is what each rank will do; a `Timeline` (timeline) is what each rank did
+and when. The simulator (simulate) and the executor (execute) both turn the first into the second.
 """
