@@ -26,6 +26,9 @@ def execute_in_place(path: Path, timeout: int = 600, kernel_name: str = "python3
     elapsed = time.perf_counter() - start
     for cell in nb.cells:  # execution timestamps change on every run and carry no lesson
         cell.metadata.pop("execution", None)
+    # Saved widget state holds every rendered PNG (hundreds of KB per notebook); widgets come alive when the
+    # learner runs the cells, so the stored state only bloats the repository.
+    nb.metadata.pop("widgets", None)
     nbformat.write(nb, path)
     return elapsed
 
