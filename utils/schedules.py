@@ -95,6 +95,10 @@ def action_parts(action: ActionLike) -> tuple[Action, ...]:
     return action.parts if isinstance(action, OverlappedAction) else (action,)
 
 
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
 def parse_action(text: str) -> ActionLike:
     """Inverse of ``str(action)``: ``"1F0"`` -> Action(1, "F", 0); ``"(0F7;7B3)OVERLAP_F_B"`` -> pair."""
     s = text.strip()
@@ -177,7 +181,8 @@ class Schedule:
 
     def __str__(self) -> str:
         head = (
-            f"{self.name}: {self.n_ranks} ranks, {self.n_microbatches} micro-batches, {self.n_stages} stages"
+            f"{self.name}: {_count(self.n_ranks, 'rank')}, "
+            f"{_count(self.n_microbatches, 'micro-batch', 'micro-batches')}, {_count(self.n_stages, 'stage')}"
         )
         return "\n".join([head, *self.rank_lines()])
 
