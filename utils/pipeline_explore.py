@@ -18,6 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from utils import plots, table2
+from utils.schedule_generators import DUALPIPE_ACTIONS_PER_STEP, dualpipe_phase_steps
 from utils.schedules import SCHEDULE_NAMES, Action, OverlappedAction, Schedule, make_schedule, parse_action
 from utils.simulate import CostModel, simulate
 from utils.timeline import Timeline
@@ -268,7 +269,7 @@ DUALPIPE_PHASES = (
 def dualpipe_phase_lengths(schedule: Schedule, rank: int) -> tuple[int, ...]:
     """How many entries of ``schedule.actions[rank]`` each of DualPipe's eight phases holds.
 
-    The counts are the generator's formulas (``utils.schedule_generators._dualpipe_rank``) in terms of
+    The counts are the generator's own (``utils.schedule_generators.dualpipe_phase_steps``), in terms of
     h = half the pipeline (PP/2 for DualPipe, N for DualPipeV), the rank's distance ``hr`` to the nearer end,
     and c = micro-batches per direction (M/2 for DualPipe, M for DualPipeV). A test checks they add up.
     """
@@ -280,18 +281,10 @@ def dualpipe_phase_lengths(schedule: Schedule, rank: int) -> tuple[int, ...]:
         middle = rank == schedule.n_ranks - 1
     else:
         raise ValueError(f"only dualpipe and dualpipev have DualPipe's eight phases; got {schedule.name!r}.")
-    to_middle = h - hr - 1          # ranks between this one and the middle of the pipeline
-    main_steps = c - 2 * h + hr + 1
-    return (
-        2 * to_middle,                                       # 1: F0 x 2(h-hr-1)
-        2 * (hr + 1),                                        # 2: (F0 F1) x (hr+1)
-        3 * to_middle,                                       # 3: (I1 W1 F1) x (h-hr-1)
-        2 * main_steps + (1 if middle and main_steps > 0 else 0),  # 4: pairs; the middle ranks split one
-        2 * to_middle,                                       # 5: (B1, F1&B0) x (h-hr-1)
-        2 * (hr + 1),                                        # 6: (B1 B0) x (hr+1)
-        2 * to_middle,                                       # 7: (W I0) x (h-hr-1)
-        hr + 1,                                              # 8: W x (hr+1)
-    )
+    steps = dualpipe_phase_steps(h, hr, c)
+    lengths = [n * per_step for n, per_step in zip(steps, DUALPIPE_ACTIONS_PER_STEP, strict=True)]
+    lengths[3] += 1 if middle and steps[3] > 0 else 0  # the middle ranks split their first pair
+    return tuple(lengths)
 
 
 def dualpipe_phase_of(schedule: Schedule) -> dict[tuple[int, int], int]:

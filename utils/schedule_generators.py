@@ -118,6 +118,29 @@ def zb1p(n_ranks: int, n_microbatches: int) -> Schedule:
     return _linear_schedule("zb1p", n_ranks, n_microbatches, actions)
 
 
+#: Actions one step of each phase adds: F0 | F0 F1 | I1 W1 F1 | F0&B1 F1&B0 | B1 F1&B0 | B1 B0 | W I0 | W.
+DUALPIPE_ACTIONS_PER_STEP = (1, 2, 3, 2, 2, 2, 2, 1)
+
+
+def dualpipe_phase_steps(half_ranks: int, half_rank: int, chunks_per_direction: int) -> tuple[int, ...]:
+    """How many steps each of DualPipe's eight phases runs on one rank (deepseek-ai/DualPipe ``step()``).
+
+    ``half_ranks`` is half the pipeline (PP/2 for DualPipe, N for DualPipeV), ``half_rank`` the rank's
+    distance to the nearer end, ``chunks_per_direction`` the micro-batches fed from each end.
+    """
+    to_middle = half_ranks - half_rank - 1  # ranks between this one and the middle of the pipeline
+    return (
+        2 * to_middle,                                          # 1. warm-up forwards of phase 0
+        half_rank + 1,                                          # 2. F0 F1
+        to_middle,                                              # 3. zero-bubble I1 W1 F1
+        chunks_per_direction - 2 * half_ranks + half_rank + 1,  # 4. main overlapped pairs
+        to_middle,                                              # 5. cool-down B1, F1&B0
+        half_rank + 1,                                          # 6. B1 B0
+        to_middle,                                              # 7. W I0
+        half_rank + 1,                                          # 8. remaining W
+    )
+
+
 def _dualpipe_rank(
     half_ranks: int,
     half_rank: int,
@@ -158,19 +181,17 @@ def _dualpipe_rank(
     def pair(f_phase: int, b_phase: int) -> OverlappedAction:
         return OverlappedAction(forward(f_phase), backward(b_phase))
 
+    (warmup_forwards, paired_forwards, zero_bubble_steps, main_steps, cooldown_steps, backward_steps,
+     weight_backward_steps, final_weights) = dualpipe_phase_steps(half_ranks, half_rank, chunks_per_direction)
     # 1. warm-up: forwards of phase 0 only, two per rank between this rank and the middle
-    warmup_forwards = 2 * (half_ranks - half_rank - 1)
     acts += [forward(0) for _ in range(warmup_forwards)]
     # 2. both directions' forwards, alternating (F0 F1)
-    paired_forwards = half_rank + 1
     for _ in range(paired_forwards):
         acts += [forward(0), forward(1)]
     # 3. zero-bubble backwards of phase 1 with their W right after (I1 W1 F1)
-    zero_bubble_steps = half_ranks - half_rank - 1
     for _ in range(zero_bubble_steps):
         acts += [backward(1, zero_bubble=True), weight(), forward(1)]
     # 4. main phase: overlapped pairs F0&B1 then F1&B0
-    main_steps = chunks_per_direction - 2 * half_ranks + half_rank + 1
     for i in range(main_steps):
         if i == 0 and is_middle:
             # the two middle ranks run their first pair unoverlapped: the B1 it waits for is the one just
@@ -180,11 +201,9 @@ def _dualpipe_rank(
             acts.append(pair(0, 1))
         acts.append(pair(1, 0))
     # 5. cool-down of phase 0's forwards: B1 then F1&B0
-    cooldown_steps = half_ranks - half_rank - 1
     for _ in range(cooldown_steps):
         acts += [backward(1), pair(1, 0)]
     # 6. backwards of both phases (B1 B0); the second half of them only compute I (zero bubble)
-    backward_steps = half_rank + 1
     zero_bubble = False
     for i in range(backward_steps):
         if i == backward_steps // 2 and half_rank % 2 == 1:
@@ -194,11 +213,9 @@ def _dualpipe_rank(
             zero_bubble = True
         acts.append(backward(0, zero_bubble))
     # 7. a postponed W, then the next input-only backward of phase 0 (W B0)
-    weight_backward_steps = half_ranks - half_rank - 1
     for _ in range(weight_backward_steps):
         acts += [weight(), backward(0, zero_bubble=True)]
     # 8. the remaining postponed W passes
-    final_weights = half_rank + 1
     acts += [weight() for _ in range(final_weights)]
     assert not pending_w, "every I has its W"
     return acts
