@@ -23,6 +23,7 @@ COLORS = {"fp32": "#000000", "bf16": "#0072B2", "fp8": "#D55E00", "e4m3": "#0072
           "limited": "#D55E00", "promoted": "#009E73"}
 HEATMAP_CMAP = "magma"
 LOG_ERROR_RANGE = (-4.0, 0.0)   # heatmaps show log10 relative error from 0.01% to 100% (flushed to zero)
+HEATMAP_CHANNELS = 256          # the explorer's heatmaps show the first two 1x128 tiles of each row
 # What each granularity pairs with on the weight side of a GEMM: DeepSeek-V3 tiles activations 1x128 and
 # blocks weights 128x128; the other schemes use the same groups on both sides.
 WEIGHT_GRANULARITY = {"tile1x128": "block128x128"}
@@ -143,10 +144,14 @@ def explore_fp8(fmt: str = "e4m3", granularity: str = "tile1x128", scale_rule: s
     accumulation_only = ((out - exact_fp8).abs() / exact_fp8.pow(2).mean().sqrt()).numpy()
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
-    _heatmap(axes[0], np.log10(x.abs().clamp_min(1e-4).numpy()), f"input |A| ({outlier:g}x outlier channels)",
-             "channel (column)", "token (row)", "log10 |value|", vrange=(-2, max(1.0, np.log10(4 * outlier))))
-    _heatmap(axes[1], _log_relative_error(x, x_hat), f"quantisation error: {fmt.upper()}, {granularity}, "
-             f"{scale_rule} scales", "channel (column)", "token (row)", "log10 relative error")
+    shown = slice(0, HEATMAP_CHANNELS)   # the outlier tile and the next: 4 columns in 4096 would not show
+    channels = f"channel (first {min(k, HEATMAP_CHANNELS)} of {k})"
+    _heatmap(axes[0], np.log10(x[:, shown].abs().clamp_min(1e-4).numpy()),
+             f"input |A| ({outlier:g}x outlier channels)", channels, "token (row)", "log10 |value|",
+             vrange=(-2, max(1.0, np.log10(4 * outlier))))
+    _heatmap(axes[1], _log_relative_error(x[:, shown], x_hat[:, shown]),
+             f"quantisation error: {fmt.upper()}, {granularity}, {scale_rule} scales", channels,
+             "token (row)", "log10 relative error")
     promotion = f"promotion every {promote_every}" if promote_every else "no promotion"
     with np.errstate(divide="ignore"):
         _heatmap(axes[2], np.clip(np.log10(accumulation_only), -7.0, -1.0), f"accumulation error, K={k}, "
@@ -155,7 +160,7 @@ def explore_fp8(fmt: str = "e4m3", granularity: str = "tile1x128", scale_rule: s
     fig.tight_layout()
 
     metrics = error_metrics(x, x_hat, mask)
-    nc_label = promote_every if promote_every else "never"
+    nc_label = f"N_C = {promote_every or 'never'}"
     table = pd.DataFrame({"metric": [
         "quantisation: relative error (norm)", "quantisation: mean relative error per value",
         "quantisation: relative error of non-outliers", "quantisation: fraction flushed to zero",
@@ -163,7 +168,7 @@ def explore_fp8(fmt: str = "e4m3", granularity: str = "tile1x128", scale_rule: s
         "GEMM vs FP64 of the unquantised inputs: calc_diff",
         "GEMM vs FP64 of the same FP8 inputs (accumulation only): relative error (norm)",
         "accumulator model, positive inputs: worst-case error, no promotion",
-        f"accumulator model, positive inputs: worst-case error, promotion every {nc_label}"],
+        f"accumulator model, positive inputs: worst-case error, {nc_label}"],
         "value": [metrics["rel_error"], metrics["mean_rel_error"], metrics["nonoutlier_rel_error"],
                   metrics["flushed_to_zero"], metrics["calc_diff"],
                   float((out - reference).norm() / reference.norm()), calc_diff(out, reference),
