@@ -6,8 +6,16 @@ import pytest
 import torch
 
 from utils import table2
-from utils.capstone import (PRESETS, RecipeConfig, bytes_per_value, fp8_table, node_cap_table, pipeline_table,
-                            recipe_dashboard, routed_experts)
+from utils.capstone import (
+    PRESETS,
+    RecipeConfig,
+    bytes_per_value,
+    fp8_table,
+    node_cap_table,
+    pipeline_table,
+    recipe_dashboard,
+    routed_experts,
+)
 from utils.fp8_explore import outlier_activations, quantization_table
 from utils.routing import topk_route
 from utils.schedules import make_schedule
@@ -22,7 +30,9 @@ def test_without_communication_the_pipeline_table_reproduces_table_2():
     costs = CostModel(F=1, B=2, W=1, FB=3)
     assert table.loc["1f1b", "worst_idle"] == pytest.approx(table2.bubble_1f1b(8, costs.F, costs.B))
     assert table.loc["zb1p", "worst_idle"] == pytest.approx(table2.bubble_zb1p(8, costs.F, costs.B, costs.W))
-    assert table.loc["dualpipe", "worst_idle"] == pytest.approx(table2.bubble_dualpipe(8, costs.FB, costs.B, costs.W))
+    assert table.loc["dualpipe", "worst_idle"] == pytest.approx(
+        table2.bubble_dualpipe(8, costs.FB, costs.B, costs.W)
+    )
     assert table.loc["dualpipe", "peak_activations"] == 8 + 1
     assert (table["comm_exposed"] == 0).all()
 
@@ -35,12 +45,18 @@ def test_pipeline_table_equals_the_simulator_with_all_to_all():
     # DualPipe hides the all-to-all inside its overlapped pairs; 1F1B exposes all of it
     assert table.loc["dualpipe", "comm_exposed"] < table.loc["1f1b", "comm_exposed"]
     assert table.loc["1f1b", "comm_exposed"] == pytest.approx(
-        2 * SMALL.microbatches * SMALL.comm_ratio * SMALL.F, rel=0.5)
+        2 * SMALL.microbatches * SMALL.comm_ratio * SMALL.F, rel=0.5
+    )
 
 
 def test_memory_columns_in_model_terms():
     table = pipeline_table(SMALL)
-    assert table["params_per_device"].to_dict() == {"1f1b": 1.0, "zb1p": 1.0, "dualpipe": 2.0, "dualpipev": 1.0}
+    assert table["params_per_device"].to_dict() == {
+        "1f1b": 1.0,
+        "zb1p": 1.0,
+        "dualpipe": 2.0,
+        "dualpipev": 1.0,
+    }
     assert table.loc["dualpipev", "activation_memory"] == table.loc["dualpipev", "peak_activations"] / 2
 
 
@@ -88,12 +104,15 @@ def test_dashboard_summary_quotes_the_tables():
     assert len(titles) >= 4 and all(ax.get_xlabel() for ax in view.figure.axes[:4])
 
 
-@pytest.mark.parametrize("overrides, rule", [
-    ({"node_cap": 9}, "must lie in 1..8"),
-    ({"comm_ratio": -1.0}, ">= 0"),
-    ({"ep_ranks": 60}, "multiple of nodes"),
-    ({"comm_ratio": math.nan}, ">= 0"),
-])
+@pytest.mark.parametrize(
+    "overrides, rule",
+    [
+        ({"node_cap": 9}, "must lie in 1..8"),
+        ({"comm_ratio": -1.0}, ">= 0"),
+        ({"ep_ranks": 60}, "multiple of nodes"),
+        ({"comm_ratio": math.nan}, ">= 0"),
+    ],
+)
 def test_impossible_configurations_return_the_rule(overrides, rule):
     view = recipe_dashboard(PRESETS["DeepSeek-V3 (report)"], plot=False, **overrides)
     assert view.figure is None and rule in view.error

@@ -12,7 +12,7 @@ def reference_square(x):
 
 
 def test_right_function_passes_on_every_case(capsys):
-    result = check(lambda x: x ** 2, reference_square, name="square", inputs=[(1,), (2,), (3,)])
+    result = check(lambda x: x**2, reference_square, name="square", inputs=[(1,), (2,), (3,)])
     assert result.passed and result.attempted
     assert "✅ square: correct (3 cases)" in capsys.readouterr().out
 
@@ -47,18 +47,21 @@ def test_hints_shown_on_request(capsys):
     assert "hint 1: one" in out and "hint 2: two" in out
 
 
-@pytest.mark.parametrize("yours, expected, ok", [
-    (torch.ones(3), torch.ones(3) + 1e-8, True),
-    (torch.ones(3), torch.ones(3) + 1e-2, False),
-    (torch.ones(3), torch.ones(4), False),
-    (np.arange(4), np.arange(4), True),
-    (np.arange(4), np.arange(1, 5), False),
-    ([1, 2, 3], [1, 2, 3], True),
-    ([1, 2, 3], [1, 2], False),
-    (0.1 + 0.2, 0.3, True),
-    ("1F0", "1F0", True),
-    ({"a": 1.0}, {"a": 1.0 + 1e-9}, True),
-])
+@pytest.mark.parametrize(
+    "yours, expected, ok",
+    [
+        (torch.ones(3), torch.ones(3) + 1e-8, True),
+        (torch.ones(3), torch.ones(3) + 1e-2, False),
+        (torch.ones(3), torch.ones(4), False),
+        (np.arange(4), np.arange(4), True),
+        (np.arange(4), np.arange(1, 5), False),
+        ([1, 2, 3], [1, 2, 3], True),
+        ([1, 2, 3], [1, 2], False),
+        (0.1 + 0.2, 0.3, True),
+        ("1F0", "1F0", True),
+        ({"a": 1.0}, {"a": 1.0 + 1e-9}, True),
+    ],
+)
 def test_default_comparison(yours, expected, ok):
     assert check(yours, expected).passed is ok
 

@@ -15,7 +15,7 @@ def test_environment_yml_pip_section_equals_requirements():
     yml = (ROOT / "environment.yml").read_text().splitlines()
     start = next(i for i, line in enumerate(yml) if re.match(r"\s*- pip:\s*$", line))
     pip_section = []
-    for line in yml[start + 1:]:
+    for line in yml[start + 1 :]:
         match = re.match(r"\s+- (\S+)\s*$", line)
         if not match:
             break

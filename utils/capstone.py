@@ -34,8 +34,12 @@ from utils.simulate import CostModel
 
 SCHEDULES = ("1f1b", "zb1p", "dualpipe", "dualpipev")
 GRANULARITIES = ("tensor", "row", "tile1x128", "mx1x32")
-GRANULARITY_LABELS = {"tensor": "per tensor", "row": "per row", "tile1x128": "1x128 tiles (DeepSeek-V3)",
-                      "mx1x32": "MX 1x32, power-of-two scales"}
+GRANULARITY_LABELS = {
+    "tensor": "per tensor",
+    "row": "per row",
+    "tile1x128": "1x128 tiles (DeepSeek-V3)",
+    "mx1x32": "MX 1x32, power-of-two scales",
+}
 
 
 @dataclass(frozen=True)
@@ -66,14 +70,19 @@ class RecipeConfig:
 
     def __post_init__(self):
         if self.comm_ratio < 0 or math.isnan(self.comm_ratio):
-            raise ValueError(f"comm_ratio is communication time over compute time, so it is >= 0; "
-                             f"got {self.comm_ratio}.")
+            raise ValueError(
+                f"comm_ratio is communication time over compute time, so it is >= 0; got {self.comm_ratio}."
+            )
         if self.ep_ranks % self.nodes:
-            raise ValueError(f"{self.ep_ranks} expert-parallel GPUs do not fill {self.nodes} equal nodes: "
-                             f"ep_ranks must be a multiple of nodes.")
+            raise ValueError(
+                f"{self.ep_ranks} expert-parallel GPUs do not fill {self.nodes} equal nodes: "
+                f"ep_ranks must be a multiple of nodes."
+            )
         if not 1 <= self.node_cap <= self.nodes:
-            raise ValueError(f"node_cap M = {self.node_cap} must lie in 1..{self.nodes}: a token cannot use "
-                             f"more nodes than there are.")
+            raise ValueError(
+                f"node_cap M = {self.node_cap} must lie in 1..{self.nodes}: a token cannot use "
+                f"more nodes than there are."
+            )
 
     @property
     def costs(self) -> CostModel:
@@ -87,8 +96,17 @@ PRESETS: dict[str, RecipeConfig] = {
     # on at most 4 nodes, hidden size 7168, computation : communication about 1 : 1 (Sec. 3.2.1).
     "DeepSeek-V3 (report)": RecipeConfig(),
     # A classroom-sized version of the same recipe: the toy MoE's scale from notebooks 01-02.
-    "classroom (small)": RecipeConfig(pp=4, microbatches=8, ep_ranks=8, nodes=4, experts=16, top_k=4,
-                                      node_cap=2, d_model=64, tokens_per_rank=64),
+    "classroom (small)": RecipeConfig(
+        pp=4,
+        microbatches=8,
+        ep_ranks=8,
+        nodes=4,
+        experts=16,
+        top_k=4,
+        node_cap=2,
+        d_model=64,
+        tokens_per_rank=64,
+    ),
     # Communication twice as expensive as compute: where the article says DualPipe matters most.
     "slow network (2x comm)": RecipeConfig(comm_ratio=2.0),
 }
@@ -116,15 +134,29 @@ def pipeline_table(config: RecipeConfig) -> pd.DataFrame:
     """
     costs = config.costs
     table = comparison_table([config.pp], config.microbatches, costs, vary="ranks", schedules=SCHEDULES)
-    no_comm = comparison_table([config.pp], config.microbatches, replace(costs, dispatch=0.0, combine=0.0),
-                               vary="ranks", schedules=SCHEDULES)
+    no_comm = comparison_table(
+        [config.pp],
+        config.microbatches,
+        replace(costs, dispatch=0.0, combine=0.0),
+        vary="ranks",
+        schedules=SCHEDULES,
+    )
     stage_size = np.where(table["schedule"] == "dualpipev", 0.5, 1.0)
     stages_per_device = np.where(table["schedule"].str.startswith("dualpipe"), 2, 1)
     table["params_per_device"] = stages_per_device * stage_size
     table["activation_memory"] = table["peak_activations"] * stage_size
     table["comm_exposed"] = table["makespan"] - no_comm["makespan"]
-    columns = ["schedule", "makespan", "worst_idle", "comm_exposed", "bubble_ratio", "peak_activations",
-               "activation_memory", "params_per_device", "note"]
+    columns = [
+        "schedule",
+        "makespan",
+        "worst_idle",
+        "comm_exposed",
+        "bubble_ratio",
+        "peak_activations",
+        "activation_memory",
+        "params_per_device",
+        "note",
+    ]
     return table[columns].set_index("schedule")
 
 
@@ -161,10 +193,15 @@ def node_cap_table(config: RecipeConfig) -> pd.DataFrame:
         mixed[fp8_part] = traffic_from_routing(picks, layout, config.d_model, itemsize=1)[fp8_part]
         nodes_used = torch.cat(picks).div(per_node, rounding_mode="floor")
         distinct = np.mean([len(set(row)) for row in nodes_used.tolist()])
-        rows.append({"max_nodes": m, "nodes_per_token": float(distinct),
-                     "cross_node_KiB_bf16": traffic_totals(bf16)["cross-node"] / n_tokens / 1024,
-                     "cross_node_KiB_fp8_dispatch": traffic_totals(mixed)["cross-node"] / n_tokens / 1024,
-                     "intra_node_KiB_bf16": traffic_totals(bf16)["intra-node"] / n_tokens / 1024})
+        rows.append(
+            {
+                "max_nodes": m,
+                "nodes_per_token": float(distinct),
+                "cross_node_KiB_bf16": traffic_totals(bf16)["cross-node"] / n_tokens / 1024,
+                "cross_node_KiB_fp8_dispatch": traffic_totals(mixed)["cross-node"] / n_tokens / 1024,
+                "intra_node_KiB_bf16": traffic_totals(bf16)["intra-node"] / n_tokens / 1024,
+            }
+        )
     table = pd.DataFrame(rows).set_index("max_nodes")
     table["vs_uncapped"] = table["cross_node_KiB_bf16"] / table["cross_node_KiB_bf16"].iloc[-1]
     return table
@@ -190,31 +227,39 @@ def _summary(config: RecipeConfig, pipe: pd.DataFrame, cap: pd.DataFrame, fp8: p
     lines = []
     ok = pipe.dropna(subset=["worst_idle"])
     best = ok["worst_idle"].idxmin()
-    lines.append(f"Pipeline ({config.pp} devices, {config.microbatches} micro-batches, all-to-all = "
-                 f"{config.comm_ratio:g} x forward compute): {best} leaves the least idle time, "
-                 f"{ok.loc[best, 'worst_idle']:.4g} units on its worst rank against "
-                 f"{ok.loc['1f1b', 'worst_idle']:.4g} for 1F1B; the step takes "
-                 f"{ok.loc[best, 'makespan']:.4g} against {ok.loc['1f1b', 'makespan']:.4g}.")
+    lines.append(
+        f"Pipeline ({config.pp} devices, {config.microbatches} micro-batches, all-to-all = "
+        f"{config.comm_ratio:g} x forward compute): {best} leaves the least idle time, "
+        f"{ok.loc[best, 'worst_idle']:.4g} units on its worst rank against "
+        f"{ok.loc['1f1b', 'worst_idle']:.4g} for 1F1B; the step takes "
+        f"{ok.loc[best, 'makespan']:.4g} against {ok.loc['1f1b', 'makespan']:.4g}."
+    )
     if "dualpipe" in ok.index:
-        lines.append(f"Memory: DualPipe holds {ok.loc['dualpipe', 'params_per_device']:g}x the parameters of 1F1B "
-                     f"per device and {ok.loc['dualpipe', 'activation_memory']:g} stage-activations at peak "
-                     f"against {ok.loc['1f1b', 'activation_memory']:g}; the all-to-all adds "
-                     f"{ok.loc['1f1b', 'comm_exposed']:.4g} to 1F1B's step and "
-                     f"{ok.loc['dualpipe', 'comm_exposed']:.4g} to DualPipe's.")
+        lines.append(
+            f"Memory: DualPipe holds {ok.loc['dualpipe', 'params_per_device']:g}x the parameters of 1F1B "
+            f"per device and {ok.loc['dualpipe', 'activation_memory']:g} stage-activations at peak "
+            f"against {ok.loc['1f1b', 'activation_memory']:g}; the all-to-all adds "
+            f"{ok.loc['1f1b', 'comm_exposed']:.4g} to 1F1B's step and "
+            f"{ok.loc['dualpipe', 'comm_exposed']:.4g} to DualPipe's."
+        )
     m = config.node_cap
     if m in cap.index:
-        lines.append(f"Node cap: with at most {m} of {config.nodes} nodes a token crosses to "
-                     f"{cap.loc[m, 'nodes_per_token']:.3g} nodes on average and moves "
-                     f"{cap.loc[m, 'cross_node_KiB_bf16']:.3g} KiB across nodes per layer in BF16, "
-                     f"{cap.loc[m, 'vs_uncapped']:.0%} of the uncapped {cap.iloc[-1]['cross_node_KiB_bf16']:.3g} KiB "
-                     f"({cap.loc[m, 'cross_node_KiB_fp8_dispatch']:.3g} KiB with FP8 dispatch).")
+        lines.append(
+            f"Node cap: with at most {m} of {config.nodes} nodes a token crosses to "
+            f"{cap.loc[m, 'nodes_per_token']:.3g} nodes on average and moves "
+            f"{cap.loc[m, 'cross_node_KiB_bf16']:.3g} KiB across nodes per layer in BF16, "
+            f"{cap.loc[m, 'vs_uncapped']:.0%} of the uncapped {cap.iloc[-1]['cross_node_KiB_bf16']:.3g} KiB "
+            f"({cap.loc[m, 'cross_node_KiB_fp8_dispatch']:.3g} KiB with FP8 dispatch)."
+        )
     size = bytes_per_value("tile1x128")
-    lines.append(f"FP8: with {config.outlier:g}x outlier channels, per-tensor scaling flushes "
-                 f"{fp8.loc['tensor', 'flushed_to_zero']:.2%} of values to zero (mean relative error "
-                 f"{fp8.loc['tensor', 'mean_rel_error']:.3g}); 1x128 tiles flush "
-                 f"{fp8.loc['tile1x128', 'flushed_to_zero']:.2%} (error {fp8.loc['tile1x128', 'mean_rel_error']:.3g}). "
-                 f"Each value costs {size['fp8']:.4g} bytes with its tile scale against BF16's 2 "
-                 f"({size['fp8/bf16']:.0%}).")
+    lines.append(
+        f"FP8: with {config.outlier:g}x outlier channels, per-tensor scaling flushes "
+        f"{fp8.loc['tensor', 'flushed_to_zero']:.2%} of values to zero (mean relative error "
+        f"{fp8.loc['tensor', 'mean_rel_error']:.3g}); 1x128 tiles flush "
+        f"{fp8.loc['tile1x128', 'flushed_to_zero']:.2%} (error {fp8.loc['tile1x128', 'mean_rel_error']:.3g}). "
+        f"Each value costs {size['fp8']:.4g} bytes with its tile scale against BF16's 2 "
+        f"({size['fp8/bf16']:.0%})."
+    )
     return lines
 
 
@@ -225,21 +270,44 @@ def plot_dashboard(config: RecipeConfig, pipe: pd.DataFrame, cap: pd.DataFrame, 
     names = list(ok.index)
     colors = [plots.SCHEDULE_COLORS.get(n, "#56B4E9") for n in names]
     ax = axes[0, 0]
-    ax.bar(names, ok["worst_idle"], color=colors, edgecolor=plots.EDGE_COLOR, label="worst-rank idle (bubble)")
-    ax.bar(names, ok["comm_exposed"], bottom=ok["worst_idle"], color=plots.KIND_COLORS["comm"], hatch="//",
-           edgecolor=plots.EDGE_COLOR, label="step time added by the all-to-all")
-    ax.set_title(f"Time not computing: PP={config.pp}, {config.microbatches} micro-batches, "
-                 f"comm:compute {config.comm_ratio:g}:1")
+    ax.bar(
+        names, ok["worst_idle"], color=colors, edgecolor=plots.EDGE_COLOR, label="worst-rank idle (bubble)"
+    )
+    ax.bar(
+        names,
+        ok["comm_exposed"],
+        bottom=ok["worst_idle"],
+        color=plots.KIND_COLORS["comm"],
+        hatch="//",
+        edgecolor=plots.EDGE_COLOR,
+        label="step time added by the all-to-all",
+    )
+    ax.set_title(
+        f"Time not computing: PP={config.pp}, {config.microbatches} micro-batches, "
+        f"comm:compute {config.comm_ratio:g}:1"
+    )
     ax.set_xlabel("schedule")
     ax.set_ylabel("simulated time units")
     ax.legend(fontsize=8)
     ax = axes[0, 1]
     x = np.arange(len(names))
-    ax.bar(x - 0.2, ok["activation_memory"], 0.4, color=plots.KIND_COLORS["F"], edgecolor=plots.EDGE_COLOR,
-           label="peak activations (stage-activations)")
+    ax.bar(
+        x - 0.2,
+        ok["activation_memory"],
+        0.4,
+        color=plots.KIND_COLORS["F"],
+        edgecolor=plots.EDGE_COLOR,
+        label="peak activations (stage-activations)",
+    )
     twin = ax.twinx()
-    twin.bar(x + 0.2, ok["params_per_device"], 0.4, color=plots.KIND_COLORS["W"], edgecolor=plots.EDGE_COLOR,
-             label="parameters (x 1/PP of the model)")
+    twin.bar(
+        x + 0.2,
+        ok["params_per_device"],
+        0.4,
+        color=plots.KIND_COLORS["W"],
+        edgecolor=plots.EDGE_COLOR,
+        label="parameters (x 1/PP of the model)",
+    )
     ax.set_xticks(x, names)
     ax.set_title(f"Memory per device on the same {config.pp} devices (worst rank)")
     ax.set_xlabel("schedule")
@@ -249,25 +317,55 @@ def plot_dashboard(config: RecipeConfig, pipe: pd.DataFrame, cap: pd.DataFrame, 
     handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
     ax.legend(handles=handles, fontsize=8, loc="lower right")
     ax = axes[1, 0]
-    ax.plot(cap.index, cap["cross_node_KiB_bf16"], marker="o", color=plots.KIND_COLORS["comm"],
-            label="cross-node (InfiniBand), BF16")
-    ax.plot(cap.index, cap["cross_node_KiB_fp8_dispatch"], marker="^", color=plots.KIND_COLORS["comm"],
-            linestyle="-.", label="cross-node, FP8 dispatch")
-    ax.plot(cap.index, cap["intra_node_KiB_bf16"], marker="s", linestyle="--",
-            color=plots.KIND_COLORS["F"], label="within node (NVLink)")
+    ax.plot(
+        cap.index,
+        cap["cross_node_KiB_bf16"],
+        marker="o",
+        color=plots.KIND_COLORS["comm"],
+        label="cross-node (InfiniBand), BF16",
+    )
+    ax.plot(
+        cap.index,
+        cap["cross_node_KiB_fp8_dispatch"],
+        marker="^",
+        color=plots.KIND_COLORS["comm"],
+        linestyle="-.",
+        label="cross-node, FP8 dispatch",
+    )
+    ax.plot(
+        cap.index,
+        cap["intra_node_KiB_bf16"],
+        marker="s",
+        linestyle="--",
+        color=plots.KIND_COLORS["F"],
+        label="within node (NVLink)",
+    )
     ax.axvline(config.node_cap, color=plots.EDGE_COLOR, linestyle=":", label=f"cap M = {config.node_cap}")
-    ax.set_title(f"All-to-all per token vs node cap: {config.experts} experts, top-{config.top_k}, "
-                 f"{config.nodes} nodes")
+    ax.set_title(
+        f"All-to-all per token vs node cap: {config.experts} experts, top-{config.top_k}, "
+        f"{config.nodes} nodes"
+    )
     ax.set_xlabel("max nodes per token (M)")
     ax.set_ylabel("KiB per token per layer (fwd + bwd)")
     ax.legend(fontsize=8)
     ax = axes[1, 1]
     labels = [GRANULARITY_LABELS[g] for g in fp8.index]
     y = np.arange(len(labels))
-    ax.barh(y - 0.2, 100 * fp8["mean_rel_error"], 0.4, color=plots.KIND_COLORS["B"],
-            label="mean relative error (%)")
-    ax.barh(y + 0.2, 100 * fp8["flushed_to_zero"], 0.4, color=plots.KIND_COLORS["idle"], edgecolor=plots.EDGE_COLOR,
-            label="flushed to zero (%)")
+    ax.barh(
+        y - 0.2,
+        100 * fp8["mean_rel_error"],
+        0.4,
+        color=plots.KIND_COLORS["B"],
+        label="mean relative error (%)",
+    )
+    ax.barh(
+        y + 0.2,
+        100 * fp8["flushed_to_zero"],
+        0.4,
+        color=plots.KIND_COLORS["idle"],
+        edgecolor=plots.EDGE_COLOR,
+        label="flushed to zero (%)",
+    )
     ax.set_yticks(y, labels)
     ax.set_title(f"FP8 E4M3 error with {config.outlier:g}x outlier channels")
     ax.set_xlabel("percent of values")
@@ -293,16 +391,26 @@ def recipe_dashboard(config: RecipeConfig | None = None, plot: bool = True, **ov
 
 #: The article's claims (lessons/claims.md has the full map), with where the course measures each.
 CLAIMS = (
-    ("1. DualPipe overlaps computation and communication, which shrinks pipeline bubbles.",
-     "05_dualpipe: 3. The F&B pair hides the expert all-to-all; 4. Table 2, row 3"),
-    ("2. Bidirectional scheduling keeps GPUs busy, especially when communication costs as much as compute.",
-     "05_dualpipe: 2. The eight phases; this dashboard's comm:compute slider"),
-    ("3. Capping token communication at four nodes cuts cross-node traffic and keeps the overlap effective.",
-     "02_expert_parallelism: 4. Node-limited routing; 5. Why a cap matters"),
-    ("4. It integrates with FP8 mixed precision: faster, less memory, stable, sensitive parts kept precise.",
-     "06_fp8_mixed_precision: 4. Outliers and scaling granularity; 8. Training the toy MoE in FP8"),
-    ("5. Together these let DeepSeek train efficiently despite hardware limits.",
-     "07_capstone_dashboard (this notebook)"),
+    (
+        "1. DualPipe overlaps computation and communication, which shrinks pipeline bubbles.",
+        "05_dualpipe: 3. The F&B pair hides the expert all-to-all; 4. Table 2, row 3",
+    ),
+    (
+        "2. Bidirectional scheduling keeps GPUs busy, especially when communication costs as much as compute.",
+        "05_dualpipe: 2. The eight phases; this dashboard's comm:compute slider",
+    ),
+    (
+        "3. Capping token communication at four nodes cuts cross-node traffic and keeps the overlap effective.",
+        "02_expert_parallelism: 4. Node-limited routing; 5. Why a cap matters",
+    ),
+    (
+        "4. It integrates with FP8 mixed precision: faster, less memory, stable, sensitive parts kept precise.",
+        "06_fp8_mixed_precision: 4. Outliers and scaling granularity; 8. Training the toy MoE in FP8",
+    ),
+    (
+        "5. Together these let DeepSeek train efficiently despite hardware limits.",
+        "07_capstone_dashboard (this notebook)",
+    ),
 )
 
 
@@ -348,5 +456,11 @@ def claims_table(config: RecipeConfig | None = None) -> pd.DataFrame:
         "holds, with nuance: three independent savings (time, bytes across nodes, bytes per value), not one "
         "algorithm",
     )
-    return pd.DataFrame({"claim": [c for c, _ in CLAIMS], "where the course measures it": [w for _, w in CLAIMS],
-                         "measurement (computed now)": measurements, "verdict": verdicts})
+    return pd.DataFrame(
+        {
+            "claim": [c for c, _ in CLAIMS],
+            "where the course measures it": [w for _, w in CLAIMS],
+            "measurement (computed now)": measurements,
+            "verdict": verdicts,
+        }
+    )

@@ -63,8 +63,9 @@ def check(
     """
     if inputs is not None and not callable(reference):
         raise ValueError("check(): with `inputs`, the reference must be a function to call on each input")
-    cases: list[tuple | None] = [tuple(c) if isinstance(c, (tuple, list)) else (c,) for c in inputs] \
-        if inputs is not None else [None]
+    cases: list[tuple | None] = (
+        [tuple(c) if isinstance(c, (tuple, list)) else (c,) for c in inputs] if inputs is not None else [None]
+    )
     if compare is None:
         compare = lambda yours, expected: _default_compare(yours, expected, rtol, atol)
     lines: list[str] = []
@@ -76,8 +77,10 @@ def check(
             yours = answer(*args) if args is not None else answer
         except NotImplementedError:
             attempted, passed = False, False
-            lines.append(f"⏳ {name}: not attempted yet. Replace the `raise NotImplementedError` with your code "
-                         f"and run this cell again.")
+            lines.append(
+                f"⏳ {name}: not attempted yet. Replace the `raise NotImplementedError` with your code "
+                f"and run this cell again."
+            )
             break
         except Exception as error:  # the learner's code: report it, never crash the notebook
             passed = False
@@ -90,8 +93,10 @@ def check(
             same, problem = False, f"could not compare ({type(error).__name__}: {error})"
         if not same:
             passed = False
-            lines.append(f"❌ {name}: not yet{where}: {problem}\n"
-                         f"   yours:    {_short(yours)}\n   expected: {_short(expected)}")
+            lines.append(
+                f"❌ {name}: not yet{where}: {problem}\n"
+                f"   yours:    {_short(yours)}\n   expected: {_short(expected)}"
+            )
             if show is not None:
                 show(yours, expected)
             break
@@ -102,8 +107,9 @@ def check(
     for number, text in enumerate(shown_hints, start=1):
         lines.append(f"   💡 hint {number}: {text}")
     if not passed and hints and not hint:
-        lines.append(f"   ({len(hints)} hint{'s' if len(hints) > 1 else ''} available: "
-                     f"call again with hint=True)")
+        lines.append(
+            f"   ({len(hints)} hint{'s' if len(hints) > 1 else ''} available: call again with hint=True)"
+        )
     report = "\n".join(lines)
     print(report)
     return CheckResult(name=name, passed=passed, attempted=attempted, report=report)
@@ -111,8 +117,11 @@ def check(
 
 def _as_array(value: Any) -> np.ndarray | None:
     if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", torch.float64).numpy() if value.is_floating_point() \
+        return (
+            value.detach().to("cpu", torch.float64).numpy()
+            if value.is_floating_point()
             else value.detach().cpu().numpy()
+        )
     if isinstance(value, np.ndarray):
         return value
     return None
@@ -134,16 +143,20 @@ def _default_compare(yours: Any, expected: Any, rtol: float = 1e-5, atol: float 
         return both_nan or math.isclose(yours, expected, rel_tol=rtol, abs_tol=atol)
     if isinstance(expected, (list, tuple)) and isinstance(yours, (list, tuple)):
         return len(yours) == len(expected) and all(
-            _default_compare(a, b, rtol, atol) for a, b in zip(yours, expected))
+            _default_compare(a, b, rtol, atol) for a, b in zip(yours, expected, strict=True)
+        )
     if isinstance(expected, dict) and isinstance(yours, dict):
         return yours.keys() == expected.keys() and all(
-            _default_compare(yours[k], expected[k], rtol, atol) for k in expected)
+            _default_compare(yours[k], expected[k], rtol, atol) for k in expected
+        )
     return bool(yours == expected)
 
 
 def _difference(yours: Any, expected: Any) -> str:
     """Say what differs, in words: type, length, shape or the largest gap."""
-    if type(yours) is not type(expected) and not (_as_array(yours) is not None and _as_array(expected) is not None):
+    if type(yours) is not type(expected) and not (
+        _as_array(yours) is not None and _as_array(expected) is not None
+    ):
         if not (isinstance(yours, (int, float)) and isinstance(expected, (int, float))):
             return f"you returned {_a(type(yours).__name__)}, expected {_a(type(expected).__name__)}"
     yours_array, expected_array = _as_array(yours), _as_array(expected)
@@ -157,7 +170,7 @@ def _difference(yours: Any, expected: Any) -> str:
     if isinstance(yours, (list, tuple)) and isinstance(expected, (list, tuple)):
         if len(yours) != len(expected):
             return f"{len(yours)} items, expected {len(expected)}"
-        first = next(i for i, (a, b) in enumerate(zip(yours, expected)) if not _default_compare(a, b))
+        first = next(i for i, (a, b) in enumerate(zip(yours, expected, strict=True)) if not _default_compare(a, b))
         return f"item {first} is {_short(yours[first])}, expected {_short(expected[first])}"
     return "values differ"
 

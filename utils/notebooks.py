@@ -18,9 +18,14 @@ from nbclient import NotebookClient
 def execute_in_place(path: Path, timeout: int = 600, kernel_name: str = "python3") -> float:
     """Run every cell of the notebook at `path` in a fresh kernel and save it; return seconds taken."""
     nb = nbformat.read(path, as_version=4)
-    nb.metadata["kernelspec"] = {"name": kernel_name, "display_name": "Python 3 (ipykernel)", "language": "python"}
-    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
-                            resources={"metadata": {"path": str(path.parent)}})
+    nb.metadata["kernelspec"] = {
+        "name": kernel_name,
+        "display_name": "Python 3 (ipykernel)",
+        "language": "python",
+    }
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name=kernel_name, resources={"metadata": {"path": str(path.parent)}}
+    )
     start = time.perf_counter()
     client.execute()
     elapsed = time.perf_counter() - start

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
+
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 
@@ -27,9 +28,12 @@ def _tables_html(view: capstone.DashboardView) -> str:
         return f"<h4>{html.escape(title)}</h4>" + frame.to_html(float_format=lambda x: f"{x:.4g}", na_rep="-")
 
     summary = "".join(f"<li>{html.escape(line)}</li>" for line in view.summary)
-    return (f"<ul>{summary}</ul>" + table("Pipeline schedules (simulated)", view.pipeline)
-            + table("Node cap (per token, per MoE layer)", view.node_cap)
-            + table("FP8 E4M3 error per scaling granularity", view.fp8))
+    return (
+        f"<ul>{summary}</ul>"
+        + table("Pipeline schedules (simulated)", view.pipeline)
+        + table("Node cap (per token, per MoE layer)", view.node_cap)
+        + table("FP8 E4M3 error per scaling granularity", view.fp8)
+    )
 
 
 class RecipeDashboard(_Wired):
@@ -42,21 +46,63 @@ class RecipeDashboard(_Wired):
         self._holding = False
         self._compute_view = compute
         controls = {
-            "preset": widgets.Dropdown(options=list(capstone.PRESETS), value=preset, description="preset",
-                                       style=_STYLE, layout=_LAYOUT),
-            "pp": widgets.IntSlider(value=config.pp, min=2, max=32, step=2, description="pipeline devices (PP)",
-                                    continuous_update=False, style=_STYLE, layout=_LAYOUT),
-            "microbatches": widgets.IntSlider(value=config.microbatches, min=4, max=128, step=4,
-                                              description="micro-batches", continuous_update=False,
-                                              style=_STYLE, layout=_LAYOUT),
-            "comm_ratio": widgets.FloatSlider(value=config.comm_ratio, min=0.0, max=3.0, step=0.25,
-                                              description="all-to-all : compute", continuous_update=False,
-                                              style=_STYLE, layout=_LAYOUT),
-            "node_cap": widgets.IntSlider(value=config.node_cap, min=1, max=8, description="node cap M",
-                                          continuous_update=False, style=_STYLE, layout=_LAYOUT),
-            "outlier": widgets.FloatLogSlider(value=config.outlier, base=10, min=0, max=4, step=0.5,
-                                              description="FP8 outlier x", continuous_update=False,
-                                              style=_STYLE, layout=_LAYOUT),
+            "preset": widgets.Dropdown(
+                options=list(capstone.PRESETS),
+                value=preset,
+                description="preset",
+                style=_STYLE,
+                layout=_LAYOUT,
+            ),
+            "pp": widgets.IntSlider(
+                value=config.pp,
+                min=2,
+                max=32,
+                step=2,
+                description="pipeline devices (PP)",
+                continuous_update=False,
+                style=_STYLE,
+                layout=_LAYOUT,
+            ),
+            "microbatches": widgets.IntSlider(
+                value=config.microbatches,
+                min=4,
+                max=128,
+                step=4,
+                description="micro-batches",
+                continuous_update=False,
+                style=_STYLE,
+                layout=_LAYOUT,
+            ),
+            "comm_ratio": widgets.FloatSlider(
+                value=config.comm_ratio,
+                min=0.0,
+                max=3.0,
+                step=0.25,
+                description="all-to-all : compute",
+                continuous_update=False,
+                style=_STYLE,
+                layout=_LAYOUT,
+            ),
+            "node_cap": widgets.IntSlider(
+                value=config.node_cap,
+                min=1,
+                max=8,
+                description="node cap M",
+                continuous_update=False,
+                style=_STYLE,
+                layout=_LAYOUT,
+            ),
+            "outlier": widgets.FloatLogSlider(
+                value=config.outlier,
+                base=10,
+                min=0,
+                max=4,
+                step=0.5,
+                description="FP8 outlier x",
+                continuous_update=False,
+                style=_STYLE,
+                layout=_LAYOUT,
+            ),
         }
         super().__init__(controls, self._view)
         controls["preset"].observe(self._load_preset, names="value")
@@ -77,7 +123,9 @@ class RecipeDashboard(_Wired):
 
     def refresh(self, change=None):
         """Recompute from the controls and redraw: figure, summary sentences and the three tables."""
-        if getattr(self, "_holding", False) or (change is not None and change["owner"] is self.controls["preset"]):
+        if getattr(self, "_holding", False) or (
+            change is not None and change["owner"] is self.controls["preset"]
+        ):
             return None  # a preset change redraws once, after all its sliders moved
         self.calls += 1
         view = self.compute(**self.settings())
@@ -96,8 +144,10 @@ class RecipeDashboard(_Wired):
 
     def __repr__(self) -> str:
         s = self.settings()
-        return (f"RecipeDashboard({s['preset']}: PP={s['pp']}, {s['microbatches']} micro-batches, "
-                f"comm {s['comm_ratio']:g}:1, M={s['node_cap']})")
+        return (
+            f"RecipeDashboard({s['preset']}: PP={s['pp']}, {s['microbatches']} micro-batches, "
+            f"comm {s['comm_ratio']:g}:1, M={s['node_cap']})"
+        )
 
 
 def recipe_dashboard_widget(preset: str = "DeepSeek-V3 (report)") -> RecipeDashboard:
