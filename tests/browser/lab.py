@@ -275,7 +275,9 @@ class LabServer:
 # In-page JavaScript. A "widget area" is the output area of a code cell that displays a widget: its controls
 # and its chart/table (nested Output widgets, Image/HTML widgets, or a second `display(out)`) are all in it.
 # The kernel tracker counts the comm messages the page sends (a control changed) and clears each one when the
-# kernel reports idle for it: then the widget's callback has run and its new output is on its way.
+# kernel reports idle for it: then the widget's callback has run and its new output is on its way. It also
+# keeps the tracebacks the kernel printed while handling them: a callback that raises outside an Output
+# widget shows the learner nothing at all, so the test has to read them here.
 # ---------------------------------------------------------------------------------------------------------
 JS_HELPERS = r"""
 (() => {
@@ -291,17 +293,24 @@ JS_HELPERS = r"""
   };
   const notebook = () => document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook');
   const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
-  const comms = {sent: 0, pending: new Set()};
+  const comms = {sent: 0, pending: new Set(), errors: []};
   kernel.anyMessage.connect((_, {msg, direction}) => {
-    if (direction === 'send' && msg.header.msg_type === 'comm_msg') {
+    const type = msg.header.msg_type;
+    if (direction === 'send' && type === 'comm_msg') {
       comms.sent += 1; comms.pending.add(msg.header.msg_id);
-    } else if (direction === 'recv' && msg.header.msg_type === 'status'
-               && msg.content.execution_state === 'idle') {
-      comms.pending.delete(msg.parent_header.msg_id);
+    } else if (direction === 'recv' && msg.parent_header && msg.parent_header.msg_type === 'comm_msg') {
+      if (type === 'status' && msg.content.execution_state === 'idle') {
+        comms.pending.delete(msg.parent_header.msg_id);
+      } else if (type === 'stream' && msg.content.name === 'stderr' && isTraceback(msg.content.text)) {
+        comms.errors.push(msg.content.text);
+      } else if (type === 'error') {
+        comms.errors.push((msg.content.traceback || []).join('\n').replace(/\x1b\[[0-9;]*m/g, ''));
+      }
     }
   });
   window.__labTest = {
-    comms() { return {sent: comms.sent, pending: comms.pending.size}; },
+    comms() { return {sent: comms.sent, pending: comms.pending.size, errors: comms.errors.length}; },
+    commErrors() { return comms.errors.slice(); },
     areas() {
       const nb = notebook();
       return nb ? [...nb.querySelectorAll(TOP)].filter(el => el.querySelector('.jupyter-widgets')) : [];
@@ -550,6 +559,11 @@ class NotebookDriver:
         except Exception as exc:
             raise LabError(f"{self.rel_path}: the kernel did not finish handling {what} within "
                            f"{self.redraw_s:.0f} s" + self.new_log()) from exc
+        errors = self.page.evaluate("window.__labTest.commErrors()")
+        if errors:
+            raise LabError(f"{self.rel_path}: a widget callback raised after {what}; the notebook shows "
+                           "nothing (the traceback went to the kernel's stderr):\n"
+                           + "\n---\n".join(e[-3000:] for e in errors))
 
     def _outcome(self, index: int, before: Signature, what: str,
                  quiet_s: float = 1.0) -> tuple[str, Signature]:
@@ -671,8 +685,19 @@ class NotebookDriver:
                 self.page.screenshot(path=str(path))
             else:
                 area = self._area(index)
-                area.scroll_into_view_if_needed(timeout=5000)
-                area.screenshot(path=str(path), timeout=10000)
+                # The notebook scrolls inside JupyterLab, so a widget taller than the window would be cut:
+                # grow the window to fit it for the picture.
+                viewport = self.page.viewport_size
+                box = area.bounding_box(timeout=5000)
+                if box and viewport and box["height"] + 250 > viewport["height"]:
+                    self.page.set_viewport_size({"width": viewport["width"],
+                                                 "height": min(int(box["height"]) + 250, 6000)})
+                try:
+                    area.scroll_into_view_if_needed(timeout=5000)
+                    area.screenshot(path=str(path), timeout=10000)
+                finally:
+                    if viewport:
+                        self.page.set_viewport_size(viewport)
         except Exception:
             pass  # a screenshot must never hide the real failure
 
