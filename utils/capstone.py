@@ -122,6 +122,7 @@ class DashboardView:
     fp8: pd.DataFrame | None = None
     summary: list[str] = field(default_factory=list)
     error: str | None = None
+    note: str | None = None
 
 
 def pipeline_table(config: RecipeConfig) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from utils.schedules import OverlappedAction, Schedule, action_parts
+from utils.schedules import OverlappedAction, Schedule
 from utils.timeline import Interval, Timeline
 
 # Okabe-Ito colours (Okabe & Ito, "Color Universal Design", 2008): distinguishable under
@@ -363,14 +363,7 @@ def activations_over_time(timeline: Timeline, rank: int) -> tuple[np.ndarray, np
     Same rule as ``Timeline.peak_activations``: held from the start of a stage's F of a micro-batch until the
     end of that stage's W or full B for it; at equal times releases come first.
     """
-    events: list[tuple[float, int]] = []
-    for iv in timeline.intervals[rank]:
-        for part in action_parts(iv.action):
-            if part.kind == "F":
-                events.append((iv.start, +1))
-            elif part.kind in ("B", "W"):
-                events.append((iv.end, -1))
-    events.sort()
+    events = timeline.activation_events(rank)
     times = [timeline.start]
     held = [0]
     count = 0

@@ -110,11 +110,11 @@ class Timeline:
             return 0.0
         return sum(self.idle(r) for r in range(self.n_ranks)) / (self.n_ranks * span)
 
-    def peak_activations(self, rank: int) -> int:
-        """Most stage-activations ``rank`` holds at once (one unit = one micro-batch through one stage).
+    def activation_events(self, rank: int) -> list[tuple[float, int]]:
+        """(time, +1 or -1) as ``rank`` acquires or releases a stage-activation, in time order.
 
-        An activation is held from the start of a stage's F of a micro-batch until the end of that stage's W
-        or full B for it; at equal times releases happen before acquisitions.
+        Acquired at the start of a stage's F of a micro-batch, released at the end of that stage's W or full B
+        for it; at equal times releases (-1) sort before acquisitions (+1).
         """
         events: list[tuple[float, int]] = []
         for iv in self.intervals[rank]:
@@ -123,7 +123,16 @@ class Timeline:
                     events.append((iv.start, +1))
                 elif part.kind in ("B", "W"):
                     events.append((iv.end, -1))
-        events.sort()  # (t, -1) sorts before (t, +1): releases first
+        events.sort()
+        return events
+
+    def peak_activations(self, rank: int) -> int:
+        """Most stage-activations ``rank`` holds at once (one unit = one micro-batch through one stage).
+
+        An activation is held from the start of a stage's F of a micro-batch until the end of that stage's W
+        or full B for it; at equal times releases happen before acquisitions.
+        """
+        events = self.activation_events(rank)
         held = peak = 0
         for _, delta in events:
             held += delta

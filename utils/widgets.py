@@ -77,13 +77,16 @@ class _Wired:
             self.message.value = f"<i>{html.escape(view.note)}</i>" if view.note else ""
             self.image.value = self._png(view)
             self.image.layout.display = None
-            self.table.value = view.table.to_html(float_format=lambda x: f"{x:.4g}", na_rep="-")
+            self.table.value = self._table_html(view)
         if view.figure is not None:
             plt.close(view.figure)  # shown as a PNG; keep pyplot from drawing it again at the end of the cell
         return view
 
     def _png(self, view) -> bytes:
         return plots.figure_png(view.figure)
+
+    def _table_html(self, view) -> str:
+        return view.table.to_html(float_format=lambda x: f"{x:.4g}", na_rep="-")
 
     def _repr_mimebundle_(self, **kwargs):
         # The live widget for Jupyter, a short stable text for nbval and plain consoles.

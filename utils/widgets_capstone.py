@@ -13,10 +13,9 @@ import html
 from collections.abc import Callable
 
 import ipywidgets as widgets
-import matplotlib.pyplot as plt
 
-from utils import capstone, plots
-from utils.widgets import _error_html, _Wired
+from utils import capstone
+from utils.widgets import _Wired
 
 _STYLE = {"description_width": "140px"}
 _LAYOUT = widgets.Layout(width="360px")
@@ -122,25 +121,15 @@ class RecipeDashboard(_Wired):
         self.refresh()
 
     def refresh(self, change=None):
-        """Recompute from the controls and redraw: figure, summary sentences and the three tables."""
+        """Recompute from the controls and redraw; a preset change redraws once, after all its sliders moved."""
         if getattr(self, "_holding", False) or (
             change is not None and change["owner"] is self.controls["preset"]
         ):
-            return None  # a preset change redraws once, after all its sliders moved
-        self.calls += 1
-        view = self.compute(**self.settings())
-        self.view = view
-        if view.error:
-            self.message.value = _error_html(view.error)
-            self.image.layout.display = "none"
-            self.table.value = ""
-            return view
-        self.message.value = ""
-        self.image.value = plots.figure_png(view.figure)
-        self.image.layout.display = None
-        self.table.value = _tables_html(view)
-        plt.close(view.figure)
-        return view
+            return None
+        return super().refresh(change)
+
+    def _table_html(self, view: capstone.DashboardView) -> str:
+        return _tables_html(view)
 
     def __repr__(self) -> str:
         s = self.settings()
