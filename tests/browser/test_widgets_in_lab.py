@@ -89,6 +89,7 @@ def write_summary(stem: str, record: dict) -> None:
 
 
 @pytest.mark.browser
+@pytest.mark.timeout(600)  # above the harness's own waits: they fail first, with a reason
 @pytest.mark.parametrize("prefix,what,needs", WIDGET_NOTEBOOKS)
 def test_widgets_redraw_in_lab(jupyter_lab, prefix, what, needs):
     path = find_notebook(prefix)
