@@ -44,9 +44,10 @@ def test_pipeline_table_equals_the_simulator_with_all_to_all():
     assert table.loc["1f1b", "worst_idle"] == pytest.approx(timeline.worst_idle)
     # DualPipe hides the all-to-all inside its overlapped pairs; 1F1B exposes all of it
     assert table.loc["dualpipe", "comm_exposed"] < table.loc["1f1b", "comm_exposed"]
-    assert table.loc["1f1b", "comm_exposed"] == pytest.approx(
-        2 * SMALL.microbatches * SMALL.comm_ratio * SMALL.F, rel=0.5
-    )
+    # 1F1B runs every chunk's all-to-all in series with compute: each rank's F and B of every micro-batch
+    every_chunk = 2 * SMALL.microbatches * SMALL.comm_ratio * SMALL.F
+    assert table.loc["1f1b", "comm_exposed"] >= every_chunk
+    assert table.loc["dualpipe", "comm_exposed"] < every_chunk
 
 
 def test_memory_columns_in_model_terms():
