@@ -278,15 +278,7 @@ def _check_deadlock(s: Schedule) -> None:
     the input gradient)``.
     """
     n_mb = s.n_microbatches
-    nbrs: dict[tuple[int, ...], tuple[dict[int, int], dict[int, int]]] = {}
-    for route in s.routes:
-        if route not in nbrs:
-            nbrs[route] = (
-                dict(zip(route[1:], route[:-1], strict=True)),
-                dict(zip(route[:-1], route[1:], strict=True)),
-            )
-    prev_of = [nbrs[r][0] for r in s.routes]
-    next_of = [nbrs[r][1] for r in s.routes]
+    prev_of, next_of = s.route_links
     done = bytearray(2 * s.n_stages * n_mb)
     waiting: dict[int, list[int]] = {}
     pos = [0] * s.n_ranks

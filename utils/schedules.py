@@ -160,6 +160,22 @@ class Schedule:
         """Stage ids held by ``rank`` (their count is the rank's parameter copies)."""
         return self._stages_by_rank[rank]
 
+    @cached_property
+    def route_links(self) -> tuple[list[dict[int, int]], list[dict[int, int]]]:
+        """(prev_of, next_of): per micro-batch, dicts stage -> the previous / next stage on its route.
+
+        Micro-batches sharing a route share the same two dicts, so the validator and the simulator walk
+        thousands of micro-batches without rebuilding them.
+        """
+        links: dict[tuple[int, ...], tuple[dict[int, int], dict[int, int]]] = {}
+        for route in self.routes:
+            if route not in links:
+                links[route] = (
+                    dict(zip(route[1:], route[:-1], strict=True)),
+                    dict(zip(route[:-1], route[1:], strict=True)),
+                )
+        return [links[r][0] for r in self.routes], [links[r][1] for r in self.routes]
+
     def route_of(self, microbatch: int) -> tuple[int, ...]:
         """Stage ids micro-batch ``microbatch`` passes through, in forward order."""
         return self.routes[microbatch]

@@ -181,15 +181,7 @@ def _plans(schedule: Schedule) -> list[list[tuple[tuple[tuple[int, bool], ...], 
     Duration codes: F, B, I, W, or FB / FI for an overlapped pair (by the kind of its backward).
     """
     n_mb, stage_rank = schedule.n_microbatches, schedule.stage_to_rank
-    neighbours: dict[tuple[int, ...], tuple[dict[int, int], dict[int, int]]] = {}
-    for route in schedule.routes:
-        if route not in neighbours:
-            neighbours[route] = (
-                dict(zip(route[1:], route[:-1], strict=True)),
-                dict(zip(route[:-1], route[1:], strict=True)),
-            )
-    prev_of = [neighbours[r][0] for r in schedule.routes]
-    next_of = [neighbours[r][1] for r in schedule.routes]
+    prev_of, next_of = schedule.route_links
     plans = []
     for rank, acts in enumerate(schedule.actions):
         plan = []
