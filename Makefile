@@ -19,6 +19,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m utils._guard >/dev/null  # a learner's own utils.py beside a notebook gets an explanation, not the kit's place
 	@cp requirements.txt $(STAMP)
 
 setup: $(STAMP) ## Create .venv (or reuse it) and install the pinned list
@@ -28,7 +29,8 @@ lab: setup ## Open the course in JupyterLab (on a headless server it prints the 
 	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=$(PORT) --ServerApp.root_dir=$(CURDIR) \
 	    $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) notebooks/00_start_here.ipynb
 
-test: setup ## Run every test: unit tests, strict nbval over every notebook, browser tests if Chromium is here
+test: setup ## Run every test: layer rules, unit tests, strict nbval over every notebook, browser tests if Chromium is here
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 	$(NBVAL) -q
 
@@ -39,13 +41,14 @@ nbval: setup ## Strict nbval over every notebook only
 	$(NBVAL) -q
 
 notebooks: setup ## Re-execute every notebook in place in a fresh kernel (refreshes stored outputs)
-	$(PY) -m utils.notebooks run notebooks/*.ipynb
+	$(PY) -m tools.notebooks run notebooks/*.ipynb
 
 bench: setup ## Print the benchmark tables (performance targets with ratios against a reference)
 	$(PY) -m benchmarks
 
-lint: setup ## ruff over utils/ and tests/
-	$(VENV)/bin/ruff check utils tests benchmarks
+lint: setup ## ruff over the code, and the library's layer rules (import-linter contracts in pyproject.toml)
+	$(VENV)/bin/ruff check utils tests benchmarks tools
+	$(VENV)/bin/lint-imports --no-cache
 
 clean: ## Remove caches (keeps .venv)
 	rm -rf .pytest_cache .ruff_cache .hypothesis test-output

@@ -23,12 +23,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from utils.cluster import SimulatedCluster
-from utils.execute import execute
-from utils.pipeline_jobs import step_time_job
-from utils.schedules import make_schedule
-from utils.simulate import CostModel, simulate
-from utils.stage_models import decoder_spec, mlp_spec
+from utils.cluster.cluster import SimulatedCluster
+from utils.pipeline.costs import CostModel
+from utils.pipeline.executor.execute import execute
+from utils.pipeline.executor.jobs import step_time_job
+from utils.pipeline.executor.models import decoder_spec, mlp_spec
+from utils.pipeline.registry import make_schedule
+from utils.pipeline.simulate import simulate
 
 ROOT = Path(__file__).resolve().parents[1]
 RANKS, MICROBATCHES = 4, 8

@@ -14,9 +14,9 @@ from collections.abc import Callable
 import pandas as pd
 import torch
 
-from utils.accumulation import limited_accumulation_gemm, random_positive_operands
-from utils.fp8 import quantize
-from utils.fp8_linear import EmulatedLinear
+from utils.fp8.accumulation import limited_accumulation_gemm, random_positive_operands
+from utils.fp8.formats import quantize
+from utils.fp8.linear import EmulatedLinear
 
 
 def best_of(function: Callable[[], object], repeats: int = 5) -> float:

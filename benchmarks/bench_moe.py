@@ -13,14 +13,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from utils.cluster import SimulatedCluster
-from utils.data import make_dataset
-from utils.expert_parallel import ep_step_time_job, split_over_ranks
-from utils.moe import DeepSeekMoE
-from utils.moe_explore import NODE_CAP_CONFIG
-from utils.moe_train import single_thread, train
-from utils.routing import node_limited_route, topk_route
-from utils.toy_decoder import ToyDecoderConfig, build_toy_decoder
+from utils.cluster.cluster import SimulatedCluster
+from utils.moe.data import make_dataset
+from utils.moe.expert_parallel import ep_step_time_job, split_over_ranks
+from utils.moe.explore import NODE_CAP_CONFIG
+from utils.moe.layer import DeepSeekMoE
+from utils.moe.routing import node_limited_route, topk_route
+from utils.moe.toy_decoder import ToyDecoderConfig, build_toy_decoder
+from utils.moe.train import single_thread, train
 
 
 def _median_seconds(fn, repeats: int = 5) -> float:

@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 
-from utils.notebooks import execute_in_place
+from tools.notebooks import execute_in_place
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET_S = 60.0

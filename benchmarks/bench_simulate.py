@@ -15,8 +15,9 @@ from dataclasses import replace
 
 import pandas as pd
 
-from utils.schedules import make_schedule
-from utils.simulate import CostModel, simulate
+from utils.pipeline.costs import CostModel
+from utils.pipeline.registry import make_schedule
+from utils.pipeline.simulate import simulate
 
 COSTS = CostModel(F=1, B=2, W=1, FB=2.5)
 TARGETS = [("dualpipe", 16, 64, 20.0), ("dualpipe", 64, 1024, 1000.0), ("dualpipev", 32, 1024, 1000.0)]

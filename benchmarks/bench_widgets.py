@@ -23,10 +23,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from utils import plots  # noqa: E402
-from utils.schedules import make_schedule  # noqa: E402
-from utils.simulate import CostModel, simulate  # noqa: E402
-from utils.widgets import ScheduleExplorer  # noqa: E402
+from utils import figures  # noqa: E402
+from utils.pipeline import plots  # noqa: E402
+from utils.pipeline.costs import CostModel  # noqa: E402
+from utils.pipeline.registry import make_schedule  # noqa: E402
+from utils.pipeline.simulate import simulate  # noqa: E402
+from utils.widgets.pipeline import ScheduleExplorer  # noqa: E402
 
 RANKS, MICROBATCHES = 16, 64
 TARGET_MS = 150.0
@@ -57,7 +59,7 @@ def naive_patch_drawing(timeline) -> bytes:
                                    hatch="///" if plots.direction(timeline.schedule, stage) else None))
     ax.set_xlim(timeline.start, timeline.end)
     ax.set_ylim(timeline.n_ranks - 0.5, -0.5)
-    png = plots.figure_png(fig)
+    png = figures.figure_png(fig)
     plt.close(fig)
     return png
 

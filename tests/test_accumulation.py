@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from utils.accumulation import (
+from utils.fp8.accumulation import (
     accumulation_error,
     accumulation_error_vs_k,
     accumulation_sensitivity,

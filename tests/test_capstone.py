@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 
-from utils import table2
 from utils.capstone import (
     PRESETS,
     RecipeConfig,
@@ -16,10 +15,12 @@ from utils.capstone import (
     recipe_dashboard,
     routed_experts,
 )
-from utils.fp8_explore import outlier_activations, quantization_table
-from utils.routing import topk_route
-from utils.schedules import make_schedule
-from utils.simulate import CostModel, simulate
+from utils.fp8.explore import outlier_activations, quantization_table
+from utils.moe.routing import topk_route
+from utils.pipeline import table2
+from utils.pipeline.costs import CostModel
+from utils.pipeline.registry import make_schedule
+from utils.pipeline.simulate import simulate
 
 SMALL = PRESETS["classroom (small)"]
 
@@ -135,7 +136,7 @@ def replace_config(**overrides) -> RecipeConfig:
 def test_widget_redraws_on_slider_and_once_per_preset():
     from dataclasses import replace
 
-    from utils.widgets_capstone import RecipeDashboard
+    from utils.widgets.capstone import RecipeDashboard
 
     seen = []
 

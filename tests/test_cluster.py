@@ -21,8 +21,8 @@ import types
 import pytest
 import torch
 
-from utils import cluster_jobs as jobs
-from utils.cluster import MAX_WORLD_SIZE, RankError, RankTimeoutError, SimulatedCluster, check_job
+from utils.cluster import jobs
+from utils.cluster.cluster import MAX_WORLD_SIZE, RankError, RankTimeoutError, SimulatedCluster, check_job
 
 try:
     import psutil
@@ -186,7 +186,7 @@ def test_a_rank_that_raises_is_named_fast_and_the_cluster_restarts(cluster):
     elapsed = time.monotonic() - start
     assert elapsed < 10, f"took {elapsed:.1f} s: the error must not wait for the collective's timeout"
     error = info.value
-    assert str(error).splitlines()[0] == ("utils.cluster_jobs:fail_on_rank failed: "
+    assert str(error).splitlines()[0] == ("utils.cluster.jobs:fail_on_rank failed: "
                                           "rank 2 raised RuntimeError: simulated fault on rank 2")
     assert "ranks 0, 1 had not finished and were stopped" in str(error)
     assert error.ranks == (2,) and 'in fail_on_rank\n    raise RuntimeError' in error.tracebacks[2]
@@ -200,7 +200,7 @@ def test_an_error_on_every_rank_names_every_rank(cluster):
     with pytest.raises(RankError) as info:
         cluster.run(jobs.all_reduce_demo, op="mean")
     first = str(info.value).splitlines()[0]
-    assert first == ("utils.cluster_jobs:all_reduce_demo failed: ranks 0, 1, 2 raised "
+    assert first == ("utils.cluster.jobs:all_reduce_demo failed: ranks 0, 1, 2 raised "
                      "ValueError: op must be one of sum, max, min; got 'mean'")
     assert info.value.ranks == (0, 1, 2)
     assert str(info.value).count("--- traceback from rank") == 1  # one traceback per distinct error
@@ -214,7 +214,7 @@ def test_a_hanging_rank_is_reported_within_the_timeout(cluster):
     elapsed = time.monotonic() - start
     assert 1.5 <= elapsed < 1.5 + 5
     assert isinstance(info.value, TimeoutError) and isinstance(info.value, RankError)
-    assert str(info.value).splitlines()[0] == ("utils.cluster_jobs:hang_on_rank: rank 1 did not finish "
+    assert str(info.value).splitlines()[0] == ("utils.cluster.jobs:hang_on_rank: rank 1 did not finish "
                                                "within 1.5 s (ranks 0, 2 finished)")
     assert info.value.ranks == (1,)
 
@@ -227,7 +227,7 @@ def test_a_killed_rank_is_named_with_its_signal(cluster):
     elapsed = time.monotonic() - start
     assert elapsed < 10
     first = str(info.value).splitlines()[0]
-    assert first.startswith("utils.cluster_jobs:kill_rank failed: rank 2 was killed by signal SIGKILL")
+    assert first.startswith("utils.cluster.jobs:kill_rank failed: rank 2 was killed by signal SIGKILL")
     assert 2 in info.value.ranks
     assert wait_gone(old, 1) == []
 
@@ -287,7 +287,7 @@ def test_killing_the_parent_leaves_no_orphans():
     """A killed Jupyter kernel must not leave rank processes running: they watch their parent."""
     script = textwrap.dedent("""
         import json, sys, time
-        from utils.cluster import SimulatedCluster
+        from utils.cluster.cluster import SimulatedCluster
         cluster = SimulatedCluster(world_size=2)
         print(json.dumps(cluster.pids + [cluster._factory.proc.pid]), flush=True)
         time.sleep(120)

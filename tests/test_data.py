@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils.data import HEAD_CSV, IGNORE_INDEX, TASKS, answer_for, head_rows, make_dataset
+from utils.moe.data import HEAD_CSV, IGNORE_INDEX, TASKS, answer_for, head_rows, make_dataset
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 

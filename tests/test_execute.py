@@ -16,13 +16,15 @@ import pytest
 import torch
 from torch import nn
 
-from utils.cluster import RankError, SimulatedCluster
-from utils.execute import execute
-from utils.pipeline_jobs import StageRunner, _Clock
-from utils.pipeline_reference import gradient_gap, reference_run
-from utils.schedules import OverlappedAction, Schedule, make_schedule
-from utils.simulate import CostModel, simulate
-from utils.stage_models import MLPSpec, decoder_spec, mlp_spec
+from utils.cluster.cluster import RankError, SimulatedCluster
+from utils.pipeline.costs import CostModel
+from utils.pipeline.executor.execute import execute
+from utils.pipeline.executor.models import MLPSpec, decoder_spec, mlp_spec
+from utils.pipeline.executor.reference import gradient_gap, reference_run
+from utils.pipeline.executor.stage import StageRunner, _Clock
+from utils.pipeline.registry import make_schedule
+from utils.pipeline.schedule import OverlappedAction, Schedule
+from utils.pipeline.simulate import simulate
 
 ROOT = Path(__file__).resolve().parents[1]
 

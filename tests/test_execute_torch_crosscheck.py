@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import pytest
 
-from utils.cluster import SimulatedCluster
-from utils.execute import execute
-from utils.pipeline_jobs import torch_pipeline_job
-from utils.pipeline_reference import gradient_gap
-from utils.schedules import make_schedule
-from utils.stage_models import decoder_spec, mlp_spec
+from utils.cluster.cluster import SimulatedCluster
+from utils.pipeline.executor.execute import execute
+from utils.pipeline.executor.jobs import torch_pipeline_job
+from utils.pipeline.executor.models import decoder_spec, mlp_spec
+from utils.pipeline.executor.reference import gradient_gap
+from utils.pipeline.registry import make_schedule
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from utils.cluster import SimulatedCluster
-from utils.expert_parallel import (
+from utils.cluster.cluster import SimulatedCluster
+from utils.moe.expert_parallel import (
     PHASES,
     SCOPES,
     ExpertLayout,
@@ -19,7 +19,7 @@ from utils.expert_parallel import (
     traffic_from_routing,
     traffic_totals,
 )
-from utils.moe import DeepSeekMoE
+from utils.moe.layer import DeepSeekMoE
 
 WORLD = 4
 D_MODEL = 16

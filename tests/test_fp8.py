@@ -8,8 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from utils import fp8
-from utils.fp8 import (
+from utils.fp8 import formats as fp8
+from utils.fp8.formats import (
     FORMATS,
     GRANULARITIES,
     calc_diff,

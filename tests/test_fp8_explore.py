@@ -13,9 +13,9 @@ import torch  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from utils import fp8_explore  # noqa: E402
-from utils.accumulation import accumulation_error_vs_k  # noqa: E402
-from utils.fp8_explore import (  # noqa: E402
+from utils.fp8 import explore as fp8_explore  # noqa: E402
+from utils.fp8.accumulation import accumulation_error_vs_k  # noqa: E402
+from utils.fp8.explore import (  # noqa: E402
     explore_fp8,
     linear_gemm_errors,
     loss_gap_table,
@@ -26,7 +26,7 @@ from utils.fp8_explore import (  # noqa: E402
     plot_number_line,
     quantization_table,
 )
-from utils.widgets_fp8 import FP8Explorer, fp8_explorer  # noqa: E402
+from utils.widgets.fp8 import FP8Explorer, fp8_explorer  # noqa: E402
 
 SMALL = {"k": 256, "rows": 32}
 
@@ -131,11 +131,11 @@ def test_loss_gap_table_and_curves():
 
 
 def test_train_in_precisions_uses_the_same_start(monkeypatch):
-    import utils.moe_train
+    import utils.moe.train
 
     seen = []
-    monkeypatch.setattr(utils.moe_train, "train", lambda model, steps, **kw: seen.append(model) or kw["seed"])
-    from utils.toy_decoder import ToyDecoderConfig
+    monkeypatch.setattr(utils.moe.train, "train", lambda model, steps, **kw: seen.append(model) or kw["seed"])
+    from utils.moe.toy_decoder import ToyDecoderConfig
     result = fp8_explore.train_in_precisions(3, seed=5, config=ToyDecoderConfig(n_blocks=1, n_routed=2))
     assert result == {"fp32": 5, "bf16": 5, "fp8": 5}
     weights = [m.embed.weight for m in seen]

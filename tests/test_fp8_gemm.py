@@ -4,8 +4,8 @@ matmul; every scheme passes DeepGEMM's calc_diff test against the FP32 reference
 import pytest
 import torch
 
-from utils.fp8 import calc_diff, quantize
-from utils.fp8_gemm import (
+from utils.fp8.formats import calc_diff, quantize
+from utils.fp8.gemm import (
     SCHEMES,
     blockwise_gemm,
     fp8_gemm,

@@ -5,15 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from utils.fp8 import calc_diff, quantize, quantize_dequantize
-from utils.fp8_gemm import blockwise_gemm
-from utils.fp8_linear import (
-    EmulatedLinear,
-    convert_linears,
-    convert_linears_to_fp8,
-    precision_summary,
-)
-from utils.toy_decoder import ToyDecoderConfig, build_toy_decoder
+from utils.fp8.formats import calc_diff, quantize, quantize_dequantize
+from utils.fp8.gemm import blockwise_gemm
+from utils.fp8.linear import EmulatedLinear, convert_linears, convert_linears_to_fp8, precision_summary
+from utils.moe.toy_decoder import ToyDecoderConfig, build_toy_decoder
 
 
 def _layer_and_input(precision, bias=True, seed=0, in_features=256, out_features=192, tokens=(3, 50)):
@@ -149,7 +144,7 @@ def test_custom_skip_patterns_and_precision_summary():
 
 
 def test_a_converted_model_trains():
-    from utils.moe_train import train
+    from utils.moe.train import train
 
     model = _small_decoder()
     convert_linears_to_fp8(model)

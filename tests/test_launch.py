@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from utils.launch import main, parse_args
+from utils.cluster.launch import main, parse_args
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 REPO = Path(__file__).resolve().parent.parent
 
 
 def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
-    """Run `torchrun --standalone` (a free local port, so parallel runs never collide) on utils.launch."""
+    """Run `torchrun --standalone` (a free local port, so parallel runs never collide) on utils.cluster.launch."""
     if not TORCHRUN.exists():
         pytest.skip("torchrun is not installed next to this python")
     command = [str(TORCHRUN), "--standalone", f"--nproc-per-node={nproc}", "-m", "utils.launch", *args]
@@ -23,7 +23,7 @@ def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_a_job_under_torchrun_prints_every_rank_in_order():
-    done = torchrun(2, "utils.cluster_jobs:all_reduce_demo", "--backend", "gloo",
+    done = torchrun(2, "utils.cluster.jobs:all_reduce_demo", "--backend", "gloo",
                     "--args", "[[1.5, 2.5]]", "--kwargs", '{"op": "max"}')
     assert done.returncode == 0, done.stderr
     expected = []
@@ -34,7 +34,7 @@ def test_a_job_under_torchrun_prints_every_rank_in_order():
 
 
 def test_a_failing_rank_under_torchrun_is_reported():
-    failed = torchrun(2, "utils.cluster_jobs:fail_on_rank", "--args", "[1]")
+    failed = torchrun(2, "utils.cluster.jobs:fail_on_rank", "--args", "[1]")
     assert failed.returncode != 0
     assert "[rank 1] raised:" in failed.stderr and "simulated fault on rank 1" in failed.stderr
 
@@ -42,20 +42,20 @@ def test_a_failing_rank_under_torchrun_is_reported():
 def test_launch_outside_torchrun_says_how_to_start_it(monkeypatch, capsys):
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(name, raising=False)
-    assert main(["utils.cluster_jobs:ring_demo"]) == 2
+    assert main(["utils.cluster.jobs:ring_demo"]) == 2
     assert "must be started by torchrun" in capsys.readouterr().err
 
 
 def test_arguments_are_json():
-    args = parse_args(["utils.cluster_jobs:echo", "--args", "[1, [2.5]]", "--kwargs", '{"x": "y"}'])
+    args = parse_args(["utils.cluster.jobs:echo", "--args", "[1, [2.5]]", "--kwargs", '{"x": "y"}'])
     assert (args.args, args.kwargs, args.backend) == ([1, [2.5]], {"x": "y"}, "gloo")
 
 
 @pytest.mark.parametrize("argv", [
-    ["utils.cluster_jobs:ring_demo", "--backend", "mpi"],
-    ["utils.cluster_jobs:ring_demo", "--args", "not json"],
-    ["utils.cluster_jobs:ring_demo", "--args", '{"a": 1}'],
-    ["utils.cluster_jobs:ring_demo", "--timeout", "0"],
+    ["utils.cluster.jobs:ring_demo", "--backend", "mpi"],
+    ["utils.cluster.jobs:ring_demo", "--args", "not json"],
+    ["utils.cluster.jobs:ring_demo", "--args", '{"a": 1}'],
+    ["utils.cluster.jobs:ring_demo", "--timeout", "0"],
 ])
 def test_bad_command_lines_are_refused(argv, capsys):
     with pytest.raises(SystemExit):

@@ -5,16 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from utils.data import make_dataset
-from utils.moe import (
-    DeepSeekMoE,
-    balance_bias_update,
-    expert_balance_loss,
-    max_violation,
-)
-from utils.moe_train import evaluate, train
-from utils.routing import nodes_per_token
-from utils.toy_decoder import ToyDecoderConfig, build_toy_decoder, moe_layers
+from utils.moe.data import make_dataset
+from utils.moe.layer import DeepSeekMoE, balance_bias_update, expert_balance_loss, max_violation
+from utils.moe.routing import nodes_per_token
+from utils.moe.toy_decoder import ToyDecoderConfig, build_toy_decoder, moe_layers
+from utils.moe.train import evaluate, train
 
 
 def make_layer(**kwargs) -> DeepSeekMoE:

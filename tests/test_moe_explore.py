@@ -10,10 +10,9 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from utils import moe_explore, widgets_moe  # noqa: E402
-from utils.expert_parallel import ExpertLayout, traffic_from_routing  # noqa: E402
-from utils.moe import DeepSeekMoE  # noqa: E402
-from utils.moe_explore import (  # noqa: E402
+from utils.moe import explore as moe_explore  # noqa: E402
+from utils.moe.expert_parallel import ExpertLayout, traffic_from_routing  # noqa: E402
+from utils.moe.explore import (  # noqa: E402
     MoEView,
     balancing_table,
     layout_table,
@@ -25,8 +24,10 @@ from utils.moe_explore import (  # noqa: E402
     task_shares,
     traffic_table,
 )
-from utils.moe_train import TrainingHistory  # noqa: E402
-from utils.toy_decoder import ToyDecoderConfig, build_toy_decoder  # noqa: E402
+from utils.moe.layer import DeepSeekMoE  # noqa: E402
+from utils.moe.toy_decoder import ToyDecoderConfig, build_toy_decoder  # noqa: E402
+from utils.moe.train import TrainingHistory  # noqa: E402
+from utils.widgets import moe as widgets_moe
 
 
 @pytest.fixture

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from utils.cluster import SimulatedCluster
-from utils.execute import execute, pacing_from_costs
-from utils.pipeline_jobs import Pacing
-from utils.schedules import Action, OverlappedAction, make_schedule
-from utils.simulate import CostModel, simulate
-from utils.stage_models import mlp_spec
+from utils.cluster.cluster import SimulatedCluster
+from utils.pipeline.costs import CostModel
+from utils.pipeline.executor.execute import execute, pacing_from_costs
+from utils.pipeline.executor.models import mlp_spec
+from utils.pipeline.executor.pacing import Pacing
+from utils.pipeline.registry import make_schedule
+from utils.pipeline.schedule import Action, OverlappedAction
+from utils.pipeline.simulate import simulate
 
 UNIT_MS = 10.0
 

@@ -9,10 +9,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from utils import pipeline_explore as pe  # noqa: E402
-from utils import table2  # noqa: E402
-from utils.schedules import Action, make_schedule  # noqa: E402
-from utils.simulate import CostModel, simulate  # noqa: E402
+from utils.pipeline import explore as pe  # noqa: E402
+from utils.pipeline import table2  # noqa: E402
+from utils.pipeline.costs import CostModel  # noqa: E402
+from utils.pipeline.registry import make_schedule
+from utils.pipeline.schedule import Action  # noqa: E402
+from utils.pipeline.simulate import simulate
 
 
 @pytest.fixture(autouse=True)

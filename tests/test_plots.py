@@ -12,9 +12,10 @@ import pytest  # noqa: E402
 from matplotlib.collections import LineCollection, PolyCollection  # noqa: E402
 from matplotlib.colors import is_color_like, to_hex, to_rgb  # noqa: E402
 
-from utils import plots  # noqa: E402
-from utils.schedules import Action, OverlappedAction, Schedule  # noqa: E402
-from utils.timeline import CommInterval, Interval, Timeline  # noqa: E402
+from utils import figures  # noqa: E402
+from utils.pipeline import plots  # noqa: E402
+from utils.pipeline.schedule import Action, OverlappedAction, Schedule  # noqa: E402
+from utils.pipeline.timeline import CommInterval, Interval, Timeline  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -176,7 +177,7 @@ def test_idle_bars_heights_are_idle_times():
 
 def test_figure_png_renders():
     ax = plots.plot_timeline(two_rank_timeline())
-    png = plots.figure_png(ax.figure)
+    png = figures.figure_png(ax.figure)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     buf = io.BytesIO(png)
     assert len(buf.getvalue()) > 1000

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from utils.routing import (
+from utils.moe.routing import (
     experts_per_node,
     node_limited_route,
     node_of_expert,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from utils.schedules import Action, OverlappedAction, Schedule, parse_action
+from utils.pipeline.schedule import Action, OverlappedAction, Schedule, parse_action
 
 
 def test_action_strings_match_torch_form():
@@ -55,7 +55,9 @@ def test_schedule_helpers():
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
-from utils.schedules import SCHEDULE_NAMES, action_parts, make_schedule, validate  # noqa: E402
+from utils.pipeline.registry import SCHEDULE_NAMES, make_schedule  # noqa: E402
+from utils.pipeline.schedule import action_parts  # noqa: E402
+from utils.pipeline.validation import validate  # noqa: E402
 
 
 def plain_actions(schedule, rank):

@@ -10,8 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from utils.schedules import SCHEDULE_NAMES, OverlappedAction, make_schedule, parse_action
-from utils.simulate import CostModel, ascii_timeline, simulate
+from utils.pipeline.costs import CostModel
+from utils.pipeline.registry import SCHEDULE_NAMES, make_schedule
+from utils.pipeline.schedule import OverlappedAction, parse_action
+from utils.pipeline.simulate import ascii_timeline, simulate
 
 UNIT = CostModel(F=1, B=2, W=1, FB=3)
 

@@ -6,9 +6,10 @@ model (model chunks): ranks for 1F1B, ZB1P and DualPipe, twice the ranks for Dua
 
 import pytest
 
-from utils import table2
-from utils.schedules import make_schedule
-from utils.simulate import CostModel, simulate
+from utils.pipeline import table2
+from utils.pipeline.costs import CostModel
+from utils.pipeline.registry import make_schedule
+from utils.pipeline.simulate import simulate
 
 # costs meeting every method's assumptions: F = B - W, W <= F, max(F, B) <= FB <= F + B
 GOOD_COSTS = [

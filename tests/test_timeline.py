@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from utils.schedules import Action, OverlappedAction, Schedule
-from utils.timeline import CommInterval, Interval, Timeline
+from utils.pipeline.schedule import Action, OverlappedAction, Schedule
+from utils.pipeline.timeline import CommInterval, Interval, Timeline
 
 
 def two_rank_timeline() -> Timeline:

@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import pytest
 from torch.distributed.pipelining.schedules import ScheduleDualPipeV, ScheduleGPipe, _Action
 
-from utils.schedules import action_parts, make_schedule, parse_action
+from utils.pipeline.registry import make_schedule
+from utils.pipeline.schedule import action_parts, parse_action
 
 
 def stand_in_stage(index: int, n_stages: int, n_ranks: int, rank: int) -> SimpleNamespace:

@@ -4,8 +4,9 @@ from dataclasses import replace
 
 import pytest
 
-from utils.schedule_validation import check_structure
-from utils.schedules import Action, OverlappedAction, Schedule, make_schedule, parse_action, validate
+from utils.pipeline.registry import make_schedule
+from utils.pipeline.schedule import Action, OverlappedAction, Schedule, parse_action
+from utils.pipeline.validation import check_structure, validate
 
 
 def edit(schedule: Schedule, rank: int, new_line: str) -> Schedule:

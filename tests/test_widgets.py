@@ -6,7 +6,9 @@ matplotlib.use("Agg")
 
 import pytest  # noqa: E402
 
-from utils import pipeline_explore, plots, widgets  # noqa: E402
+from utils.pipeline import explore as pipeline_explore  # noqa: E402
+from utils.pipeline import plots
+from utils.widgets import pipeline as widgets
 
 
 class Spy:

@@ -1,18 +1,28 @@
 """The course's library: every function a notebook relies on lives in this package.
 
-Layers (arrows point down only; see CONTRIBUTING.md). Each line lists modules of one layer:
+Subpackages by concept (each ``__init__`` says what lives there and what it may import):
 
-    widgets, widgets_moe, widgets_fp8, widgets_capstone, checks        what the learner touches
-    capstone, pipeline_explore, moe_explore, fp8_explore               pure functions behind the widgets
-    plots, execute, pipeline_jobs, pipeline_rank, pipeline_messages,   built on the ground layer
-    pipeline_stage, pipeline_experts, pipeline_overlap, pipeline_pacing,
-    pipeline_torch, stage_models, pipeline_reference, expert_parallel,
-    moe_train, fp8_linear, fp8_gemm, accumulation
-    simulate, timeline, table2, moe, toy_decoder                       the models of the course
-    schedules, schedule_generators, schedule_validation, cluster,      ground: no imports of the kit
-    cluster_inputs, cluster_processes, cluster_rank, cluster_jobs,
-    launch, routing, fp8, data, notebooks
+    cluster/    the simulated cluster: each simulated GPU a real process in a torch.distributed group
+    moe/        routing, the DeepSeekMoE layer, the toy decoder and its data and training, expert parallelism
+    pipeline/   schedules as data, their validator, cost model, simulator, Table 2 and plots;
+                executor/ runs a schedule for real on the cluster
+    fp8/        FP8 formats, fine-grained scaling, GEMMs, accumulation, the FP8 linear layer
+    widgets/    controls wired to the pure functions above (only wiring)
 
-Pipelines: a `Schedule` (schedules) is what each rank will do; a `Timeline` (timeline) is what each rank did
-and when. The simulator (simulate) and the executor (execute) both turn the first into the second.
+Course level: ``checks`` (exercise self-checks), ``capstone`` (the recipe dashboard), ``figures`` (the palette).
+Command lines: ``python -m utils.schedules``, ``utils.simulate``, ``utils.execute``, ``utils.launch``.
+Layers (arrows point down only; enforced by import-linter, ``make lint``):
+
+    widgets                       what the learner touches
+    checks, capstone              course level
+    pipeline.executor             runs schedules on the cluster (never imports the simulator)
+    pipeline, moe, fp8            the models of the course
+    cluster, figures              ground: no imports of the kit
+
+Pipelines: a ``Schedule`` (pipeline.schedule) is what each rank will do; a ``Timeline`` (pipeline.timeline)
+is what each rank did and when. The simulator and the executor both turn the first into the second.
 """
+
+from utils import _legacy
+
+_legacy.install()  # old flat names such as utils.routing keep working (see utils/_legacy.py)

@@ -4,13 +4,13 @@
 
 * **pipeline**: every schedule on the same model and devices, with the expert-parallel all-to-all of each
   chunk costing `comm_ratio` times the chunk's forward compute (1:1 in the report, Sec. 3.2.1): step time,
-  worst-rank idle, bubble ratio, peak activations, parameter copies (`utils.pipeline_explore`);
+  worst-rank idle, bubble ratio, peak activations, parameter copies (`utils.pipeline.explore`);
 * **node cap**: cross-node bytes of the all-to-all when each token may use at most M nodes (Sec. 2.2,
-  3.2.2), from routing decisions on synthetic affinities (`utils.routing`, `utils.expert_parallel`);
+  3.2.2), from routing decisions on synthetic affinities (`utils.moe.routing`, `utils.moe.expert_parallel`);
 * **FP8**: quantisation error of activations with outlier channels under each scaling granularity
-  (`utils.fp8_explore`), and the bytes FP8 moves per token against BF16.
+  (`utils.fp8.explore`), and the bytes FP8 moves per token against BF16.
 
-The widget in `utils.widgets_capstone` only wires controls to it.
+The widget in `utils.widgets.capstone` only wires controls to it.
 """
 
 from __future__ import annotations
@@ -24,15 +24,16 @@ import torch
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
-from utils import plots
-from utils.expert_parallel import DIRECTIONS, PHASES, ExpertLayout, traffic_from_routing, traffic_totals
-from utils.fp8 import get_format
-from utils.fp8_explore import outlier_activations, quantization_table
-from utils.pipeline_explore import comparison_table
-from utils.routing import route
-from utils.simulate import CostModel
+from utils import figures
+from utils.fp8.explore import outlier_activations, quantization_table
+from utils.fp8.formats import get_format
+from utils.moe.expert_parallel import DIRECTIONS, PHASES, ExpertLayout, traffic_from_routing, traffic_totals
+from utils.moe.routing import route
+from utils.pipeline.costs import CostModel
+from utils.pipeline.explore import comparison_table
+from utils.pipeline.registry import TABLE2_SCHEDULES
 
-SCHEDULES = ("1f1b", "zb1p", "dualpipe", "dualpipev")
+SCHEDULES = TABLE2_SCHEDULES
 GRANULARITIES = ("tensor", "row", "tile1x128", "mx1x32")
 GRANULARITY_LABELS = {
     "tensor": "per tensor",
@@ -269,18 +270,18 @@ def plot_dashboard(config: RecipeConfig, pipe: pd.DataFrame, cap: pd.DataFrame, 
     fig, axes = plt.subplots(2, 2, figsize=(12, 7.5), layout="constrained")
     ok = pipe.dropna(subset=["worst_idle"])
     names = list(ok.index)
-    colors = [plots.SCHEDULE_COLORS.get(n, "#56B4E9") for n in names]
+    colors = [figures.SCHEDULE_COLORS.get(n, "#56B4E9") for n in names]
     ax = axes[0, 0]
     ax.bar(
-        names, ok["worst_idle"], color=colors, edgecolor=plots.EDGE_COLOR, label="worst-rank idle (bubble)"
+        names, ok["worst_idle"], color=colors, edgecolor=figures.EDGE_COLOR, label="worst-rank idle (bubble)"
     )
     ax.bar(
         names,
         ok["comm_exposed"],
         bottom=ok["worst_idle"],
-        color=plots.KIND_COLORS["comm"],
+        color=figures.KIND_COLORS["comm"],
         hatch="//",
-        edgecolor=plots.EDGE_COLOR,
+        edgecolor=figures.EDGE_COLOR,
         label="step time added by the all-to-all",
     )
     ax.set_title(
@@ -296,8 +297,8 @@ def plot_dashboard(config: RecipeConfig, pipe: pd.DataFrame, cap: pd.DataFrame, 
         x - 0.2,
         ok["activation_memory"],
         0.4,
-        color=plots.KIND_COLORS["F"],
-        edgecolor=plots.EDGE_COLOR,
+        color=figures.KIND_COLORS["F"],
+        edgecolor=figures.EDGE_COLOR,
         label="peak activations (stage-activations)",
     )
     twin = ax.twinx()
@@ -305,8 +306,8 @@ def plot_dashboard(config: RecipeConfig, pipe: pd.DataFrame, cap: pd.DataFrame, 
         x + 0.2,
         ok["params_per_device"],
         0.4,
-        color=plots.KIND_COLORS["W"],
-        edgecolor=plots.EDGE_COLOR,
+        color=figures.KIND_COLORS["W"],
+        edgecolor=figures.EDGE_COLOR,
         label="parameters (x 1/PP of the model)",
     )
     ax.set_xticks(x, names)
@@ -322,14 +323,14 @@ def plot_dashboard(config: RecipeConfig, pipe: pd.DataFrame, cap: pd.DataFrame, 
         cap.index,
         cap["cross_node_KiB_bf16"],
         marker="o",
-        color=plots.KIND_COLORS["comm"],
+        color=figures.KIND_COLORS["comm"],
         label="cross-node (InfiniBand), BF16",
     )
     ax.plot(
         cap.index,
         cap["cross_node_KiB_fp8_dispatch"],
         marker="^",
-        color=plots.KIND_COLORS["comm"],
+        color=figures.KIND_COLORS["comm"],
         linestyle="-.",
         label="cross-node, FP8 dispatch",
     )
@@ -338,10 +339,10 @@ def plot_dashboard(config: RecipeConfig, pipe: pd.DataFrame, cap: pd.DataFrame, 
         cap["intra_node_KiB_bf16"],
         marker="s",
         linestyle="--",
-        color=plots.KIND_COLORS["F"],
+        color=figures.KIND_COLORS["F"],
         label="within node (NVLink)",
     )
-    ax.axvline(config.node_cap, color=plots.EDGE_COLOR, linestyle=":", label=f"cap M = {config.node_cap}")
+    ax.axvline(config.node_cap, color=figures.EDGE_COLOR, linestyle=":", label=f"cap M = {config.node_cap}")
     ax.set_title(
         f"All-to-all per token vs node cap: {config.experts} experts, top-{config.top_k}, "
         f"{config.nodes} nodes"
@@ -356,15 +357,15 @@ def plot_dashboard(config: RecipeConfig, pipe: pd.DataFrame, cap: pd.DataFrame, 
         y - 0.2,
         100 * fp8["mean_rel_error"],
         0.4,
-        color=plots.KIND_COLORS["B"],
+        color=figures.KIND_COLORS["B"],
         label="mean relative error (%)",
     )
     ax.barh(
         y + 0.2,
         100 * fp8["flushed_to_zero"],
         0.4,
-        color=plots.KIND_COLORS["idle"],
-        edgecolor=plots.EDGE_COLOR,
+        color=figures.KIND_COLORS["idle"],
+        edgecolor=figures.EDGE_COLOR,
         label="flushed to zero (%)",
     )
     ax.set_yticks(y, labels)

@@ -1,0 +1,1 @@
+"""Repository tooling that is not course library: re-executing notebooks, builds."""

@@ -1,0 +1,276 @@
+"""The experiments and figures of notebook 06 (FP8 mixed precision), and the pure function behind its widget.
+
+`explore_fp8(format, granularity, scale rule, outlier magnitude, K, accumulator bits, N_C)` returns a figure
+of error heatmaps and a metrics table; utils/widgets/fp8.py only wires controls to it. The other functions
+build the notebook's tables and figures from utils.fp8.formats, utils.fp8.gemm, utils.fp8.accumulation and
+utils.fp8.linear, so every notebook cell stays a call or two.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib import pyplot as plt
+from matplotlib.figure import Figure
+
+from utils.fp8.accumulation import accumulation_error, limited_accumulation_gemm
+from utils.fp8.formats import (
+    FORMATS,
+    GRANULARITIES,
+    calc_diff,
+    error_metrics,
+    get_format,
+    quantize_dequantize,
+)
+from utils.fp8.linear import EmulatedLinear, convert_linears
+
+# Okabe-Ito colours (as utils.pipeline.plots), one per thing compared in this notebook's line plots.
+COLORS = {"fp32": "#000000", "bf16": "#0072B2", "fp8": "#D55E00", "e4m3": "#0072B2", "e5m2": "#E69F00",
+          "limited": "#D55E00", "promoted": "#009E73"}
+HEATMAP_CMAP = "magma"
+LOG_ERROR_RANGE = (-4.0, 0.0)   # heatmaps show log10 relative error from 0.01% to 100% (flushed to zero)
+HEATMAP_CHANNELS = 256          # the explorer's heatmaps show the first two 1x128 tiles of each row
+# What each granularity pairs with on the weight side of a GEMM: DeepSeek-V3 tiles activations 1x128 and
+# blocks weights 128x128; the other schemes use the same groups on both sides.
+WEIGHT_GRANULARITY = {"tile1x128": "block128x128"}
+
+
+def outlier_activations(rows: int = 64, cols: int = 512, outlier: float = 1.0, n_outlier_channels: int = 4,
+                        seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, mask): N(0, 1) activations whose first `n_outlier_channels` columns are scaled by `outlier`.
+
+    LLM activations concentrate their outliers in a few hidden channels (Dettmers et al. 2022, LLM.int8()),
+    which is why a scale shared along a row cannot escape them while a 1x128 tile confines them. A handful
+    of channels among thousands touches few tiles; here they all sit in the first 128 columns (3, 34, 65, 96).
+    """
+    if outlier < 1:
+        raise ValueError(f"outlier magnitude must be >= 1 (a multiplier on some channels), got {outlier}.")
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, cols, generator=generator)
+    mask = torch.zeros(rows, cols, dtype=torch.bool)
+    if n_outlier_channels:
+        channels = (3 + 31 * torch.arange(n_outlier_channels)) % cols
+        mask[:, channels] = True
+        x[:, channels] *= outlier
+    return x, mask
+
+
+def quantization_table(x: torch.Tensor, mask: torch.Tensor | None = None, fmt: str = "e4m3",
+                       granularities: tuple[str, ...] = tuple(GRANULARITIES), scale_rule: str | None = None
+                       ) -> pd.DataFrame:
+    """One row per granularity: error_metrics of quantising `x` (outliers given by `mask`)."""
+    rows = [{"granularity": g, **error_metrics(x, quantize_dequantize(x, fmt, g, scale_rule), mask)}
+            for g in granularities]
+    return pd.DataFrame(rows).set_index("granularity")
+
+
+def _log_relative_error(x: torch.Tensor, x_hat: torch.Tensor) -> np.ndarray:
+    """log10 |x_hat - x| / |x| per element, clipped to LOG_ERROR_RANGE (exact values show the floor)."""
+    relative = ((x_hat.double() - x.double()).abs() / x.double().abs()).numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.clip(np.log10(relative), *LOG_ERROR_RANGE)
+
+
+def _heatmap(ax, values: np.ndarray, title: str, xlabel: str, ylabel: str, label: str,
+             vrange=LOG_ERROR_RANGE):
+    image = ax.imshow(values, aspect="auto", cmap=HEATMAP_CMAP, vmin=vrange[0], vmax=vrange[1],
+                      interpolation="nearest")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.figure.colorbar(image, ax=ax, label=label)
+
+
+def plot_number_line(formats: tuple[str, ...] = tuple(FORMATS)) -> Figure:
+    """Every positive value of each format on a log axis, with the normal/subnormal boundary marked."""
+    fig, ax = plt.subplots(figsize=(11, 2.6))
+    for row, name in enumerate(formats):
+        f = get_format(name)
+        values = torch.unique(torch.arange(256, dtype=torch.int16).to(torch.uint8).view(f.dtype).float())
+        values = values[torch.isfinite(values) & (values > 0)].numpy()
+        ax.scatter(values, np.full(values.shape, row), marker="|", s=250, color=COLORS[f.name],
+                   label=f"{f.name.upper()}: {len(values)} positive values, max {f.max:g}")
+        ax.axvline(f.smallest_normal, color=COLORS[f.name], linestyle=":", linewidth=1)
+    ax.set_xscale("log", base=2)
+    ax.set(yticks=range(len(formats)), yticklabels=[n.upper() for n in formats],
+           ylim=(-0.7, len(formats) + 0.4),
+           xlabel="value (log2 scale); dotted line: smallest normal, subnormals to its left", ylabel="format",
+           title="FP8 number lines: E4M3 has finer steps, E5M2 a wider range")
+    ax.legend(loc="upper left", fontsize=8, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_granularity_errors(x: torch.Tensor, fmt: str = "e4m3",
+                            granularities: tuple[str, ...] = ("tensor", "row", "tile1x128", "block128x128"),
+                            scale_rule: str | None = None) -> Figure:
+    """One heatmap per granularity of the per-element relative error of quantising `x`."""
+    fig, axes = plt.subplots(1, len(granularities), figsize=(3.6 * len(granularities), 3.2), squeeze=False)
+    for ax, g in zip(axes[0], granularities, strict=True):
+        error = _log_relative_error(x, quantize_dequantize(x, fmt, g, scale_rule))
+        _heatmap(ax, error, f"{fmt.upper()}, {g}", "channel (column)", "token (row)", "log10 relative error")
+    fig.suptitle("Relative error of each value after FP8 quantisation (0 = 100%: flushed to zero)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_accumulation_vs_k(table: pd.DataFrame, mantissa_bits: int = 14) -> Figure:
+    """Worst-case relative error against K from accumulation_error_vs_k (a model, not a measurement)."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    colors = (COLORS["limited"], COLORS["promoted"])
+    for (label, group), color in zip(table.groupby("accumulation", sort=False), colors, strict=True):
+        ax.plot(group["K"], 100 * group["max_rel_error"], marker="o", color=color, label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set(xlabel="K (reduction length, elements)", ylabel="worst-case relative error (%)",
+           title=f"Accumulator model ({mantissa_bits} mantissa bits): error grows with K unless promoted")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def explore_fp8(fmt: str = "e4m3", granularity: str = "tile1x128", scale_rule: str = "fp32",
+                outlier: float = 1.0, k: int = 1024, accum_bits: int = 14, promote_every: int | None = 128,
+                rows: int = 64, seed: int = 0) -> tuple[Figure, pd.DataFrame]:
+    """The FP8 error explorer: (figure of error heatmaps, metrics table) for one setting.
+
+    Activations A (rows x k) with 4 outlier channels scaled by `outlier` are quantised with `granularity`
+    and `scale_rule`; weights B (rows x k, N(0, 1/k)) with the matching weight granularity (128x128 blocks
+    for 1x128 activation tiles, else the same). The GEMM A @ B.T then runs through the accumulator model
+    (`accum_bits` mantissa bits, promotion to FP32 every `promote_every` elements, None: never). The table
+    adds the report's accumulation test (random positive matrices, worst case) for this K and accumulator.
+    Products are accumulated dequantised (a model: hardware accumulates raw FP8 products and applies the
+    scales at promotion, which is why fine-grained scales need promotion at group boundaries).
+    """
+    x, mask = outlier_activations(rows, k, outlier, seed=seed)
+    weights = torch.randn(rows, k, generator=torch.Generator().manual_seed(seed + 1)) / k ** 0.5
+    x_hat = quantize_dequantize(x, fmt, granularity, scale_rule)
+    w_hat = quantize_dequantize(weights, fmt, WEIGHT_GRANULARITY.get(granularity, granularity), scale_rule)
+    reference = x.double() @ weights.double().T            # unquantised inputs
+    exact_fp8 = x_hat.double() @ w_hat.double().T          # the same FP8 inputs, exact accumulation
+    out = limited_accumulation_gemm(x_hat, w_hat, accum_bits, promote_every)
+    accumulation_only = ((out - exact_fp8).abs() / exact_fp8.pow(2).mean().sqrt()).numpy()
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
+    shown = slice(0, HEATMAP_CHANNELS)   # the outlier tile and the next: 4 columns in 4096 would not show
+    channels = f"channel (first {min(k, HEATMAP_CHANNELS)} of {k})"
+    _heatmap(axes[0], np.log10(x[:, shown].abs().clamp_min(1e-4).numpy()),
+             f"input |A| ({outlier:g}x outlier channels)", channels, "token (row)", "log10 |value|",
+             vrange=(-2, max(1.0, np.log10(4 * outlier))))
+    _heatmap(axes[1], _log_relative_error(x[:, shown], x_hat[:, shown]),
+             f"quantisation error: {fmt.upper()}, {granularity}, {scale_rule} scales", channels,
+             "token (row)", "log10 relative error")
+    promotion = f"promotion every {promote_every}" if promote_every else "no promotion"
+    with np.errstate(divide="ignore"):
+        _heatmap(axes[2], np.clip(np.log10(accumulation_only), -7.0, -1.0), f"accumulation error, K={k}, "
+                 f"{accum_bits}-bit accumulator,\n{promotion} (vs exact sum of the same FP8 products)",
+                 "output column", "output row", "log10 |error| / RMS(output)", vrange=(-7.0, -1.0))
+    fig.tight_layout()
+
+    metrics = error_metrics(x, x_hat, mask)
+    nc_label = f"N_C = {promote_every or 'never'}"
+    table = pd.DataFrame({"metric": [
+        "quantisation: relative error (norm)", "quantisation: mean relative error per value",
+        "quantisation: relative error of non-outliers", "quantisation: fraction flushed to zero",
+        "quantisation: calc_diff", "GEMM vs FP64 of the unquantised inputs: relative error (norm)",
+        "GEMM vs FP64 of the unquantised inputs: calc_diff",
+        "GEMM vs FP64 of the same FP8 inputs (accumulation only): relative error (norm)",
+        "accumulator model, positive inputs: worst-case error, no promotion",
+        f"accumulator model, positive inputs: worst-case error, {nc_label}"],
+        "value": [metrics["rel_error"], metrics["mean_rel_error"], metrics["nonoutlier_rel_error"],
+                  metrics["flushed_to_zero"], metrics["calc_diff"],
+                  float((out - reference).norm() / reference.norm()), calc_diff(out, reference),
+                  float((out - exact_fp8).norm() / exact_fp8.norm()),
+                  accumulation_error(k, accum_bits, None, rows, seed=seed),
+                  accumulation_error(k, accum_bits, promote_every, rows, seed=seed)]}).set_index("metric")
+    return fig, table
+
+
+def linear_gemm_errors(in_features: int = 512, out_features: int = 256, tokens: int = 512, seed: int = 0
+                       ) -> pd.DataFrame:
+    """calc_diff against FP32 of the three GEMM outputs of one linear layer (Fprop y, Dgrad dx, Wgrad dW),
+    for the FP8 recipe and for BF16 inputs, on random activations and output gradients."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(tokens, in_features, generator=generator)
+    grad_y = torch.randn(tokens, out_features, generator=generator)
+    reference = torch.nn.Linear(in_features, out_features, bias=False)
+    with torch.no_grad():
+        weight = torch.randn(out_features, in_features, generator=generator) / in_features ** 0.5
+        reference.weight.copy_(weight)
+
+    def outputs(layer: torch.nn.Module) -> list[torch.Tensor]:
+        inputs = x.clone().requires_grad_(True)
+        layer.weight.grad = None
+        y = layer(inputs)
+        y.backward(grad_y)
+        return [y.detach(), inputs.grad, layer.weight.grad.clone()]
+
+    expected = outputs(reference)
+    table = {"GEMM": ["Fprop  y = x W^T", "Dgrad  dx = dy W", "Wgrad  dW = dy^T x"],
+             "FP8 operands": ["x 1x128 tiles, W 128x128 blocks", "dy 1x128 tiles, W 128x128 blocks",
+                              "dy, x 128x1 tiles"]}
+    for precision in ("fp8", "bf16"):
+        got = outputs(EmulatedLinear.from_linear(reference, precision))
+        diffs = [calc_diff(g, e) for g, e in zip(got, expected, strict=True)]
+        table[f"calc_diff {precision.upper()}"] = diffs
+    return pd.DataFrame(table).set_index("GEMM")
+
+
+def train_in_precisions(steps: int = 100, precisions: tuple[str, ...] = ("fp32", "bf16", "fp8"),
+                        seed: int = 0, config=None, progress: bool = False) -> dict:
+    """Train the toy MoE decoder once per precision from the same seed, weights and batches.
+
+    "fp32" is the plain model; "bf16" / "fp8" swap every linear but the router and head for an
+    EmulatedLinear of that precision (utils.fp8.linear). Returns {precision: TrainingHistory}.
+    """
+    # Imported here: only this experiment needs the trainer.
+    from utils.moe.toy_decoder import build_toy_decoder
+    from utils.moe.train import train
+
+    histories = {}
+    for precision in precisions:
+        model = build_toy_decoder(config, seed=seed)
+        if precision != "fp32":
+            convert_linears(model, precision)
+        histories[precision] = train(model, steps, seed=seed, progress=progress, desc=precision)
+    return histories
+
+
+def loss_gap_table(histories: dict, baseline: str = "bf16", window: int = 20) -> pd.DataFrame:
+    """Relative loss gap of each run against `baseline`: mean training loss over the last `window` steps,
+    and held-out loss and accuracy after training. Positive gap = worse than the baseline."""
+    base = histories[baseline]
+    base_train = float(np.mean(base.loss[-window:]))
+    rows = []
+    for precision, history in histories.items():
+        final = float(np.mean(history.loss[-window:]))
+        rows.append({"precision": precision, f"train loss (last {window} steps)": final,
+                     "relative gap vs " + baseline: (final - base_train) / base_train,
+                     "held-out loss": history.eval_loss,
+                     "held-out gap vs " + baseline: (history.eval_loss - base.eval_loss) / base.eval_loss,
+                     "held-out accuracy": history.eval_accuracy})
+    return pd.DataFrame(rows).set_index("precision")
+
+
+def plot_loss_curves(histories: dict, window: int = 10) -> Figure:
+    """Training loss per step (moving average over `window` steps) of each precision, and the relative gap
+    of each to BF16 when there is a BF16 run."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
+    kernel = np.ones(window) / window
+    smoothed = {p: np.convolve(h.loss, kernel, mode="valid") for p, h in histories.items()}
+    steps = np.arange(window, window + len(next(iter(smoothed.values()))))
+    for precision, curve in smoothed.items():
+        axes[0].plot(steps, curve, color=COLORS.get(precision), label=precision.upper())
+    axes[0].set(xlabel="training step", ylabel=f"loss (moving average of {window} steps)",
+                title="Toy MoE decoder, same seed and batches")
+    axes[0].legend()
+    if "bf16" in smoothed:
+        for precision, curve in smoothed.items():
+            if precision != "bf16":
+                gap = 100 * (curve - smoothed["bf16"]) / smoothed["bf16"]
+                axes[1].plot(steps, gap, color=COLORS.get(precision), label=f"{precision.upper()} vs BF16")
+        axes[1].axhline(0.25, color="#999999", linestyle="--", label="report's bound: 0.25%")
+        axes[1].axhline(-0.25, color="#999999", linestyle="--")
+        axes[1].set(xlabel="training step", ylabel="relative loss gap (%)", title="Gap to the BF16 run")
+        axes[1].legend()
+    fig.tight_layout()
+    return fig

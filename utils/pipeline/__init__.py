@@ -1,0 +1,17 @@
+"""Pipeline parallelism: schedules as data, and everything that reads them.
+
+    schedule     Action, OverlappedAction, Schedule: the types, their string forms, the dependency rule
+    generators   naive, GPipe, 1F1B, ZB1P, DualPipe, DualPipeV: one function per schedule, phase by phase
+    validation   the validator: is a schedule runnable? (messages name the rank, the action and the rule)
+    registry     names -> generators (``make_schedule``), and ``python -m utils.schedules``
+    costs        CostModel: how long F, B, I, W, F&B and the all-to-all take
+    timeline     Timeline: what each rank did and when (the common result of simulator and executor)
+    simulate     the event-driven simulator, and ``python -m utils.simulate``
+    table2       the closed forms of the DeepSeek-V3 report's Table 2, with their assumptions
+    plots        Gantt charts, activation memory, idle bars
+    explore      the pure functions behind the pipeline widgets and exercises
+    executor/    what a rank runs to execute a schedule for real on a simulated cluster
+
+May import: torch, numpy, pandas, matplotlib, ``utils.figures``, ``utils.cluster`` (the executor only) and
+``utils.moe`` (the executor's MoE stage models only). The executor never imports the simulator.
+"""

@@ -1,0 +1,71 @@
+"""The cost model of a pipeline step: how long each action takes, in the notation of the DeepSeek-V3 report.
+
+One place for the durations both producers of a ``Timeline`` use: the simulator (``utils.pipeline.simulate``)
+places actions by them, and the executor's pacing (``utils.pipeline.executor.pacing``) sleeps them.
+Ground layer: imports nothing from the kit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Durations in the notation of the DeepSeek-V3 report (Table 2), in simulated time units.
+
+    ``F`` forward chunk, ``B`` full backward chunk, ``W`` its weight part (so the input part is
+    ``B_input = B - W``), ``FB`` an overlapped forward-and-backward pair (default F + B: no overlap gain),
+    ``p2p`` latency of sending an activation or gradient to another rank, ``dispatch``/``combine`` the
+    expert-parallel all-to-all of one chunk (0: no expert parallelism).
+    """
+
+    F: float
+    B: float
+    W: float
+    FB: float | None = None
+    p2p: float = 0.0
+    dispatch: float = 0.0
+    combine: float = 0.0
+
+    def __post_init__(self):
+        for name in ("F", "B", "W", "FB", "p2p", "dispatch", "combine"):
+            value = getattr(self, name)
+            if name == "FB" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"CostModel.{name} must be a number of time units; got {value!r}.")
+            if math.isnan(value) or math.isinf(value):
+                raise ValueError(f"CostModel.{name} must be a finite number of time units; got {value}.")
+            if value < 0:
+                raise ValueError(f"CostModel.{name} is a duration, so it cannot be negative; got {value}.")
+        if self.F <= 0 or self.B <= 0:
+            raise ValueError(
+                f"CostModel: F and B must be positive (every stage computes something); "
+                f"got F={self.F}, B={self.B}."
+            )
+        if self.W > self.B:
+            raise ValueError(
+                f"CostModel: W (backward for weights) is part of the full backward B, so W <= B; "
+                f"got W={self.W}, "
+                f"B={self.B}."
+            )
+        if self.FB is None:
+            object.__setattr__(self, "FB", self.F + self.B)
+        if not max(self.F, self.B) <= self.FB <= self.F + self.B:
+            raise ValueError(
+                f"CostModel: an overlapped pair F&B runs a forward and a backward together, so it takes "
+                f"at least "
+                f"the longer of them and at most both in a row: max(F, B) = {max(self.F, self.B)} <= FB <= "
+                f"F + B = {self.F + self.B}; got FB={self.FB}."
+            )
+
+    @property
+    def I(self) -> float:  # noqa: E743 - the paper's name for the input part of the backward
+        """Backward for the input (``B_input``): the full backward minus its weight part."""
+        return self.B - self.W
+
+    def duration(self, kind: str) -> float:
+        """Compute time of one plain action of ``kind`` (F, B, I or W), all-to-all not included."""
+        return {"F": self.F, "B": self.B, "I": self.B - self.W, "W": self.W}[kind]

@@ -1,0 +1,404 @@
+"""The computations behind the pipeline widgets: pure functions from settings to (figure, table).
+
+`utils.widgets.pipeline` only wires sliders to these functions, so everything a learner sees in a widget is computed
+here and unit-tested: the Gantt chart and Table 2 quantities of one schedule (`explore_schedule`) and all
+schedules side by side as the number of ranks or micro-batches varies (`compare_schedules`).
+Invalid settings (odd ranks for DualPipe, too few micro-batches, W > B...) do not raise: the view carries
+the library's teaching message instead, so a widget shows the rule rather than a traceback.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
+
+from utils.pipeline import plots, table2
+from utils.pipeline.costs import CostModel
+from utils.pipeline.generators import DUALPIPE_ACTIONS_PER_STEP, dualpipe_phase_steps
+from utils.pipeline.registry import SCHEDULE_NAMES, TABLE2_SCHEDULES, make_schedule
+from utils.pipeline.schedule import Action, OverlappedAction, Schedule, parse_action
+from utils.pipeline.simulate import simulate
+from utils.pipeline.timeline import Timeline
+
+#: Pipeline sizes the comparison widget sweeps (even, so DualPipe can run).
+RANK_SWEEP = (2, 4, 8, 16)
+#: Micro-batch counts the comparison widget sweeps, as multiples of 2 x PP (DualPipe's minimum).
+MICROBATCH_MULTIPLES = (1, 2, 4, 8)
+_TOLERANCE = 1e-9
+
+
+@dataclass
+class ExplorerView:
+    """What a pipeline widget shows: a figure and a table, or the message explaining a bad setting.
+
+    ``note`` says whether Table 2's assumptions hold for these costs (and which one breaks if not).
+    """
+
+    figure: Figure | None
+    table: pd.DataFrame | None
+    error: str | None = None
+    timeline: Timeline | None = None
+    note: str = ""
+
+
+# Table 2's formulas as the report prints them (PP = number of model chunks, Schedule.n_chunks).
+_BUBBLE_TEXT = {"1f1b": "(PP-1)(F+B)", "zb1p": "(PP-1)(F+B-2W)", "dualpipe": "(PP/2-1)(F&B+B-3W)",
+                "dualpipev": "(PP/2-1)(F&B+B-3W)"}
+_ACTIVATIONS_TEXT = {"1f1b": "PP", "zb1p": "PP", "dualpipe": "PP+1", "dualpipev": "PP+1"}
+
+
+def closed_form(schedule: Schedule, costs: CostModel) -> dict | None:
+    """Table 2's closed-form values for ``schedule`` under ``costs`` (``utils.pipeline.table2``), with PP = its number
+    of model chunks; None for schedules the table does not list (naive, GPipe).
+
+    Keys: ``pp``, ``bubble``, ``activations``, ``parameters``, their formulas as text (``*_formula``) and
+    ``assumptions`` ("hold" or the assumption these costs break).
+    """
+    name = schedule.name
+    if name not in table2.METHODS:
+        return None
+    pp = schedule.n_chunks
+    ok, why = table2.assumptions_hold(name, costs, pp, schedule.n_microbatches)
+    return {
+        "pp": pp,
+        "bubble": table2.bubble(name, pp, costs),
+        "activations": table2.peak_activations(name, pp),
+        "parameters": table2.param_copies(name),
+        "bubble_formula": f"{_BUBBLE_TEXT[name]}, PP={pp}",
+        "activations_formula": f"{_ACTIVATIONS_TEXT[name]}, PP={pp}",
+        "parameters_formula": f"{table2.param_copies(name)}x",
+        "assumptions": "hold" if ok else why,
+    }
+
+
+def simulated_quantities(timeline: Timeline) -> dict:
+    """The quantities the explorer reports, read off a timeline (per-rank maxima where Table 2 has one)."""
+    ranks = range(timeline.n_ranks)
+    return {
+        "step time (makespan)": timeline.makespan,
+        "worst-rank idle (bubble)": timeline.worst_idle,
+        "bubble ratio": timeline.bubble_ratio,
+        "peak activations (worst rank)": max(timeline.peak_activations(r) for r in ranks),
+        "parameter copies per rank": max(timeline.param_copies(r) for r in ranks),
+    }
+
+
+def summary_table(timeline: Timeline, costs: CostModel) -> pd.DataFrame:
+    """One row per quantity: simulated value, Table 2's closed form (where it has one), whether they agree."""
+    sim = simulated_quantities(timeline)
+    formula = closed_form(timeline.schedule, costs) or {}
+    table2_of = {
+        "worst-rank idle (bubble)": "bubble",
+        "peak activations (worst rank)": "activations",
+        "parameter copies per rank": "parameters",
+    }
+    rows = []
+    for quantity, value in sim.items():
+        key = table2_of.get(quantity)
+        expected = float(formula[key]) if key and formula else math.nan
+        agrees = None if math.isnan(expected) else \
+            bool(abs(value - expected) <= _TOLERANCE * max(1.0, abs(value)))
+        rows.append({"quantity": quantity, "simulated": float(value), "Table 2": expected,
+                     "Table 2 formula": formula.get(f"{key}_formula", "") if key else "", "agrees": agrees})
+    return pd.DataFrame(rows).set_index("quantity")
+
+
+def _note(timeline: Timeline, costs: CostModel) -> str:
+    formula = closed_form(timeline.schedule, costs)
+    if formula is None:
+        return f"Table 2 does not list {timeline.schedule.name}."
+    if formula["assumptions"] == "hold":
+        return "Table 2's assumptions hold for these costs: the formulas should be exact."
+    return f"Table 2's assumptions do not all hold: {formula['assumptions']}."
+
+
+def explore_schedule(
+    name: str, ranks: int, microbatches: int, F: float = 1.0, B: float = 2.0, W: float = 1.0,
+    FB: float = 3.0, p2p: float = 0.0, *, labels: bool | None = None, plot: bool = True,
+) -> ExplorerView:
+    """Simulate schedule ``name`` on ``ranks`` x ``microbatches`` with costs (F, B, W, F&B, p2p latency).
+
+    Returns the Gantt chart, a table of makespan, worst-rank idle, bubble ratio, peak activations and
+    parameter copies with Table 2's closed-form value beside the simulated one (DeepSeek-V3 report,
+    Sec. 3.2.1, Table 2), or, for an invalid combination, ``ExplorerView(None, None, error=<the rule>)``.
+    ``plot=False`` skips the chart (``figure`` is None) when only the numbers are wanted.
+    """
+    try:
+        costs = CostModel(F=F, B=B, W=W, FB=FB, p2p=p2p)
+        schedule = make_schedule(name, ranks, microbatches)
+        timeline = simulate(schedule, costs)
+    except ValueError as err:
+        return ExplorerView(figure=None, table=None, error=str(err))
+    figure = plots.plot_timeline(timeline, labels=labels).figure if plot else None
+    return ExplorerView(figure=figure, table=summary_table(timeline, costs), timeline=timeline,
+                        note=_note(timeline, costs))
+
+
+def costs_per_stage(name: str, costs: CostModel) -> CostModel:
+    """Stage costs of schedule ``name`` when ``costs`` are those of one rank's share of the model (1/PP).
+
+    Comparing schedules on the same model and the same number of ranks: naive to DualPipe cut the model in PP
+    stages, so a stage costs ``costs``; DualPipeV cuts it in 2 PP stages (each rank holds two), so each stage
+    has half the layers and half the compute and all-to-all time. The p2p latency is per hop and stays.
+    """
+    if name != "dualpipev":
+        return costs
+    return replace(costs, F=costs.F / 2, B=costs.B / 2, W=costs.W / 2, FB=costs.FB / 2,
+                   dispatch=costs.dispatch / 2, combine=costs.combine / 2)
+
+
+def comparison_table(
+    ranks: int | Sequence[int], microbatches: int | Sequence[int], costs: CostModel,
+    vary: str = "ranks", schedules: Sequence[str] = TABLE2_SCHEDULES,
+) -> pd.DataFrame:
+    """One row per (schedule, setting): simulated step time, worst-rank idle, bubble ratio, peak activations
+    and Table 2's idle, as ``vary`` ("ranks" or "microbatches") takes each value of its sequence.
+
+    ``costs`` are those of one rank's share of the model; DualPipeV's half-size stages get half of them
+    (`costs_per_stage`). A setting a schedule does not allow (odd ranks for DualPipe...) gets NaN and the
+    rule in ``note``.
+    """
+    if vary not in ("ranks", "microbatches"):
+        raise ValueError(f"vary must be 'ranks' or 'microbatches' (the comparison's x axis); got {vary!r}.")
+    varied, fixed = (ranks, microbatches) if vary == "ranks" else (microbatches, ranks)
+    if isinstance(varied, int) or not isinstance(fixed, int):
+        raise ValueError(
+            f"with vary={vary!r}, pass a sequence of {vary} to sweep and one number for the other setting; "
+            f"got ranks={ranks!r}, microbatches={microbatches!r}."
+        )
+    unknown = [s for s in schedules if s not in SCHEDULE_NAMES]
+    if unknown:
+        raise ValueError(f"Unknown schedules {unknown}: the kit builds {', '.join(SCHEDULE_NAMES)}.")
+    rows = []
+    for name in schedules:
+        for value in varied:
+            n_ranks, n_mb = (value, fixed) if vary == "ranks" else (fixed, value)
+            row = {"schedule": name, "ranks": n_ranks, "microbatches": n_mb, "makespan": math.nan,
+                   "worst_idle": math.nan, "bubble_ratio": math.nan, "peak_activations": math.nan,
+                   "table2_idle": math.nan, "note": ""}
+            stage_costs = costs_per_stage(name, costs)
+            try:
+                timeline = simulate(make_schedule(name, n_ranks, n_mb), stage_costs)
+            except ValueError as err:
+                row["note"] = str(err)
+            else:
+                sim = simulated_quantities(timeline)
+                formula = closed_form(timeline.schedule, stage_costs) or {}
+                row.update(makespan=sim["step time (makespan)"], worst_idle=sim["worst-rank idle (bubble)"],
+                           bubble_ratio=sim["bubble ratio"],
+                           peak_activations=sim["peak activations (worst rank)"],
+                           table2_idle=formula.get("bubble", math.nan))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def compare_schedules(
+    ranks: int | Sequence[int], microbatches: int | Sequence[int], costs: CostModel,
+    vary: str = "ranks", schedules: Sequence[str] = TABLE2_SCHEDULES,
+) -> tuple[Figure, pd.DataFrame]:
+    """All ``schedules`` on the same costs as PP or micro-batches vary: worst-rank idle (grouped bars) and
+    bubble ratio (lines), plus the table behind them (`comparison_table`)."""
+    import seaborn as sns
+
+    table = comparison_table(ranks, microbatches, costs, vary=vary, schedules=schedules)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4), layout="constrained")
+    palette = {s: plots.SCHEDULE_COLORS.get(s, "#56B4E9") for s in schedules}
+    shown = table.dropna(subset=["worst_idle"])
+    sns.barplot(data=shown, x=vary, y="worst_idle", hue="schedule", hue_order=list(schedules),
+                palette=palette, ax=left, edgecolor=plots.EDGE_COLOR, linewidth=0.5, saturation=1.0)
+    fixed_text = f"{microbatches} micro-batches" if vary == "ranks" else f"{ranks} ranks"
+    axis_label = "pipeline ranks (PP)" if vary == "ranks" else "micro-batches"
+    left.set_title(f"Worst-rank idle time ({fixed_text})")
+    left.set_xlabel(axis_label)
+    left.set_ylabel("idle time (simulated time units)")
+    left.legend(title="schedule", fontsize=8)
+    markers = "os^Dvx"
+    for i, name in enumerate(schedules):
+        part = shown[shown["schedule"] == name]
+        right.plot(part[vary], part["bubble_ratio"], marker=markers[i % len(markers)], color=palette[name],
+                   linestyle="-" if i % 2 == 0 else "--", label=name)
+    right.set_xticks(sorted(set(shown[vary])), [str(v) for v in sorted(set(shown[vary]))])
+    right.set_title(f"Bubble ratio: idle share of all rank-time ({fixed_text})")
+    right.set_xlabel(axis_label)
+    right.set_ylabel("bubble ratio (fraction of rank-time)")
+    right.legend(title="schedule", fontsize=8)
+    fig.suptitle(f"Schedules on the same model: F={costs.F:g}, B={costs.B:g}, W={costs.W:g}, "
+                 f"F&B={costs.FB:g}, p2p={costs.p2p:g} per 1/PP of the model (DualPipeV stages: half)")
+    return fig, table
+
+
+def explore_comparison(
+    vary: str = "ranks", ranks: int = 4, microbatches: int = 32, F: float = 1.0, B: float = 2.0,
+    W: float = 1.0, FB: float = 3.0, p2p: float = 0.0,
+) -> ExplorerView:
+    """The comparison widget's view: ``compare_schedules`` over PP in ``RANK_SWEEP`` (``vary="ranks"``, at
+    ``microbatches``) or over 2 PP x ``MICROBATCH_MULTIPLES`` micro-batches (``vary="microbatches"``, at
+    ``ranks``); an invalid cost model or setting gives ``ExplorerView(None, None, error=<the rule>)``."""
+    try:
+        costs = CostModel(F=F, B=B, W=W, FB=FB, p2p=p2p)
+        if vary == "ranks":
+            figure, table = compare_schedules(RANK_SWEEP, microbatches, costs, vary="ranks")
+        else:
+            sweep = [2 * ranks * k for k in MICROBATCH_MULTIPLES]
+            figure, table = compare_schedules(ranks, sweep, costs, vary=vary)
+    except ValueError as err:
+        return ExplorerView(figure=None, table=None, error=str(err))
+    return ExplorerView(figure=figure, table=table)
+
+
+# --- DualPipe's eight phases, for drawing the schedule phase by phase -------------------------------------
+
+#: DualPipe's phases in order (DeepSeek-V3 report, Sec. 3.2.1, Figure 5; deepseek-ai/DualPipe ``step()``).
+DUALPIPE_PHASES = (
+    "1 warm-up forwards (F0)",
+    "2 forwards of both directions (F0 F1)",
+    "3 zero-bubble backwards (I1 W1 F1)",
+    "4 main: overlapped pairs (F0&B1, F1&B0)",
+    "5 cool-down (B1, F1&B0)",
+    "6 backwards of both directions (B1 B0, second half I only)",
+    "7 deferred weights (W, I0)",
+    "8 remaining weights (W)",
+)
+
+
+def dualpipe_phase_lengths(schedule: Schedule, rank: int) -> tuple[int, ...]:
+    """How many entries of ``schedule.actions[rank]`` each of DualPipe's eight phases holds.
+
+    The counts are the generator's own (``utils.pipeline.generators.dualpipe_phase_steps``), in terms of
+    h = half the pipeline (PP/2 for DualPipe, N for DualPipeV), the rank's distance ``hr`` to the nearer end,
+    and c = micro-batches per direction (M/2 for DualPipe, M for DualPipeV). A test checks they add up.
+    """
+    if schedule.name == "dualpipe":
+        h, hr, c = schedule.n_ranks // 2, min(rank, schedule.n_ranks - 1 - rank), schedule.n_microbatches // 2
+        middle = rank in (h - 1, h)
+    elif schedule.name == "dualpipev":
+        h, hr, c = schedule.n_ranks, rank, schedule.n_microbatches
+        middle = rank == schedule.n_ranks - 1
+    else:
+        raise ValueError(f"only dualpipe and dualpipev have DualPipe's eight phases; got {schedule.name!r}.")
+    steps = dualpipe_phase_steps(h, hr, c)
+    lengths = [n * per_step for n, per_step in zip(steps, DUALPIPE_ACTIONS_PER_STEP, strict=True)]
+    lengths[3] += 1 if middle and steps[3] > 0 else 0  # the middle ranks split their first pair
+    return tuple(lengths)
+
+
+def dualpipe_phase_of(schedule: Schedule) -> dict[tuple[int, int], int]:
+    """Phase (0..7) of every entry of a DualPipe/DualPipeV schedule, keyed by (rank, position in its list)."""
+    phase: dict[tuple[int, int], int] = {}
+    for rank in range(schedule.n_ranks):
+        position = 0
+        for p, length in enumerate(dualpipe_phase_lengths(schedule, rank)):
+            for _ in range(length):
+                phase[(rank, position)] = p
+                position += 1
+    return phase
+
+
+def plot_dualpipe_phases(timeline: Timeline, phases: Sequence[int] = range(8)) -> Figure:
+    """DualPipe's Gantt chart built up phase by phase: panel k shows phases 1..k, the rest faded."""
+    of = dualpipe_phase_of(timeline.schedule)
+    position = {id(iv): (iv.rank, i) for row in timeline.intervals for i, iv in enumerate(row)}
+    phases = list(phases)
+    n = timeline.n_ranks
+    fig, axes = plt.subplots(len(phases), 1, figsize=(12, len(phases) * (0.9 + 0.3 * n)),
+                             layout="constrained", squeeze=False)
+    for ax, upto in zip(axes[:, 0], phases, strict=True):
+        plots.plot_timeline(timeline, ax=ax, legend=ax is axes[0, 0],
+                            highlight=lambda iv, upto=upto: of[position[id(iv)]] <= upto,
+                            title=f"up to phase {DUALPIPE_PHASES[upto]}")
+        ax.set_xlabel("")
+    axes[-1, 0].set_xlabel(f"time ({timeline.time_unit})")
+    fig.suptitle(f"{timeline.schedule.name}: {n} ranks, {timeline.schedule.n_microbatches} micro-batches, "
+                 f"phase by phase")
+    return fig
+
+
+# --- exercise support: a learner's action list for one rank, checked by validating and simulating ----------
+
+def with_rank_actions(schedule: Schedule, rank: int, actions: Sequence) -> Schedule:
+    """``schedule`` with rank ``rank``'s list replaced by ``actions`` (Actions or strings like "0F1")."""
+    parsed = tuple(parse_action(a) if isinstance(a, str) else a for a in actions)
+    rows = list(schedule.actions)
+    rows[rank] = parsed
+    return replace(schedule, actions=tuple(rows))
+
+
+def rank_action_strings(name: str, rank: int, n_ranks: int, n_microbatches: int) -> list[str]:
+    """The library's action list of ``rank`` as strings: the reference of "write rank r's list" exercises."""
+    return [str(a) for a in make_schedule(name, n_ranks, n_microbatches).actions[rank]]
+
+
+def rank_answer_report(name: str, rank: int, n_ranks: int, n_microbatches: int, answer: Sequence,
+                       costs: CostModel | None = None) -> tuple[str, Figure | None]:
+    """Judge a learner's list for one rank: validate the schedule it makes, simulate it, compare with the
+    library's. Returns the verdict (the validator's message if the list cannot run) and, when it runs, a
+    figure with the two timelines (yours above, expected below)."""
+    costs = costs or CostModel(F=1.0, B=2.0, W=1.0)
+    expected = simulate(make_schedule(name, n_ranks, n_microbatches), costs)
+    try:
+        yours_schedule = with_rank_actions(expected.schedule, rank, answer)
+        yours = simulate(yours_schedule, costs)
+    except ValueError as err:
+        return f"your list for rank {rank} cannot run: {err}", None
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 2 * (1.2 + 0.35 * n_ranks)), layout="constrained")
+    plots.plot_timeline(yours, ax=top, title=f"yours (rank {rank} replaced): step {yours.makespan:.4g}, "
+                                              f"worst idle {yours.worst_idle:.4g}")
+    plots.plot_timeline(expected, ax=bottom, legend=False, title=f"expected {name}: step "
+                        f"{expected.makespan:.4g}, worst idle {expected.worst_idle:.4g}")
+    verdict = (f"your list runs: step {yours.makespan:.4g} vs {expected.makespan:.4g} expected; peak "
+               f"activations on rank {rank}: {yours.peak_activations(rank)} vs "
+               f"{expected.peak_activations(rank)}")
+    return verdict, fig
+
+
+class RankListJudge:
+    """Reference and picture for ``utils.checks.check`` in "write rank r's action list" exercises.
+
+        judge = RankListJudge("1f1b")
+        check(my_rank_list, judge.reference, inputs=[(0, 4, 8), (3, 4, 8)], show=judge.show)
+
+    ``reference(rank, n_ranks, n_microbatches)`` is the library's list (as strings) and remembers the case;
+    ``show(yours, expected)`` (called by check on a mismatch) validates and simulates your list in that case,
+    prints the verdict and draws your timeline above the expected one.
+    """
+
+    def __init__(self, name: str, costs: CostModel | None = None):
+        self.name = name
+        self.costs = costs
+        self.case: tuple[int, int, int] | None = None
+
+    def reference(self, rank: int, n_ranks: int, n_microbatches: int) -> list[str]:
+        self.case = (rank, n_ranks, n_microbatches)
+        return rank_action_strings(self.name, rank, n_ranks, n_microbatches)
+
+    def show(self, yours, expected) -> None:
+        if self.case is None:
+            return
+        verdict, fig = rank_answer_report(self.name, *self.case, answer=yours, costs=self.costs)
+        print("   " + verdict)
+        if fig is not None:
+            plt.show()
+
+
+def dualpipe_as_dualpipev(schedule: Schedule) -> tuple[tuple, ...]:
+    """The first half of a DualPipe schedule (2N ranks, 2K micro-batches) in DualPipeV's ids: ranks 0..N-1.
+
+    DualPipe's stage id s becomes s (direction 0) or s - 2N (direction 1, ids 2N..4N-1); micro-batch m
+    becomes m mod K (direction 1's micro-batches K..2K-1 are DualPipeV's 0..K-1). The result equals
+    ``make_schedule("dualpipev", N, K).actions``: DualPipeV is DualPipe cut in half.
+    """
+    if schedule.name != "dualpipe":
+        raise ValueError(f"dualpipe_as_dualpipev cuts a dualpipe schedule in half; got {schedule.name!r}.")
+    pp, k = schedule.n_ranks, schedule.n_microbatches // 2
+
+    def to_v(a):
+        if isinstance(a, OverlappedAction):
+            return OverlappedAction(to_v(a.forward), to_v(a.backward))
+        return Action(a.stage if a.stage < pp else a.stage - pp, a.kind, a.microbatch % k)
+
+    return tuple(tuple(to_v(a) for a in schedule.actions[r]) for r in range(pp // 2))

@@ -1,0 +1,399 @@
+"""Figures of pipeline schedules: Gantt timelines, activation memory, idle bars.
+
+Colours come from the course palette (``utils.figures.KIND_COLORS``), so "orange" means "backward-for-input"
+in every figure; DualPipe's second direction is told apart by hatching, not by a second palette.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection, PolyCollection
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from utils.figures import (
+    DIRECTION_HATCH,
+    DIRECTION_LABELS,
+    EDGE_COLOR,
+    KIND_COLORS,
+    KIND_LABELS,
+    SCHEDULE_COLORS,
+    png_from_rgba,
+)
+from utils.pipeline.schedule import OverlappedAction, Schedule
+from utils.pipeline.timeline import Interval, Timeline
+
+_BAR_HEIGHT = 0.8          # fraction of a rank's row covered by compute blocks
+_COMM_HEIGHT = 0.22        # communication is a thin strip under the compute blocks
+_LABEL_MIN_PX = 7.0        # a micro-batch number needs this many pixels per character to be readable
+_FADED_ALPHA = 0.2         # intervals outside `highlight`
+_HIDDEN_ALPHA = 0.35       # communication hidden behind compute is drawn faint: it costs no time
+
+
+def direction(schedule: Schedule, stage: int) -> int:
+    """0 or 1: which DualPipe direction (or which half of DualPipeV's V) stage id ``stage`` belongs to.
+
+    Stage ids >= n_ranks exist only in DualPipe (direction 1, fed from the last rank) and DualPipeV (the
+    second half of the V, flowing back to rank 0); every other schedule has a single direction.
+    """
+    return 1 if stage >= schedule.n_ranks else 0
+
+
+def _block_label(action) -> str:
+    if isinstance(action, OverlappedAction):
+        return f"{action.forward.microbatch},{action.backward.microbatch}"
+    return str(action.microbatch)
+
+
+def _rects(x0, x1, y0, y1) -> np.ndarray:
+    """(n, 4, 2) vertices of axis-aligned rectangles: PolyCollection's fast path takes an array."""
+    x0, x1, y0, y1 = (np.asarray(a, dtype=float) for a in (x0, x1, y0, y1))
+    return np.stack([np.stack([x0, y0], -1), np.stack([x0, y1], -1),
+                     np.stack([x1, y1], -1), np.stack([x1, y0], -1)], axis=1)
+
+
+def _collect_blocks(timeline: Timeline, highlight: Callable[[Interval], bool] | None):
+    """Rectangles of every block as arrays grouped by (kind, direction, faded), plus block labels.
+
+    An overlapped pair becomes two half-height rectangles: forward chunk above, backward chunk below.
+    """
+    groups: dict[tuple[str, int, bool], list[tuple[float, float, float, float]]] = {}
+    labels: list[tuple[float, float, float, str]] = []   # (x centre, y, width, text)
+    schedule = timeline.schedule
+    half = _BAR_HEIGHT / 2
+    for row in timeline.intervals:
+        for iv in row:
+            faded = highlight is not None and not highlight(iv)
+            y, a = iv.rank, iv.action
+            if isinstance(a, OverlappedAction):
+                groups.setdefault(("FB", direction(schedule, a.forward.stage), faded), []).append(
+                    (iv.start, iv.end, y - half, y))
+                groups.setdefault(("FB", direction(schedule, a.backward.stage), faded), []).append(
+                    (iv.start, iv.end, y, y + half))
+            else:
+                groups.setdefault((a.kind, direction(schedule, a.stage), faded), []).append(
+                    (iv.start, iv.end, y - half, y + half))
+            if not faded:
+                labels.append(((iv.start + iv.end) / 2, y, iv.end - iv.start, _block_label(a)))
+    return {key: np.asarray(rows, dtype=float) for key, rows in groups.items()}, labels
+
+
+def _hatch_segments(boxes: np.ndarray, px_per_unit: float, row_px: float) -> np.ndarray:
+    """Diagonal strokes ("/") inside each box, about 7 px apart, as (n, 2, 2) segments for one LineCollection.
+    Matplotlib's own hatching redraws the pattern per polygon and costs ~0.3 ms a block; 2,000 hatched
+    blocks would blow the widget's redraw budget.
+    """
+    if len(boxes) == 0:
+        return np.zeros((0, 2, 2))
+    x0, x1, y0, y1 = boxes.T
+    rise_px = (y1 - y0).mean() * row_px
+    slant = 0.6 * rise_px / px_per_unit           # horizontal run of one stroke, in time units
+    step = max(7.0 / px_per_unit, 1e-12)          # spacing between strokes, in time units
+    counts = np.maximum(np.floor((x1 - x0 - slant) / step).astype(int) + 1, 1)
+    idx = np.repeat(np.arange(len(boxes)), counts)
+    k = np.arange(len(idx)) - np.repeat(np.cumsum(counts) - counts, counts)
+    start = x0[idx] + k * step
+    end = np.minimum(start + slant, x1[idx])
+    # y grows downwards on screen (rank 0 on top), so "/" runs from (start, y1) up to (end, y0).
+    return np.stack([np.stack([start, y1[idx]], -1), np.stack([end, y0[idx]], -1)], axis=1)
+
+
+def _figure_for(n_rows: int, width: float = 12.0) -> tuple[Figure, Axes]:
+    """A figure whose margins are fixed in inches (legend on the right): no layout engine to run."""
+    height = min(1.6 + 0.36 * n_rows, 9.0)
+    fig, ax = plt.subplots(figsize=(width, height))
+    fig.subplots_adjust(left=0.8 / width, right=1 - 3.0 / width, bottom=0.6 / height, top=1 - 0.4 / height)
+    return fig, ax
+
+
+def _default_title(timeline: Timeline) -> str:
+    s = timeline.schedule
+    return (f"{s.name} ({timeline.source}): {s.n_ranks} ranks, {s.n_microbatches} micro-batches, "
+            f"step {timeline.makespan:.4g} {timeline.time_unit}, bubble {timeline.bubble_ratio:.1%}")
+
+
+def _legend_handles(kinds: Sequence[str], directions: set[int], comm_kinds: set[bool]) -> list[Patch]:
+    handles = [Patch(facecolor=KIND_COLORS[k], edgecolor=EDGE_COLOR, label=KIND_LABELS[k]) for k in kinds]
+    for hidden in sorted(comm_kinds):
+        label = "communication (hidden behind compute)" if hidden else "communication (exposed: rank waits)"
+        handles.append(Patch(facecolor=KIND_COLORS["comm"], alpha=_HIDDEN_ALPHA if hidden else 1.0,
+                             edgecolor=EDGE_COLOR, label=label))
+    handles.append(Patch(facecolor=KIND_COLORS["idle"], edgecolor="none", label=KIND_LABELS["idle"]))
+    if 1 in directions:
+        for d in (0, 1):
+            handles.append(Patch(facecolor="white", edgecolor=EDGE_COLOR, hatch=DIRECTION_HATCH[d],
+                                 label=DIRECTION_LABELS[d]))
+    return handles
+
+
+def _add(ax: Axes, collection) -> None:
+    # autolim=False: the limits are set explicitly, and computing data limits of thousands of paths costs
+    # a fifth of a redraw.
+    ax.add_collection(collection, autolim=False)
+
+
+def _draw_blocks(ax: Axes, timeline: Timeline, highlight, labels: bool | None,
+                 xlim: tuple[float, float]) -> tuple[list[str], set[int], set[bool]]:
+    """Add the idle rows, blocks, hatching, communication strips and labels; return what the legend lists."""
+    fig = ax.figure
+    n = timeline.n_ranks
+    t0, t1 = timeline.start, timeline.end
+    x0, x1 = xlim
+    box = ax.get_position()
+    px_per_unit = fig.get_figwidth() * fig.dpi * box.width / (x1 - x0)
+    row_px = fig.get_figheight() * fig.dpi * box.height / max(n, 1)
+
+    # Idle = the part of a row no block covers: draw every row grey underneath the blocks.
+    rows = np.arange(n)
+    _add(ax, PolyCollection(
+        _rects(np.full(n, t0), np.full(n, t1), rows - _BAR_HEIGHT / 2, rows + _BAR_HEIGHT / 2),
+        facecolors=KIND_COLORS["idle"], edgecolors="none", zorder=1))
+
+    groups, block_labels = _collect_blocks(timeline, highlight)
+    hatched: dict[bool, list[np.ndarray]] = {}
+    for (kind, d, faded), boxes in sorted(groups.items()):
+        _add(ax, PolyCollection(
+            _rects(*boxes.T), facecolors=KIND_COLORS[kind], edgecolors=EDGE_COLOR, linewidths=0.4,
+            alpha=_FADED_ALPHA if faded else 1.0, zorder=2))
+        if DIRECTION_HATCH[d]:
+            hatched.setdefault(faded, []).append(boxes)
+    for faded, boxes in sorted(hatched.items()):
+        # One LineCollection of short strokes: Agg strokes it faster than one compound path.
+        _add(ax, LineCollection(_hatch_segments(np.concatenate(boxes), px_per_unit, row_px),
+                                colors=EDGE_COLOR, linewidths=0.6, zorder=3,
+                                alpha=_FADED_ALPHA if faded else 1.0))
+
+    comm_kinds: set[bool] = set()
+    for hidden in (False, True):
+        spans = [(c.start, c.end, c.rank) for c in timeline.comms if c.overlapped == hidden]
+        if spans:
+            comm_kinds.add(hidden)
+            s, e, r = np.asarray(spans, dtype=float).T
+            _add(ax, PolyCollection(
+                _rects(s, e, r + _BAR_HEIGHT / 2 - _COMM_HEIGHT, r + _BAR_HEIGHT / 2),
+                facecolors=KIND_COLORS["comm"], edgecolors="none", alpha=_HIDDEN_ALPHA if hidden else 1.0,
+                zorder=4))
+
+    # Micro-batch numbers only where they fit (labels=None), always (True) or never (False).
+    if labels is None or labels:
+        fontsize = 7 if n > 8 else 8
+        for xc, y, width, text in block_labels:
+            fits = width * px_per_unit >= _LABEL_MIN_PX * len(text) + 2 and row_px >= 11
+            if (labels or fits) and x0 <= xc <= x1:
+                ax.text(xc, y, text, ha="center", va="center", fontsize=fontsize, zorder=5, clip_on=True)
+    kinds = [k for k in ("F", "B", "I", "W", "FB") if any(g[0] == k for g in groups)]
+    return kinds, {g[1] for g in groups}, comm_kinds
+
+
+def _xlim(timeline: Timeline, xlim: tuple[float, float] | None) -> tuple[float, float]:
+    x0, x1 = xlim if xlim is not None else (timeline.start, timeline.end)
+    return (x0, x1) if x1 > x0 else (x0, x0 + 1.0)
+
+
+def _rank_axis(ax: Axes, n: int) -> None:
+    ax.set_ylim(n - 0.5, -0.5)   # rank 0 on top, as in the papers' figures
+    ax.set_yticks(range(n), [f"rank {r}" for r in range(n)], fontsize=8 if n > 8 else 10)
+    ax.set_ylabel("rank")
+
+
+def _legend(ax: Axes, kinds, directions, comm_kinds) -> None:
+    ax.legend(handles=_legend_handles(kinds, directions, comm_kinds), loc="upper left",
+              bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
+
+
+def plot_timeline(
+    timeline: Timeline,
+    ax: Axes | None = None,
+    *,
+    title: str | None = None,
+    labels: bool | None = None,
+    highlight: Callable[[Interval], bool] | None = None,
+    legend: bool = True,
+    xlim: tuple[float, float] | None = None,
+) -> Axes:
+    """Draw ``timeline`` as a Gantt chart: one row per rank (rank 0 on top), one colour per action kind.
+
+    Blocks are coloured by ``KIND_COLORS`` (F, B, I, W, FB); idle time is the grey background of each row;
+    communication (``timeline.comms``) is a thin strip under the blocks, faint when hidden behind compute.
+    DualPipe's direction 1 (stage ids >= n_ranks) is hatched; an overlapped F&B block shows its forward
+    chunk in its upper half and its backward chunk in its lower half, each hatched by its own direction.
+    Micro-batch numbers are written on blocks wide enough to read them (``labels=None``: automatic).
+    ``highlight(interval) -> bool`` fades the intervals it rejects (to build a schedule up phase by phase).
+
+    Each (kind, direction) group is one ``PolyCollection`` and the hatching one ``LineCollection``, so
+    16 ranks x 64 micro-batches draw in tens of milliseconds (``TimelineCanvas`` redraws faster still).
+    """
+    if ax is None:
+        _, ax = _figure_for(timeline.n_ranks)
+    xlim = _xlim(timeline, xlim)
+    kinds, directions, comm_kinds = _draw_blocks(ax, timeline, highlight, labels, xlim)
+    ax.set_xlim(*xlim)
+    _rank_axis(ax, timeline.n_ranks)
+    ax.set_xlabel(f"time ({timeline.time_unit})")
+    ax.set_title(title if title is not None else _default_title(timeline), fontsize=11)
+    if legend:
+        _legend(ax, kinds, directions, comm_kinds)
+    return ax
+
+
+class TimelineCanvas:
+    """One Gantt-chart figure redrawn in place: what a widget needs when a slider moves.
+
+    ``render(timeline) -> PNG bytes`` draws what ``plot_timeline`` draws, but keeps the figure between calls
+    and blits: the static frame (axes, rank labels, legend) is rendered once and kept as a background;
+    each call restores it and draws only the blocks, the time axis and the title on top. Text is the slow
+    part of a matplotlib figure, so this roughly halves a redraw. The background is rebuilt when the number
+    of ranks or the legend's entries change. The figure is not managed by pyplot: it never shows by itself.
+    """
+
+    def __init__(self, width: float = 12.0):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        self.width = width
+        self.figure = Figure(figsize=(width, 4.0))
+        FigureCanvasAgg(self.figure)
+        self.ax = self.figure.add_subplot()
+        self._n_ranks: int | None = None
+        self._legend_key: tuple | None = None
+        self._xlabel: str | None = None
+        self._background = None
+        # A figure-level title at a fixed place: an axes title would be re-positioned by Axes.draw, which a
+        # blitted redraw skips.
+        self._title = self.figure.text(0.5, 1.0, "", ha="center", va="bottom", fontsize=11)
+
+    def render(self, timeline: Timeline, *, title: str | None = None, labels: bool | None = None) -> bytes:
+        """Draw ``timeline`` (replacing the previous one) and return the figure as PNG bytes."""
+        ax, n = self.ax, timeline.n_ranks
+        for artist in [*ax.collections, *ax.texts]:
+            artist.remove()
+        if n != self._n_ranks:
+            height = min(1.6 + 0.36 * n, 9.0)
+            self.figure.set_size_inches(self.width, height)
+            self.figure.subplots_adjust(left=0.8 / self.width, right=1 - 3.0 / self.width,
+                                        bottom=0.6 / height, top=1 - 0.4 / height)
+            _rank_axis(ax, n)
+            box = ax.get_position()
+            self._title.set_position((box.x0 + box.width / 2, box.y1 + 0.08 / height))
+            self._n_ranks, self._background = n, None
+        xlim = _xlim(timeline, None)
+        kinds, directions, comm_kinds = _draw_blocks(ax, timeline, None, labels, xlim)
+        ax.set_xlim(*xlim)
+        xlabel = f"time ({timeline.time_unit})"
+        if xlabel != self._xlabel:
+            ax.set_xlabel(xlabel)
+            self._xlabel = xlabel
+        self._title.set_text(title if title is not None else _default_title(timeline))
+        legend_key = (tuple(kinds), tuple(sorted(directions)), tuple(sorted(comm_kinds)))
+        if legend_key != self._legend_key:
+            if ax.get_legend() is not None:
+                ax.get_legend().remove()
+            _legend(ax, kinds, directions, comm_kinds)
+            self._legend_key, self._background = legend_key, None
+
+        canvas = self.figure.canvas
+        changing = sorted([*ax.collections, *ax.texts, ax.xaxis, self._title], key=lambda a: a.get_zorder())
+        if self._background is None:
+            for artist in changing:
+                artist.set_visible(False)
+            canvas.draw()
+            self._background = canvas.copy_from_bbox(self.figure.bbox)
+            for artist in changing:
+                artist.set_visible(True)
+        canvas.restore_region(self._background)
+        renderer = canvas.get_renderer()
+        for artist in changing:
+            artist.draw(renderer)
+        return png_from_rgba(canvas.buffer_rgba())
+
+
+def plot_timelines_side_by_side(
+    simulated: Timeline, measured: Timeline, *, titles: tuple[str, str] | None = None,
+) -> Figure:
+    """Two Gantt charts of one schedule, one above the other: the simulator's prediction and a measured run.
+
+    Each keeps its own time axis (simulated units vs milliseconds), so compare shapes and idle fractions.
+    """
+    n = max(simulated.n_ranks, measured.n_ranks)
+    fig, axes = plt.subplots(2, 1, figsize=(12, min(3.0 + 0.7 * n, 12.0)), layout="constrained")
+    for i, (ax, tl) in enumerate(zip(axes, (simulated, measured), strict=True)):
+        title = titles[i] if titles is not None else _default_title(tl)
+        plot_timeline(tl, ax=ax, title=title, legend=(i == 0))
+    return fig
+
+
+def activations_over_time(timeline: Timeline, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """Step function of stage-activations held by ``rank``: (times, held after each time).
+
+    Same rule as ``Timeline.peak_activations``: held from the start of a stage's F of a micro-batch until the
+    end of that stage's W or full B for it; at equal times releases come first.
+    """
+    events = timeline.activation_events(rank)
+    times = [timeline.start]
+    held = [0]
+    count = 0
+    for t, delta in events:
+        count += delta
+        if t == times[-1]:
+            held[-1] = count
+        else:
+            times.append(t)
+            held.append(count)
+    times.append(timeline.end)
+    held.append(count)
+    return np.asarray(times, dtype=float), np.asarray(held, dtype=int)
+
+
+def plot_memory(timeline: Timeline, ax: Axes | None = None, *, ranks: Sequence[int] | None = None,
+                title: str | None = None) -> Axes:
+    """Activations held over time, one step line per rank (unit: one micro-batch through one stage)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 4), layout="constrained")
+    ranks = list(range(timeline.n_ranks)) if ranks is None else list(ranks)
+    cmap = plt.get_cmap("viridis")
+    for i, r in enumerate(ranks):
+        times, held = activations_over_time(timeline, r)
+        colour = cmap(i / max(len(ranks) - 1, 1) * 0.9)
+        ax.step(times, held, where="post", color=colour, lw=1.5,
+                label=f"rank {r} (peak {int(held.max())})")
+    s = timeline.schedule
+    ax.set_title(title if title is not None else
+                 f"{s.name}: activations held per rank ({s.n_ranks} ranks, {s.n_microbatches} micro-batches)")
+    ax.set_xlabel(f"time ({timeline.time_unit})")
+    ax.set_ylabel("activations held (stage-activations)")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False,
+              ncol=1 if len(ranks) <= 16 else 2)
+    return ax
+
+
+def idle_frame(timelines_by_schedule: Mapping[str, Timeline]):
+    """Long-form pandas DataFrame (schedule, rank, idle, time_unit) behind ``plot_idle_bars``."""
+    import pandas as pd
+
+    rows = [{"schedule": name, "rank": r, "idle": tl.idle(r), "time_unit": tl.time_unit}
+            for name, tl in timelines_by_schedule.items() for r in range(tl.n_ranks)]
+    return pd.DataFrame(rows, columns=["schedule", "rank", "idle", "time_unit"])
+
+
+def plot_idle_bars(timelines_by_schedule: Mapping[str, Timeline], ax: Axes | None = None, *,
+                   title: str | None = None) -> Axes:
+    """Idle time per rank, one bar colour per schedule (seaborn grouped bars)."""
+    import seaborn as sns
+
+    frame = idle_frame(timelines_by_schedule)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 4), layout="constrained")
+    names = list(timelines_by_schedule)
+    palette = {n: SCHEDULE_COLORS.get(n.split()[0].lower(), "#56B4E9") for n in names}
+    sns.barplot(data=frame, x="rank", y="idle", hue="schedule", hue_order=names, palette=palette, ax=ax,
+                edgecolor=EDGE_COLOR, linewidth=0.5, saturation=1.0)
+    units = sorted(set(frame["time_unit"])) or ["time units"]
+    ax.set_xlabel("rank")
+    ax.set_ylabel(f"idle time ({', '.join(units)})")
+    ax.set_title(title if title is not None else "Idle time (pipeline bubble) per rank")
+    ax.legend(title="schedule", loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
+    return ax

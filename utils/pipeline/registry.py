@@ -1,0 +1,66 @@
+"""The schedules the kit builds, by name, and the command line that prints them.
+
+    python -m utils.schedules dualpipe --ranks 4 --microbatches 8
+
+``make_schedule(name, n_ranks, n_microbatches)`` is the one way notebooks, the simulator's and the executor's
+command lines and the widgets turn a name into a ``Schedule``. Names are read leniently (case, ``-`` and ``_``
+ignored: ``"ZB-1P"`` is ``zb1p``) by ``schedule_key``, the one place that rule lives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from utils.pipeline import generators
+from utils.pipeline.schedule import Schedule
+
+_BUILDERS: dict[str, Callable[[int, int], Schedule]] = {
+    "naive": generators.naive,
+    "gpipe": generators.gpipe,
+    "1f1b": generators.one_f_one_b,
+    "zb1p": generators.zb1p,
+    "dualpipe": generators.dualpipe,
+    "dualpipev": generators.dualpipev,
+}
+SCHEDULE_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+# The schedules of the DeepSeek-V3 report's Table 2 (1F1B, ZB1P, DualPipe) plus DualPipeV, whose row comes
+# from the deepseek-ai/DualPipe repository: the ones with closed forms in utils.pipeline.table2.
+TABLE2_SCHEDULES: tuple[str, ...] = ("1f1b", "zb1p", "dualpipe", "dualpipev")
+
+
+def schedule_key(name) -> str:
+    """The canonical spelling of a schedule name: lower case, without ``-`` and ``_``."""
+    return str(name).lower().replace("-", "").replace("_", "")
+
+
+def make_schedule(name: str, n_ranks: int, n_microbatches: int) -> Schedule:
+    """Build the schedule called ``name`` (one of SCHEDULE_NAMES) for ``n_ranks`` and ``n_microbatches``."""
+    key = schedule_key(name)
+    if key not in _BUILDERS:
+        raise ValueError(
+            f"Unknown schedule {name!r}: the kit builds {', '.join(SCHEDULE_NAMES)} (the schedules compared in "
+            f"the DeepSeek-V3 report's Table 2 plus naive and GPipe for reference)."
+        )
+    return _BUILDERS[key](n_ranks, n_microbatches)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: print one line per rank of action strings."""
+    parser = argparse.ArgumentParser(prog="python -m utils.schedules", description=main.__doc__)
+    parser.add_argument("name", help=", ".join(SCHEDULE_NAMES))
+    parser.add_argument("--ranks", type=int, required=True)
+    parser.add_argument("--microbatches", type=int, required=True)
+    args = parser.parse_args(argv)
+    try:
+        schedule = make_schedule(args.name, args.ranks, args.microbatches)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print("\n".join(schedule.rank_lines()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

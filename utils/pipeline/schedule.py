@@ -1,0 +1,197 @@
+"""Pipeline schedules as data: what each rank will compute, in which order.
+
+A schedule is the plan of a pipeline-parallel training step (DeepSeek-V3 report, Sec. 3.2.1; "Zero Bubble
+Pipeline Parallelism", Qi et al., Sec. 2): for every rank, the ordered list of compute actions it runs.
+An action is (stage, kind, micro-batch) with the kinds
+
+* ``F`` forward, ``B`` full backward,
+* ``I`` backward for the input (the part the previous stage is waiting for),
+* ``W`` backward for the weights (needed only before the optimizer step, so it can be deferred),
+
+and DualPipe's overlapped pair: one forward chunk and one backward chunk run as one unit (``F&B``).
+The string forms are those of ``torch.distributed.pipelining`` so learners can read both:
+``1F0``, ``2I3``, ``2W3``, ``(0F7;7B3)OVERLAP_F_B``.
+
+This module holds the types and their string forms. The generators live in ``utils.pipeline.generators``,
+the checks in ``utils.pipeline.validation``, the names and the command line in ``utils.pipeline.registry``.
+Ground layer: imports nothing from the kit.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cached_property
+
+KINDS = ("F", "B", "I", "W")
+KIND_NAMES = {"F": "forward", "B": "full backward", "I": "backward for input", "W": "backward for weights"}
+
+_ACTION_RE = re.compile(r"^(\d+)([FBIW])(\d+)$")
+_OVERLAP_RE = re.compile(r"^\((\d+F\d+);(\d+[BI]\d+)\)OVERLAP_F_B$")
+
+
+@dataclass(frozen=True)
+class Action:
+    """One compute action: run ``kind`` of stage ``stage`` on micro-batch ``microbatch``."""
+
+    stage: int
+    kind: str
+    microbatch: int
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(
+                f"Action kind must be one of {', '.join(KINDS)} (forward, full backward, backward for input, "
+                f"backward for weights); got {self.kind!r}."
+            )
+        if self.stage < 0 or self.microbatch < 0:
+            raise ValueError(
+                f"Action stage and micro-batch are indices, so they must be >= 0; got stage={self.stage}, "
+                f"microbatch={self.microbatch}."
+            )
+
+    def __str__(self) -> str:
+        return f"{self.stage}{self.kind}{self.microbatch}"
+
+
+@dataclass(frozen=True)
+class OverlappedAction:
+    """DualPipe's F&B: a forward chunk and a backward chunk run together as one unit.
+
+    Their computation and communication interleave (DeepSeek-V3 report, Sec. 3.2.1, Figure 4), so the pair
+    takes ``F&B`` time (between max(F, B) and F + B) and both results are ready when the pair ends.
+    """
+
+    forward: Action
+    backward: Action
+
+    def __post_init__(self):
+        if self.forward.kind != "F":
+            raise ValueError(f"An overlapped pair's first action must be a forward (F); got {self.forward}.")
+        if self.backward.kind not in ("B", "I"):
+            raise ValueError(
+                f"An overlapped pair's second action must be a backward (B or I); got {self.backward}."
+            )
+
+    def __str__(self) -> str:
+        return f"({self.forward};{self.backward})OVERLAP_F_B"
+
+    @property
+    def parts(self) -> tuple[Action, Action]:
+        return (self.forward, self.backward)
+
+
+ActionLike = Action | OverlappedAction
+
+
+def action_parts(action: ActionLike) -> tuple[Action, ...]:
+    """The plain actions inside ``action``: itself, or the forward and backward of an overlapped pair."""
+    return action.parts if isinstance(action, OverlappedAction) else (action,)
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def parse_action(text: str) -> ActionLike:
+    """Inverse of ``str(action)``: ``"1F0"`` -> Action(1, "F", 0); ``"(0F7;7B3)OVERLAP_F_B"`` -> pair."""
+    s = text.strip()
+    if m := _ACTION_RE.match(s):
+        return Action(int(m.group(1)), m.group(2), int(m.group(3)))
+    if m := _OVERLAP_RE.match(s):
+        return OverlappedAction(parse_action(m.group(1)), parse_action(m.group(2)))
+    raise ValueError(
+        f"Cannot read action {text!r}: expected <stage><kind><microbatch> with kind F, B, I or W "
+        f"(e.g. '1F0', '2I3') or an overlapped pair '(<stage>F<mb>;<stage>B<mb>)OVERLAP_F_B' "
+        f"(e.g. '(0F7;7B3)OVERLAP_F_B')."
+    )
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Per-rank action lists plus where every stage lives and which stages each micro-batch crosses.
+
+    Stage ids: ``stage_to_rank[s]`` is the rank holding stage ``s``; ``stage_to_chunk[s]`` the model chunk
+    (set of layers) it runs (DualPipe's mirrored copies share a chunk); ``routes[m]`` the stage ids
+    micro-batch ``m`` passes through, in forward order; ``actions[r]`` what rank ``r`` runs, in order.
+    """
+
+    name: str
+    n_ranks: int
+    n_microbatches: int
+    stage_to_rank: tuple[int, ...]
+    stage_to_chunk: tuple[int, ...]
+    routes: tuple[tuple[int, ...], ...]
+    actions: tuple[tuple[ActionLike, ...], ...]
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.stage_to_rank)
+
+    @property
+    def n_chunks(self) -> int:
+        return len(set(self.stage_to_chunk))
+
+    @cached_property
+    def _stages_by_rank(self) -> tuple[tuple[int, ...], ...]:
+        by_rank: list[list[int]] = [[] for _ in range(self.n_ranks)]
+        for stage, rank in enumerate(self.stage_to_rank):
+            if 0 <= rank < self.n_ranks:
+                by_rank[rank].append(stage)
+        return tuple(tuple(s) for s in by_rank)
+
+    @cached_property
+    def _neighbours(self) -> dict[tuple[int, int], tuple[int | None, int | None]]:
+        table: dict[tuple[int, int], tuple[int | None, int | None]] = {}
+        for mb, route in enumerate(self.routes):
+            for i, stage in enumerate(route):
+                prev = route[i - 1] if i > 0 else None
+                nxt = route[i + 1] if i + 1 < len(route) else None
+                table[(stage, mb)] = (prev, nxt)
+        return table
+
+    def stages_on(self, rank: int) -> tuple[int, ...]:
+        """Stage ids held by ``rank`` (their count is the rank's parameter copies)."""
+        return self._stages_by_rank[rank]
+
+    @cached_property
+    def route_links(self) -> tuple[list[dict[int, int]], list[dict[int, int]]]:
+        """(prev_of, next_of): per micro-batch, dicts stage -> the previous / next stage on its route.
+
+        Micro-batches sharing a route share the same two dicts, so the validator and the simulator walk
+        thousands of micro-batches without rebuilding them.
+        """
+        links: dict[tuple[int, ...], tuple[dict[int, int], dict[int, int]]] = {}
+        for route in self.routes:
+            if route not in links:
+                links[route] = (
+                    dict(zip(route[1:], route[:-1], strict=True)),
+                    dict(zip(route[:-1], route[1:], strict=True)),
+                )
+        return [links[r][0] for r in self.routes], [links[r][1] for r in self.routes]
+
+    def route_of(self, microbatch: int) -> tuple[int, ...]:
+        """Stage ids micro-batch ``microbatch`` passes through, in forward order."""
+        return self.routes[microbatch]
+
+    def prev_stage(self, stage: int, microbatch: int) -> int | None:
+        """The stage before ``stage`` on the micro-batch's route (None at the first stage)."""
+        return self._neighbours[(stage, microbatch)][0]
+
+    def next_stage(self, stage: int, microbatch: int) -> int | None:
+        """The stage after ``stage`` on the micro-batch's route (None at the last stage: the loss)."""
+        return self._neighbours[(stage, microbatch)][1]
+
+    def rank_lines(self) -> list[str]:
+        """One line per rank: ``rank r: 0F0 0F1 ...``."""
+        width = len(str(max(self.n_ranks - 1, 0)))
+        return [
+            f"rank {r:>{width}}: " + " ".join(str(a) for a in acts) for r, acts in enumerate(self.actions)
+        ]
+
+    def __str__(self) -> str:
+        head = (
+            f"{self.name}: {_count(self.n_ranks, 'rank')}, "
+            f"{_count(self.n_microbatches, 'micro-batch', 'micro-batches')}, {_count(self.n_stages, 'stage')}"
+        )
+        return "\n".join([head, *self.rank_lines()])

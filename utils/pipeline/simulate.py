@@ -1,0 +1,286 @@
+"""Simulate a pipeline schedule under a cost model: ``simulate(schedule, costs) -> Timeline``.
+
+Semantics (the rules a learner can replay with a pencil; DeepSeek-V3 report Sec. 3.2.1 and Table 2):
+
+* Each rank executes its action list in order, one action at a time.
+* An action starts when its rank is free and its inputs have arrived. An input arrives at its producer's end,
+  plus the point-to-point latency ``p2p`` when the producer is on another rank.
+* F of stage s for micro-batch m needs F of the stage before s on m's route (none for the first stage).
+* B or I of stage s for m needs the B or I of the stage after s on the route (the last stage, which holds the
+  loss, needs nothing from outside) and its own F of m.
+* W of stage s for m needs its own I of m.
+* Durations: F, B (full backward), W, I = B - W (``B_input``). An overlapped pair lasts ``FB`` (F&B) and both
+  of its results are ready at its end (if its backward is an I, it lasts max(F, B - W, FB - W)).
+* Optional expert-parallel all-to-all (``dispatch`` before a chunk's MLP, ``combine`` after it; a backward
+  runs their gradients, which cost the same): for a plain F, B or I it blocks the rank (the action lasts its
+  compute plus dispatch plus combine); inside an F&B pair each chunk's all-to-all runs while the partner
+  chunk computes, so it is hidden up to the partner's compute time and only the excess is added. W has no
+  all-to-all. These communications appear as ``CommInterval`` rows so plots can draw what DualPipe hides.
+
+The simulator is event driven and linear in the number of actions: every action is placed once, when the
+last of its inputs is known.
+
+Command line::
+
+    python -m utils.simulate dualpipe --ranks 8 --microbatches 16 --F 1 --B 2 --W 1 --FB 3 [--p2p 0] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+
+from utils.pipeline.costs import CostModel
+from utils.pipeline.registry import SCHEDULE_NAMES, make_schedule
+from utils.pipeline.schedule import OverlappedAction, Schedule, action_parts
+from utils.pipeline.timeline import CommInterval, Interval, Timeline
+from utils.pipeline.validation import check_structure, validate
+
+
+def simulate(schedule: Schedule, costs: CostModel, check: bool = True) -> Timeline:
+    """Run ``schedule`` under ``costs`` (rules in this module's docstring) and return its Timeline.
+
+    With ``check`` (default) the schedule's structure is validated first, so a broken schedule raises
+    ValueError naming the rank, the action and the rule (``utils.pipeline.validation.validate``). With or without it, a
+    schedule that cannot finish raises ValueError with the validator's explanation of the deadlock.
+    """
+    if not isinstance(costs, CostModel):
+        raise ValueError(f"simulate needs a CostModel for its costs; got {type(costs).__name__}.")
+    if check:
+        check_structure(schedule)  # the deadlock rule is checked by running it, below
+    n_ranks, n_mb = schedule.n_ranks, schedule.n_microbatches
+    # the dependency plan depends on the schedule only: keep it on the (immutable) schedule, so re-running
+    # the same schedule under other costs (a widget's slider) skips this pass
+    plans = schedule.__dict__.get("_simulation_plans")
+    if plans is None:
+        plans = schedule.__dict__["_simulation_plans"] = _plans(schedule)
+    length = _lengths(costs)
+    p2p = costs.p2p
+
+    # results by integer key (see _plans); the value is the producer's end time (-1: not produced yet)
+    done_at = [-1.0] * (2 * schedule.n_stages * n_mb)
+    waiting: dict[int, list[int]] = {}
+    free = [0.0] * n_ranks
+    pos = [0] * n_ranks
+    starts: list[list[float]] = [[] for _ in range(n_ranks)]
+    ends: list[list[float]] = [[] for _ in range(n_ranks)]
+
+    todo = list(range(n_ranks))
+    while todo:
+        rank = todo.pop()
+        plan, i, t_free = plans[rank], pos[rank], free[rank]
+        rank_starts, rank_ends = starts[rank], ends[rank]
+        while i < len(plan):
+            needs, makes, code = plan[i]
+            ready = t_free
+            for key, remote in needs:  # the latest arrival among the inputs, unless one is missing
+                t = done_at[key]
+                if t < 0:
+                    waiting.setdefault(key, []).append(rank)
+                    break
+                if remote:
+                    t += p2p
+                if t > ready:
+                    ready = t
+            else:
+                t_free = ready + length[code]
+                rank_starts.append(ready)
+                rank_ends.append(t_free)
+                i += 1
+                for key in makes:
+                    done_at[key] = t_free
+                    woken = waiting.pop(key, None)
+                    if woken:
+                        todo.extend(woken)
+                continue
+            break
+        pos[rank], free[rank] = i, t_free
+    if any(pos[r] < len(plans[r]) for r in range(n_ranks)):
+        validate(schedule)  # explains the deadlock (which ranks wait for what) in the learner's words
+        stuck = [
+            f"rank {r} at {schedule.actions[r][pos[r]]}" for r in range(n_ranks) if pos[r] < len(plans[r])
+        ]
+        raise ValueError(
+            "The schedule cannot finish: every unfinished rank waits for an input; " + ", ".join(stuck)
+        )
+    intervals = tuple(
+        tuple(map(Interval, [r] * len(acts), acts, starts[r], ends[r]))
+        for r, acts in enumerate(schedule.actions)
+    )
+    comms = (
+        _comms(schedule, costs, intervals, done_at) if p2p > 0 or costs.dispatch + costs.combine > 0 else ()
+    )
+    return Timeline(schedule, intervals, comms=comms, time_unit="time units")
+
+
+def _plans(schedule: Schedule) -> list[list[tuple[tuple[tuple[int, bool], ...], tuple[int, ...], str]]]:
+    """Per rank, per action: (inputs as (key, from another rank?), results it makes, duration code).
+
+    A result's key is ``2 * (stage * M + mb)`` for a forward output and that plus 1 for an input gradient.
+    Duration codes: F, B, I, W, or FB / FI for an overlapped pair (by the kind of its backward).
+    """
+    n_mb, stage_rank = schedule.n_microbatches, schedule.stage_to_rank
+    prev_of, next_of = schedule.route_links
+    plans = []
+    for rank, acts in enumerate(schedule.actions):
+        plan = []
+        for action in acts:
+            pair = type(action) is OverlappedAction
+            needs, makes = [], []
+            for part in action.parts if pair else (action,):
+                st, mb, kind = part.stage, part.microbatch, part.kind
+                own = 2 * (st * n_mb + mb)
+                if kind == "F":
+                    other = prev_of[mb].get(st)
+                    if other is not None:
+                        needs.append((2 * (other * n_mb + mb), stage_rank[other] != rank))
+                    makes.append(own)
+                elif kind == "W":
+                    needs.append((own + 1, False))
+                else:
+                    needs.append((own, False))
+                    other = next_of[mb].get(st)
+                    if other is not None:
+                        needs.append((2 * (other * n_mb + mb) + 1, stage_rank[other] != rank))
+                    makes.append(own + 1)
+            plan.append((tuple(needs), tuple(makes), "F" + action.backward.kind if pair else action.kind))
+        plans.append(plan)
+    return plans
+
+
+def _lengths(costs: CostModel) -> dict[str, float]:
+    """How long each duration code of ``_plans`` occupies a rank, all-to-all included."""
+    a2a = costs.dispatch + costs.combine
+    length = {k: costs.duration(k) + (a2a if k != "W" else 0.0) for k in "FBIW"}
+    for b_kind in "BI":
+        compute = costs.FB if b_kind == "B" else max(costs.F, costs.I, costs.FB - costs.W)
+        # each chunk's all-to-all hides behind the partner chunk's compute; only the excess shows
+        exposed = max(0.0, a2a - costs.duration(b_kind)) + max(0.0, a2a - costs.F)
+        length["F" + b_kind] = compute + exposed
+    return length
+
+
+def _comms(schedule: Schedule, costs: CostModel, intervals, done_at) -> tuple[CommInterval, ...]:
+    """The p2p transfers and all-to-alls to draw (timing is already decided; this is for the pictures)."""
+    n_mb = schedule.n_microbatches
+    a2a = costs.dispatch + costs.combine
+    comms: list[CommInterval] = []
+    no_a2a = _lengths(replace(costs, dispatch=0.0, combine=0.0))
+    for rank, row in enumerate(intervals):
+        was_free = 0.0
+        for iv in row:
+            action, start, end = iv.action, iv.start, iv.end
+            parts = action_parts(action)
+            if costs.p2p > 0:
+                for part in parts:
+                    st, mb = part.stage, part.microbatch
+                    if part.kind == "W":
+                        continue
+                    other = schedule.prev_stage(st, mb) if part.kind == "F" else schedule.next_stage(st, mb)
+                    if other is None or schedule.stage_to_rank[other] == rank:
+                        continue
+                    sent = done_at[2 * (other * n_mb + mb) + (part.kind != "F")]
+                    what = f"{other}F{mb}" if part.kind == "F" else f"gradient of {other}:{mb}"
+                    arrive = sent + costs.p2p
+                    comms.append(CommInterval(rank, f"p2p {what}", sent, arrive, arrive <= was_free))
+            was_free = end
+            if a2a <= 0 or (len(parts) == 1 and action.kind == "W"):
+                continue
+            if len(parts) == 1:
+                half = (end - start - a2a) / 2  # attention, all-to-all, MLP, all-to-all
+                if action.kind == "F":
+                    first, second, c1 = "dispatch", "combine", costs.dispatch
+                else:
+                    first, second, c1 = "combine (grad)", "dispatch (grad)", costs.combine
+                t = start + half
+                comms.append(CommInterval(rank, f"{first} {action}", t, t + c1, False))
+                comms.append(CommInterval(rank, f"{second} {action}", t + c1 + half, end, False))
+                continue
+            hidden = end - start <= no_a2a["F" + action.backward.kind]
+            t = start
+            for part in parts:
+                comms.append(CommInterval(rank, f"all-to-all {part}", t, t + a2a, hidden))
+                t += a2a
+    return tuple(comms)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: simulate a named schedule and print a table and an ASCII timeline (or JSON)."""
+    parser = argparse.ArgumentParser(prog="python -m utils.simulate", description=main.__doc__)
+    parser.add_argument("name", help=", ".join(SCHEDULE_NAMES))
+    parser.add_argument("--ranks", type=int, required=True)
+    parser.add_argument("--microbatches", type=int, required=True)
+    for flag, default in (
+        ("F", 1.0),
+        ("B", 2.0),
+        ("W", 1.0),
+        ("FB", None),
+        ("p2p", 0.0),
+        ("dispatch", 0.0),
+        ("combine", 0.0),
+    ):
+        parser.add_argument(f"--{flag}", type=float, default=default)
+    parser.add_argument("--json", action="store_true", help="print JSON (makespan and per-rank numbers)")
+    args = parser.parse_args(argv)
+    try:
+        costs = CostModel(args.F, args.B, args.W, args.FB, args.p2p, args.dispatch, args.combine)
+        timeline = simulate(make_schedule(args.name, args.ranks, args.microbatches), costs)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    rows = timeline.summary()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "schedule": args.name,
+                    "makespan": timeline.makespan,
+                    "worst_idle": timeline.worst_idle,
+                    "bubble_ratio": timeline.bubble_ratio,
+                    "ranks": rows,
+                },
+                indent=1,
+            )
+        )
+        return 0
+    print(
+        f"{args.name}: makespan {timeline.makespan:g}, worst idle {timeline.worst_idle:g}, "
+        f"bubble ratio {timeline.bubble_ratio:.3f}"
+    )
+    print(f"{'rank':>4} {'busy':>8} {'idle':>8} {'peak act':>8} {'params':>6}")
+    for row in rows:
+        print(
+            f"{row['rank']:>4} {row['busy']:>8g} {row['idle']:>8g} {row['peak_activations']:>8} "
+            f"{row['param_copies']:>6}"
+        )
+    print(ascii_timeline(timeline))
+    return 0
+
+
+def ascii_timeline(timeline: Timeline, width: int = 100) -> str:
+    """One text row per rank: each column a slice of time, the letter of the action kind running then
+    (F, B, I, W; X for an overlapped pair), '.' when idle."""
+    span = timeline.makespan
+    if span <= 0:
+        return ""
+    scale = width / span
+    lines = []
+    for r, row in enumerate(timeline.intervals):
+        cells = ["."] * width
+        for iv in row:
+            a, b = (
+                int(round((iv.start - timeline.start) * scale)),
+                int(round((iv.end - timeline.start) * scale)),
+            )
+            mark = "X" if iv.kind == "FB" else iv.kind
+            for c in range(a, max(b, a + 1)):
+                if c < width:
+                    cells[c] = mark
+        lines.append(f"rank {r:>2} |" + "".join(cells) + "|")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

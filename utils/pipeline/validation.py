@@ -1,0 +1,353 @@
+"""Check that a pipeline schedule can run, and say in plain words why not.
+
+``validate(schedule)`` (also reachable as ``utils.schedules.validate``) raises ``ValueError`` on the first
+broken rule, naming the rank, the action and the rule. The rules, in the order they are checked:
+
+1. shape: one action list per rank; stages placed on existing ranks; one route per micro-batch;
+2. placement: every action names a stage of its micro-batch's route, on the rank that holds that stage;
+3. counts: each micro-batch runs every stage of its route's F exactly once, and exactly one backward: a full
+   B, or an I (backward for input) followed later by its W (backward for weights); never both B and I;
+4. order on a rank: F before its B/I, I before its W, and the stages a rank holds in route order (forward
+   down the route, backward up it);
+5. no deadlock: when every rank runs its list in order, each action waiting until the action before it on
+   the route has produced its input, every rank reaches the end of its list.
+
+Ground layer: imports only ``utils.pipeline.schedule``.
+"""
+
+from __future__ import annotations
+
+from utils.pipeline.schedule import KIND_NAMES, Action, OverlappedAction, Schedule
+
+
+def _fail(rank: int | None, action, rule: str, why: str) -> None:
+    where = f"rank {rank}" if rank is not None else "schedule"
+    what = f", action {action}" if action is not None else ""
+    raise ValueError(f"{where}{what}: rule '{rule}' broken: {why}")
+
+
+def _describe(stage: int, kind: str, mb: int) -> str:
+    return f"{stage}{kind}{mb} ({KIND_NAMES[kind]} of stage {stage} for micro-batch {mb})"
+
+
+def validate(schedule: Schedule) -> None:
+    """Raise ValueError naming the rank, action and broken rule if ``schedule`` cannot run as written."""
+    check_structure(schedule)
+    _check_deadlock(schedule)
+
+
+def check_structure(schedule: Schedule) -> None:
+    """Rules 1-4 (everything but the deadlock check), in time linear in the number of actions."""
+    if not isinstance(schedule, Schedule):
+        raise ValueError(f"validate expects a Schedule; got {type(schedule).__name__}.")
+    _check_shape(schedule)
+    where = _check_placement(schedule)
+    _check_counts(schedule, where)
+    _check_order(schedule, where)
+
+
+def _check_shape(s: Schedule) -> None:
+    if len(s.actions) != s.n_ranks:
+        _fail(
+            None,
+            None,
+            "one action list per rank",
+            f"n_ranks is {s.n_ranks} but there are {len(s.actions)} action lists.",
+        )
+    if len(s.stage_to_chunk) != len(s.stage_to_rank):
+        _fail(
+            None,
+            None,
+            "every stage has a rank and a chunk",
+            f"stage_to_rank has {len(s.stage_to_rank)} entries but stage_to_chunk has "
+            f"{len(s.stage_to_chunk)}.",
+        )
+    for stage, rank in enumerate(s.stage_to_rank):
+        if not 0 <= rank < s.n_ranks:
+            _fail(
+                None,
+                None,
+                "stages live on existing ranks",
+                f"stage {stage} is placed on rank {rank}, but ranks are 0..{s.n_ranks - 1}.",
+            )
+    if len(s.routes) != s.n_microbatches:
+        _fail(
+            None,
+            None,
+            "one route per micro-batch",
+            f"{s.n_microbatches} micro-batches but {len(s.routes)} routes.",
+        )
+    for mb, route in enumerate(s.routes):
+        if not route or len(set(route)) != len(route) or not all(0 <= st < s.n_stages for st in route):
+            _fail(
+                None,
+                None,
+                "a route is a list of distinct existing stages",
+                f"micro-batch {mb} has route {route}; stages are 0..{s.n_stages - 1}.",
+            )
+
+
+def _check_placement(s: Schedule) -> dict[str, list[int]]:
+    """Every part on the right rank and route, at most once.
+
+    Returns, per kind, a list indexed by ``stage * n_microbatches + mb`` of the part's position in its rank's
+    list (-1 when absent). A pair's two parts share a position.
+    """
+    n_mb, n_stages, stage_rank = s.n_microbatches, s.n_stages, s.stage_to_rank
+    where = {k: [-1] * (n_stages * n_mb) for k in "FBIW"}
+    route_sets: dict[tuple[int, ...], frozenset[int]] = {}
+    on_route = [route_sets.setdefault(r, frozenset(r)) for r in s.routes]
+    for rank, acts in enumerate(s.actions):
+        for i, action in enumerate(acts):
+            if type(action) is Action:
+                parts = (action,)
+            elif type(action) is OverlappedAction:
+                parts = action.parts
+            else:
+                _fail(
+                    rank,
+                    action,
+                    "actions are Action or OverlappedAction",
+                    f"position {i} holds a {type(action).__name__}.",
+                )
+            for part in parts:
+                st, kind, mb = part.stage, part.kind, part.microbatch
+                if mb >= n_mb:
+                    _fail(
+                        rank,
+                        action,
+                        "micro-batches exist",
+                        f"micro-batch {mb} does not exist: there are {n_mb} (0..{n_mb - 1}).",
+                    )
+                if st >= n_stages:
+                    _fail(rank, action, "stages exist", f"stage {st} does not exist: there are {n_stages}.")
+                if stage_rank[st] != rank:
+                    _fail(
+                        rank,
+                        action,
+                        "an action runs on the rank that holds its stage",
+                        f"stage {st} lives on rank {stage_rank[st]}, which holds its parameters; rank {rank} "
+                        f"cannot run it.",
+                    )
+                if st not in on_route[mb]:
+                    _fail(
+                        rank,
+                        action,
+                        "a micro-batch only visits the stages of its route",
+                        f"micro-batch {mb} goes through stages {list(s.route_of(mb))}, not stage {st}.",
+                    )
+                column = where[kind]
+                idx = st * n_mb + mb
+                if column[idx] >= 0:
+                    _fail(
+                        rank,
+                        action,
+                        f"each {KIND_NAMES[kind]} runs exactly once per stage and micro-batch",
+                        f"{_describe(st, kind, mb)} appears twice (positions {column[idx]} and {i} of rank "
+                        f"{rank}'s list).",
+                    )
+                column[idx] = i
+    return where
+
+
+def _check_counts(s: Schedule, where) -> None:
+    n_mb = s.n_microbatches
+    f_at, b_at, i_at, w_at = where["F"], where["B"], where["I"], where["W"]
+    for mb, route in enumerate(s.routes):
+        for st in route:
+            idx = st * n_mb + mb
+            if (
+                f_at[idx] >= 0
+                and (b_at[idx] >= 0) != (i_at[idx] >= 0)
+                and (i_at[idx] >= 0) == (w_at[idx] >= 0)
+            ):
+                continue  # the common case: F, then exactly one of B or I+W
+            rank = s.stage_to_rank[st]
+            if f_at[idx] < 0:
+                _fail(
+                    rank,
+                    None,
+                    "each micro-batch runs every stage of its route's F exactly once",
+                    f"{_describe(st, 'F', mb)} is missing from rank {rank}'s list.",
+                )
+            if b_at[idx] >= 0 and i_at[idx] >= 0:
+                _fail(
+                    rank,
+                    f"{st}I{mb}",
+                    "a stage runs either a full B or an I+W pair, not both",
+                    f"{st}B{mb} already computes every gradient of stage {st} for micro-batch {mb}; "
+                    f"{st}I{mb} would compute the input gradient twice.",
+                )
+            if b_at[idx] < 0 and i_at[idx] < 0:
+                _fail(
+                    rank,
+                    None,
+                    "every forward has a backward",
+                    f"micro-batch {mb} runs F on stage {st} but neither {st}B{mb} (full backward) nor "
+                    f"{st}I{mb} "
+                    f"(backward for input): its gradient would never reach the earlier stages.",
+                )
+            if i_at[idx] >= 0:
+                _fail(
+                    rank,
+                    f"{st}I{mb}",
+                    "every I has a W",
+                    f"{st}I{mb} computes only the input gradient; without {st}W{mb} the weight gradient of "
+                    f"stage "
+                    f"{st} for micro-batch {mb} is never computed.",
+                )
+            _fail(
+                rank,
+                f"{st}W{mb}",
+                "a W follows an I, not a full B",
+                f"{st}B{mb} already computed the weight gradient, so {st}W{mb} has nothing left to do.",
+            )
+
+
+def _check_order(s: Schedule, where) -> None:
+    n_mb = s.n_microbatches
+    f_at, b_at, i_at, w_at = where["F"], where["B"], where["I"], where["W"]
+    for mb, route in enumerate(s.routes):
+        for st in route:
+            idx = st * n_mb + mb
+            rank = s.stage_to_rank[st]
+            back = b_at[idx] if b_at[idx] >= 0 else i_at[idx]
+            kind = "B" if b_at[idx] >= 0 else "I"
+            if f_at[idx] == back:
+                _fail(
+                    rank,
+                    s.actions[rank][back],
+                    "F before its B/I",
+                    "a pair cannot run the forward and backward of the same stage and micro-batch together: "
+                    "the "
+                    "backward needs the forward's activations.",
+                )
+            if f_at[idx] > back:
+                _fail(
+                    rank,
+                    s.actions[rank][back],
+                    "F before its B/I",
+                    f"the backward of stage {st} for micro-batch {mb} needs the activations its forward "
+                    f"saves, "
+                    f"but {st}F{mb} comes later in rank {rank}'s list (position {f_at[idx]}, after {back}).",
+                )
+            if kind == "I" and w_at[idx] <= back:
+                _fail(
+                    rank,
+                    s.actions[rank][w_at[idx]],
+                    "I before its W",
+                    f"the weight gradient needs the output gradient that {st}I{mb} receives, but {st}I{mb} "
+                    f"comes "
+                    f"later in rank {rank}'s list (position {back}, after {w_at[idx]}).",
+                )
+        # the stages a rank holds, in route order: forwards down the route, backwards up it
+        last: dict[int, int] = {}  # rank -> the previous stage of this route it holds
+        for b in route:
+            rank = s.stage_to_rank[b]
+            a = last.get(rank)
+            last[rank] = b
+            if a is None:
+                continue
+            ia, ib = a * n_mb + mb, b * n_mb + mb
+            if f_at[ia] > f_at[ib]:
+                _fail(
+                    rank,
+                    f"{b}F{mb}",
+                    "stages in pipeline order along the route",
+                    f"stage {b} comes after stage {a} on micro-batch {mb}'s route, so its forward needs "
+                    f"{a}F{mb} to have run, yet rank {rank} runs {b}F{mb} first.",
+                )
+            back_a = b_at[ia] if b_at[ia] >= 0 else i_at[ia]
+            back_b = b_at[ib] if b_at[ib] >= 0 else i_at[ib]
+            if back_b > back_a:
+                _fail(
+                    rank,
+                    f"{a}{'B' if b_at[ia] >= 0 else 'I'}{mb}",
+                    "stages in pipeline order along the route",
+                    f"the backward goes up the route, so stage {a} needs the gradient that stage {b} "
+                    f"computes "
+                    f"for micro-batch {mb}, yet rank {rank} runs stage {a}'s backward first.",
+                )
+
+
+def _check_deadlock(s: Schedule) -> None:
+    """Run every rank's list in order with dependency resolution only (no times); explain any stall.
+
+    An action is ready when its inputs exist: F needs the previous route stage's F, B/I the next route
+    stage's B/I (and its own F), W its own I. Results are keyed ``2 * (stage * M + mb) + (0 for F, 1 for
+    the input gradient)``.
+    """
+    n_mb = s.n_microbatches
+    prev_of, next_of = s.route_links
+    done = bytearray(2 * s.n_stages * n_mb)
+    waiting: dict[int, list[int]] = {}
+    pos = [0] * s.n_ranks
+    blocked_on: dict[int, int] = {}
+
+    def first_missing(action) -> int:
+        for p in action.parts if type(action) is OverlappedAction else (action,):
+            st, mb, kind = p.stage, p.microbatch, p.kind
+            base = st * n_mb + mb
+            if kind == "F":
+                prev = prev_of[mb].get(st)
+                if prev is not None and not done[2 * (prev * n_mb + mb)]:
+                    return 2 * (prev * n_mb + mb)
+            elif kind == "W":
+                if not done[2 * base + 1]:
+                    return 2 * base + 1
+            else:
+                if not done[2 * base]:
+                    return 2 * base
+                nxt = next_of[mb].get(st)
+                if nxt is not None and not done[2 * (nxt * n_mb + mb) + 1]:
+                    return 2 * (nxt * n_mb + mb) + 1
+        return -1
+
+    todo = list(range(s.n_ranks))
+    while todo:
+        rank = todo.pop()
+        acts = s.actions[rank]
+        while pos[rank] < len(acts):
+            action = acts[pos[rank]]
+            missing = first_missing(action)
+            if missing >= 0:
+                blocked_on[rank] = missing
+                waiting.setdefault(missing, []).append(rank)
+                break
+            pos[rank] += 1
+            for p in action.parts if type(action) is OverlappedAction else (action,):
+                if p.kind != "W":
+                    key = 2 * (p.stage * n_mb + p.microbatch) + (p.kind != "F")
+                    done[key] = 1
+                    woken = waiting.pop(key, None)
+                    if woken:
+                        todo.extend(woken)
+    stuck = [r for r in range(s.n_ranks) if pos[r] < len(s.actions[r])]
+    if not stuck:
+        return
+
+    def producer(key: int) -> int:
+        return s.stage_to_rank[key // 2 // n_mb]
+
+    def waits_for(rank: int) -> str:
+        key = blocked_on[rank]
+        st, mb = divmod(key // 2, n_mb)
+        name = f"{st}F{mb}'s output" if key % 2 == 0 else f"the input gradient from {st}B{mb} or {st}I{mb}"
+        return f"rank {rank} waits at {s.actions[rank][pos[rank]]} for {name} (rank {producer(key)})"
+
+    # follow who-waits-for-whom from the first stuck rank until a rank repeats: that is the cycle
+    chain, rank = [], stuck[0]
+    while rank not in chain:
+        chain.append(rank)
+        rank = producer(blocked_on[rank])
+    cycle = chain[chain.index(rank) :]
+    _fail(
+        cycle[0],
+        s.actions[cycle[0]][pos[cycle[0]]],
+        "no deadlock when ranks run their lists in order",
+        f"ranks {', '.join(map(str, cycle))} wait for each other forever: "
+        + "; ".join(waits_for(r) for r in cycle)
+        + ". Stuck ranks and their next actions: "
+        + ", ".join(f"rank {r}: {s.actions[r][pos[r]]}" for r in stuck)
+        + ".",
+    )
