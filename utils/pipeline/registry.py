@@ -13,16 +13,17 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from utils.pipeline import generators
+from utils.pipeline.generators.dualpipe import dualpipe, dualpipev
+from utils.pipeline.generators.linear import gpipe, naive, one_f_one_b, zb1p
 from utils.pipeline.schedule import Schedule
 
 _BUILDERS: dict[str, Callable[[int, int], Schedule]] = {
-    "naive": generators.naive,
-    "gpipe": generators.gpipe,
-    "1f1b": generators.one_f_one_b,
-    "zb1p": generators.zb1p,
-    "dualpipe": generators.dualpipe,
-    "dualpipev": generators.dualpipev,
+    "naive": naive,
+    "gpipe": gpipe,
+    "1f1b": one_f_one_b,
+    "zb1p": zb1p,
+    "dualpipe": dualpipe,
+    "dualpipev": dualpipev,
 }
 SCHEDULE_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 # The schedules of the DeepSeek-V3 report's Table 2 (1F1B, ZB1P, DualPipe) plus DualPipeV, whose row comes

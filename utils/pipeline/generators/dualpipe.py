@@ -1,124 +1,16 @@
-"""Schedule generators: naive, GPipe, 1F1B, ZB1P (ZB-H1), DualPipe and DualPipeV.
+"""DualPipe (DeepSeek-V3 report Sec. 3.2.1) and DualPipeV (deepseek-ai/DualPipe): one ``_dualpipe_rank`` for both.
 
-Each generator returns a ``utils.pipeline.schedule.Schedule``. They read like the diagrams: one loop per phase, each
-phase's length a named formula of the rank, the number of ranks and the number of micro-batches. Call them
-through ``utils.pipeline.registry.make_schedule(name, n_ranks, n_microbatches)``.
+Each rank's list reads like the report's Figure 5: eight phases, each a loop whose count is a named formula
+(``dualpipe_phase_steps``) of the rank, the number of ranks and the number of micro-batches.
 """
 
 from __future__ import annotations
 
 from collections import deque
 
+from utils.pipeline.generators.common import check_counts
 from utils.pipeline.schedule import Action, ActionLike, OverlappedAction, Schedule
 
-
-def _check_counts(name: str, n_ranks, n_microbatches) -> None:
-    for label, value in (("n_ranks", n_ranks), ("n_microbatches", n_microbatches)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{name}: {label} must be a whole number (a count); got {value!r}.")
-        if value < 1:
-            raise ValueError(
-                f"{name}: {label} must be at least 1 (a pipeline needs a rank and a micro-batch); "
-                f"got {value}."
-            )
-
-
-def _linear_schedule(
-    name: str, n_ranks: int, n_microbatches: int, actions: list[list[ActionLike]]
-) -> Schedule:
-    """Stage s on rank s, every micro-batch through stages 0..PP-1 (naive, GPipe, 1F1B, ZB1P)."""
-    stages = tuple(range(n_ranks))
-    return Schedule(
-        name=name,
-        n_ranks=n_ranks,
-        n_microbatches=n_microbatches,
-        stage_to_rank=stages,
-        stage_to_chunk=stages,
-        routes=(stages,) * n_microbatches,
-        actions=tuple(tuple(a) for a in actions),
-    )
-
-
-def naive(n_ranks: int, n_microbatches: int) -> Schedule:
-    """Model split over ranks, one micro-batch at a time: forward through all stages, then backward.
-
-    Only one rank works at any moment: the baseline every pipeline schedule improves on.
-    """
-    _check_counts("naive", n_ranks, n_microbatches)
-    actions = [
-        [Action(rank, kind, mb) for mb in range(n_microbatches) for kind in ("F", "B")]
-        for rank in range(n_ranks)
-    ]
-    return _linear_schedule("naive", n_ranks, n_microbatches, actions)
-
-
-def gpipe(n_ranks: int, n_microbatches: int) -> Schedule:
-    """GPipe (Huang et al. 2019): all forwards, then all backwards (fill, drain).
-
-    Bubble (PP-1)(F+B) like 1F1B, but every rank holds all M micro-batches' activations at the turn.
-    """
-    _check_counts("gpipe", n_ranks, n_microbatches)
-    actions = []
-    for rank in range(n_ranks):
-        forwards = [Action(rank, "F", mb) for mb in range(n_microbatches)]
-        backwards = [Action(rank, "B", mb) for mb in range(n_microbatches)]
-        actions.append(forwards + backwards)
-    return _linear_schedule("gpipe", n_ranks, n_microbatches, actions)
-
-
-def one_f_one_b(n_ranks: int, n_microbatches: int) -> Schedule:
-    """1F1B (PipeDream-Flush, Narayanan et al. 2021): warm-up forwards, steady one-forward-one-backward,
-    cool-down backwards.
-
-    Rank r runs PP-1-r warm-up forwards so the first backward arrives just as its forwards run out; from then
-    on it alternates, so it never holds more than PP-r micro-batches' activations (DeepSeek-V3 Table 2: PP).
-    """
-    _check_counts("1f1b", n_ranks, n_microbatches)
-    actions = []
-    for rank in range(n_ranks):
-        warmup = min(n_ranks - 1 - rank, n_microbatches)
-        steady = n_microbatches - warmup
-        acts = [Action(rank, "F", mb) for mb in range(warmup)]
-        for k in range(steady):
-            acts += [Action(rank, "F", warmup + k), Action(rank, "B", k)]
-        acts += [Action(rank, "B", mb) for mb in range(steady, n_microbatches)]
-        actions.append(acts)
-    return _linear_schedule("1f1b", n_ranks, n_microbatches, actions)
-
-
-def zb1p(n_ranks: int, n_microbatches: int) -> Schedule:
-    """ZB-H1 ("Zero Bubble Pipeline Parallelism", Qi et al. 2024, Sec. 3.1): 1F1B with the backward split
-    into I (gradient for the input, which the previous stage waits for) and W (gradient for the weights, which
-    only the optimizer needs).
-
-    Rank r keeps 1F1B's order of F and I, so it holds no more activations than 1F1B (PP - r of them plus
-    ``deferred`` not yet released by their W), but it postpones its first ``deferred = r`` W passes to the
-    cool-down, where without them it would wait for the I of the next rank. The last rank, which waits
-    longest in the cool-down, defers the most.
-    """
-    _check_counts("zb1p", n_ranks, n_microbatches)
-    actions = []
-    for rank in range(n_ranks):
-        warmup = min(n_ranks - 1 - rank, n_microbatches)
-        steady = n_microbatches - warmup
-        deferred = min(rank, steady)
-        acts = [Action(rank, "F", mb) for mb in range(warmup)]
-        pending_w: deque[int] = deque()
-        for k in range(steady):
-            acts += [Action(rank, "F", warmup + k), Action(rank, "I", k)]
-            pending_w.append(k)
-            if len(pending_w) > deferred:  # keep `deferred` W passes in hand for the cool-down
-                acts.append(Action(rank, "W", pending_w.popleft()))
-        for mb in range(steady, n_microbatches):
-            acts.append(Action(rank, "I", mb))
-            pending_w.append(mb)
-            acts.append(Action(rank, "W", pending_w.popleft()))
-        acts += [Action(rank, "W", mb) for mb in pending_w]
-        actions.append(acts)
-    return _linear_schedule("zb1p", n_ranks, n_microbatches, actions)
-
-
-#: Actions one step of each phase adds: F0 | F0 F1 | I1 W1 F1 | F0&B1 F1&B0 | B1 F1&B0 | B1 B0 | W I0 | W.
 DUALPIPE_ACTIONS_PER_STEP = (1, 2, 3, 2, 2, 2, 2, 1)
 
 
@@ -229,7 +121,7 @@ def dualpipe(n_ranks: int, n_microbatches: int) -> Schedule:
     Needs an even number of ranks (the two directions meet in the middle) and an even M >= 2 PP (each
     direction needs PP micro-batches to fill its half of the pipeline before the main phase).
     """
-    _check_counts("dualpipe", n_ranks, n_microbatches)
+    check_counts("dualpipe", n_ranks, n_microbatches)
     if n_ranks % 2:
         raise ValueError(
             f"dualpipe needs an even number of ranks: rank r pairs with rank PP-1-r (the two directions "
@@ -278,7 +170,7 @@ def dualpipev(n_ranks: int, n_microbatches: int) -> Schedule:
     (direction 0: s < 2N, direction 1: 2N + s') becomes DualPipeV's stage s mod 2N, and DualPipe's
     micro-batch m (direction 1 has K..2K-1) becomes m mod K. Needs M >= 2N micro-batches.
     """
-    _check_counts("dualpipev", n_ranks, n_microbatches)
+    check_counts("dualpipev", n_ranks, n_microbatches)
     n, k = n_ranks, n_microbatches
     if k < 2 * n:
         raise ValueError(

@@ -1,0 +1,19 @@
+"""Schedule generators: naive, GPipe, 1F1B, ZB1P (ZB-H1), DualPipe and DualPipeV.
+
+One module per family; each generator returns a ``utils.pipeline.schedule.Schedule``. They read like the
+diagrams: one loop per phase, each phase's length a named formula of the rank, the number of ranks and the
+number of micro-batches. Call them through ``utils.pipeline.registry.make_schedule(name, ranks, microbatches)``.
+
+    common     count checks and the linear placement every one-stage-per-rank schedule shares
+    linear     naive, gpipe, one_f_one_b, zb1p: one stage per rank
+    dualpipe   dualpipe, dualpipev (and dualpipe_phase_steps, the eight phases' counts)
+
+May import: ``utils.pipeline.schedule`` only.
+"""
+
+from utils._lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    **{name: "linear" for name in ("naive", "gpipe", "one_f_one_b", "zb1p")},
+    **{name: "dualpipe" for name in ("dualpipe", "dualpipev", "dualpipe_phase_steps", "DUALPIPE_ACTIONS_PER_STEP")},
+})
