@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from utils.pipeline import plots, table2
 from utils.pipeline.costs import CostModel
-from utils.pipeline.generators.dualpipe import DUALPIPE_ACTIONS_PER_STEP, dualpipe_phase_steps
+from utils.pipeline.generators.bidirectional import DUALPIPE_ACTIONS_PER_STEP, dualpipe_phase_steps
 from utils.pipeline.registry import SCHEDULE_NAMES, TABLE2_SCHEDULES, make_schedule
 from utils.pipeline.schedule import Action, OverlappedAction, Schedule, parse_action
 from utils.pipeline.simulate import simulate
@@ -269,7 +269,7 @@ DUALPIPE_PHASES = (
 def dualpipe_phase_lengths(schedule: Schedule, rank: int) -> tuple[int, ...]:
     """How many entries of ``schedule.actions[rank]`` each of DualPipe's eight phases holds.
 
-    The counts are the generator's own (``utils.pipeline.generators.dualpipe.dualpipe_phase_steps``), in terms of
+    The counts are the generator's own (``utils.pipeline.generators.bidirectional.dualpipe_phase_steps``), in terms of
     h = half the pipeline (PP/2 for DualPipe, N for DualPipeV), the rank's distance ``hr`` to the nearer end,
     and c = micro-batches per direction (M/2 for DualPipe, M for DualPipeV). A test checks they add up.
     """

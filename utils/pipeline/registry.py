@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from utils.pipeline.generators.dualpipe import dualpipe, dualpipev
+from utils.pipeline.generators.bidirectional import dualpipe, dualpipev
 from utils.pipeline.generators.linear import gpipe, naive, one_f_one_b, zb1p
 from utils.pipeline.schedule import Schedule
 

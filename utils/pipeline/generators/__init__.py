@@ -4,9 +4,9 @@ One module per family; each generator returns a ``utils.pipeline.schedule.Schedu
 diagrams: one loop per phase, each phase's length a named formula of the rank, the number of ranks and the
 number of micro-batches. Call them through ``utils.pipeline.registry.make_schedule(name, ranks, microbatches)``.
 
-    common     count checks and the linear placement every one-stage-per-rank schedule shares
-    linear     naive, gpipe, one_f_one_b, zb1p: one stage per rank
-    dualpipe   dualpipe, dualpipev (and dualpipe_phase_steps, the eight phases' counts)
+    common          count checks and the linear placement every one-stage-per-rank schedule shares
+    linear          naive, gpipe, one_f_one_b, zb1p: one stage per rank
+    bidirectional   dualpipe, dualpipev (and dualpipe_phase_steps, the eight phases' counts)
 
 May import: ``utils.pipeline.schedule`` only.
 """
@@ -15,5 +15,5 @@ from utils._lazy import lazy_exports
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     **{name: "linear" for name in ("naive", "gpipe", "one_f_one_b", "zb1p")},
-    **{name: "dualpipe" for name in ("dualpipe", "dualpipev", "dualpipe_phase_steps", "DUALPIPE_ACTIONS_PER_STEP")},
+    **{name: "bidirectional" for name in ("dualpipe", "dualpipev", "dualpipe_phase_steps", "DUALPIPE_ACTIONS_PER_STEP")},
 })
