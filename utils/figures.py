@@ -48,6 +48,7 @@ SCHEDULE_COLORS: dict[str, str] = {
     "naive": "#000000",
     "gpipe": "#999999",
     "1f1b": "#0072B2",
+    "1f1b-overlap": "#56B4E9",
     "zb1p": "#E69F00",
     "dualpipe": "#CC79A7",
     "dualpipev": "#009E73",

@@ -1,4 +1,4 @@
-"""Schedule generators: naive, GPipe, 1F1B, ZB1P (ZB-H1), DualPipe and DualPipeV.
+"""Schedule generators: naive, GPipe, 1F1B, 1F1B with overlapped pairs, ZB1P (ZB-H1), DualPipe, DualPipeV.
 
 One module per family; each generator returns a ``utils.pipeline.schedule.Schedule``. They read like the
 diagrams: one loop per phase, each phase's length a named formula of the rank, the number of ranks and the
@@ -6,6 +6,7 @@ number of micro-batches. Call them through ``utils.pipeline.registry.make_schedu
 
     common          count checks and the linear placement every one-stage-per-rank schedule shares
     linear          naive, gpipe, one_f_one_b, zb1p: one stage per rank
+    overlapped      one_f_one_b_overlap (``1f1b-overlap``): 1F1B with its steady F and B as overlapped pairs
     bidirectional   dualpipe, dualpipev (and dualpipe_phase_steps, the eight phases' counts)
 
 May import: ``utils.pipeline.schedule`` only.
@@ -15,5 +16,6 @@ from utils._lazy import lazy_exports
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     **{name: "linear" for name in ("naive", "gpipe", "one_f_one_b", "zb1p")},
+    **{name: "overlapped" for name in ("one_f_one_b_overlap", "overlap_warmup")},
     **{name: "bidirectional" for name in ("dualpipe", "dualpipev", "dualpipe_phase_steps", "DUALPIPE_ACTIONS_PER_STEP")},
 })
