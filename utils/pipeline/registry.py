@@ -17,6 +17,7 @@ from collections.abc import Callable
 from utils.pipeline.generators.bidirectional import dualpipe, dualpipev
 from utils.pipeline.generators.linear import gpipe, naive, one_f_one_b, zb1p
 from utils.pipeline.generators.overlapped import one_f_one_b_overlap
+from utils.pipeline.generators.virtual import interleaved1f1b, zbv
 from utils.pipeline.schedule import Schedule
 
 _BUILDERS: dict[str, Callable[[int, int], Schedule]] = {
@@ -27,6 +28,8 @@ _BUILDERS: dict[str, Callable[[int, int], Schedule]] = {
     "zb1p": zb1p,
     "dualpipe": dualpipe,
     "dualpipev": dualpipev,
+    "interleaved1f1b": interleaved1f1b,
+    "zbv": zbv,
 }
 SCHEDULE_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 # The schedules of the DeepSeek-V3 report's Table 2 (1F1B, ZB1P, DualPipe) plus DualPipeV, whose row comes
