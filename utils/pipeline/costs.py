@@ -1,14 +1,19 @@
 """The cost model of a pipeline step: how long each action takes, in the notation of the DeepSeek-V3 report.
 
 One place for the durations both producers of a ``Timeline`` use: the simulator (``utils.pipeline.simulate``)
-places actions by them, and the executor's pacing (``utils.pipeline.executor.pacing``) sleeps them.
-Ground layer: imports nothing from the kit.
+places actions by ``CostModel.duration``, and the executor's pacing (``utils.pipeline.executor.pacing``)
+sleeps it. Imports only the schedule types.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from utils.pipeline.schedule import ActionLike, action_kind
+
+#: What ``CostModel.duration`` prices: the plain kinds and the two overlapped pairs (``action_kind``).
+DURATION_KINDS = ("F", "B", "I", "W", "FB", "FI")
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,33 @@ class CostModel:
         """Backward for the input (``B_input``): the full backward minus its weight part."""
         return self.B - self.W
 
-    def duration(self, kind: str) -> float:
-        """Compute time of one plain action of ``kind`` (F, B, I or W), all-to-all not included."""
-        return {"F": self.F, "B": self.B, "I": self.B - self.W, "W": self.W}[kind]
+    @property
+    def FI(self) -> float:
+        """An overlapped pair of a forward and a backward for input: max(F, B - W, FB - W).
+
+        The pair overlaps like F&B but leaves the weight part W for later, so it saves W on F&B, yet it
+        cannot be shorter than either of its chunks alone.
+        """
+        return max(self.F, self.B - self.W, self.FB - self.W)
+
+    def duration(self, action: ActionLike | str) -> float:
+        """Compute time of ``action`` (all-to-all not included): the one duration rule of the course.
+
+        ``action``: an Action or an OverlappedAction, or its ``action_kind`` (F, B, I, W, FB, FI). F, B and
+        W are the model's; I = B - W; an F&B pair lasts FB; a pair of F and I lasts ``FI``.
+        """
+        kind = action if isinstance(action, str) else action_kind(action)
+        if kind == "F":
+            return self.F
+        if kind == "B":
+            return self.B
+        if kind == "I":
+            return self.B - self.W
+        if kind == "W":
+            return self.W
+        if kind == "FB":
+            return self.FB
+        if kind == "FI":
+            return self.FI
+        raise ValueError(f"CostModel.duration prices the kinds {', '.join(DURATION_KINDS)} (or an action); "
+                         f"got {action!r}.")

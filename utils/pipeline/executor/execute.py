@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import torch
 
+from utils.pipeline.costs import CostModel
 from utils.pipeline.executor.jobs import pipeline_job
 from utils.pipeline.executor.models import decoder_spec, mlp_spec
 from utils.pipeline.executor.overlap import OVERLAP_HOOKS
@@ -75,21 +76,21 @@ class ExecutionResult:
 
 
 def pacing_from_costs(costs, unit_ms: float = 20.0) -> Pacing:
-    """A ``Pacing`` from a cost model (anything with F, B, W and FB in time units) and ms per unit."""
+    """A ``Pacing`` from a cost model (a ``CostModel``, or anything with F, B, W and optionally FB and p2p
+    in time units) and ms per unit. The cost model's rules and defaults apply (FB defaults to F + B)."""
     if isinstance(costs, Pacing):
         return costs
-    try:
-        f, b, w = float(costs.F), float(costs.B), float(costs.W)
-    except AttributeError as exc:
-        raise ValueError(f"paced= needs a cost model with F, B and W (and optionally FB) in time units, such "
-                         f"as utils.pipeline.costs.CostModel; got {costs!r}") from exc
-    fb = getattr(costs, "FB", None)
-    fb = f + b if fb is None else float(fb)
-    p2p = float(getattr(costs, "p2p", 0.0) or 0.0)
+    if not isinstance(costs, CostModel):
+        try:
+            costs = CostModel(F=costs.F, B=costs.B, W=costs.W, FB=getattr(costs, "FB", None),
+                              p2p=getattr(costs, "p2p", None) or 0.0)
+        except AttributeError as exc:
+            raise ValueError(f"paced= needs a cost model with F, B and W (and optionally FB) in time units, "
+                             f"such as utils.pipeline.costs.CostModel; got {costs!r}") from exc
     if not unit_ms > 0:
         raise ValueError(f"unit_ms is the wall-clock length of one time unit, so it must be > 0; "
                          f"got {unit_ms}")
-    return Pacing(F=f, B=b, W=w, FB=fb, unit_ms=float(unit_ms), p2p=p2p)
+    return Pacing(F=costs.F, B=costs.B, W=costs.W, FB=costs.FB, unit_ms=float(unit_ms), p2p=costs.p2p)
 
 
 def _check(schedule: Schedule, model_spec, microbatches, world_size: int) -> None:
