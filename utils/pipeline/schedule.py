@@ -12,8 +12,10 @@ and DualPipe's overlapped pair: one forward chunk and one backward chunk run as 
 The string forms are those of ``torch.distributed.pipelining`` so learners can read both:
 ``1F0``, ``2I3``, ``2W3``, ``(0F7;7B3)OVERLAP_F_B``.
 
-This module holds the types and their string forms. The generators live in ``utils.pipeline.generators``,
-the checks in ``utils.pipeline.validation``, the names and the command line in ``utils.pipeline.registry``.
+This module holds the types, their string forms and the one dependency rule (``dependency_rule``, asked
+through ``Schedule.inputs_of`` and ``Schedule.dependency_plan``) that the validator, the simulator and the
+executor all follow. The generators live in ``utils.pipeline.generators``, the checks in
+``utils.pipeline.validation``, the names and the command line in ``utils.pipeline.registry``.
 Ground layer: imports nothing from the kit.
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NamedTuple
 
 KINDS = ("F", "B", "I", "W")
 KIND_NAMES = {"F": "forward", "B": "full backward", "I": "backward for input", "W": "backward for weights"}
@@ -87,6 +90,53 @@ ActionLike = Action | OverlappedAction
 def action_parts(action: ActionLike) -> tuple[Action, ...]:
     """The plain actions inside ``action``: itself, or the forward and backward of an overlapped pair."""
     return action.parts if isinstance(action, OverlappedAction) else (action,)
+
+
+def action_kind(action: ActionLike) -> str:
+    """F, B, I or W for a plain action; FB or FI for an overlapped pair (a forward with a B or with an I)."""
+    return "F" + action.backward.kind if type(action) is OverlappedAction else action.kind
+
+
+# ------------------------------------------------------------------------------------ the dependency rule
+
+#: The two results one action hands to another: ``ACT`` the output of a stage's forward (the activation
+#: the next stage on the route takes, and which its own backward needs), ``GRAD`` the gradient at a
+#: stage's input (computed by its B or its I; the previous stage on the route takes it, its W needs it).
+ACT, GRAD = "act", "grad"
+#: What each kind of action makes: a W makes nothing another action waits for.
+MAKES = {"F": ACT, "B": GRAD, "I": GRAD, "W": None}
+
+
+def dependency_rule(kind: str, stage: int, prev: int | None, nxt: int | None) -> tuple[tuple[int, str], ...]:
+    """The results a plain action waits for, as (stage, ACT or GRAD): the one rule every consumer follows.
+
+    ``kind`` and ``stage`` are the action's; ``prev`` and ``nxt`` the stages before and after ``stage`` on
+    its micro-batch's route (None at an end of the route). DeepSeek-V3 report Sec. 3.2.1; "Zero Bubble
+    Pipeline Parallelism" (Qi et al.), Sec. 2:
+
+    * F needs the output of the previous stage on the route (the first stage reads the micro-batch itself);
+    * B or I needs its own F's output (the activations it saved) and the gradient at the next stage's input
+      (the last stage holds the loss, so it needs nothing from outside);
+    * W needs its own I (the output gradients I kept).
+    """
+    if kind == "F":
+        return () if prev is None else ((prev, ACT),)
+    if kind == "W":
+        return ((stage, GRAD),)
+    return ((stage, ACT),) if nxt is None else ((stage, ACT), (nxt, GRAD))
+
+
+class Dependency(NamedTuple):
+    """A result an action waits for: ``kind`` (ACT or GRAD) of ``stage`` for ``microbatch``.
+
+    ``remote`` is True when ``stage`` lives on another rank than the waiting action's stage, so the result
+    travels as a message (point-to-point latency in the simulator, an ``irecv`` in the executor).
+    """
+
+    stage: int
+    kind: str
+    microbatch: int
+    remote: bool
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:
@@ -181,6 +231,72 @@ class Schedule:
     def next_stage(self, stage: int, microbatch: int) -> int | None:
         """The stage after ``stage`` on the micro-batch's route (None at the last stage: the loss)."""
         return self._neighbours[(stage, microbatch)][1]
+
+    # -- the dependency rule, asked per action (readable) or for the whole schedule at once (fast)
+    def inputs_of(self, part: Action) -> tuple[Dependency, ...]:
+        """The results the plain action ``part`` waits for, by ``dependency_rule`` on its micro-batch's route.
+
+        ``schedule.inputs_of(Action(1, "B", 0))`` on a 4-stage 1F1B is
+        ``(Dependency(1, "act", 0, False), Dependency(2, "grad", 0, True))``: 1B0 needs its own 1F0 and the
+        input gradient that 2B0 (on rank 2) sends back.
+        """
+        st, mb = part.stage, part.microbatch
+        prev_of, next_of = self.route_links
+        rank_of = self.stage_to_rank
+        rank = rank_of[st]
+        rule = dependency_rule(part.kind, st, prev_of[mb].get(st), next_of[mb].get(st))
+        return tuple(Dependency(other, kind, mb, rank_of[other] != rank) for other, kind in rule)
+
+    def result_key(self, stage: int, kind: str, microbatch: int) -> int:
+        """The integer name of a result in ``dependency_plan``: ``2 * (stage * M + microbatch)``, +1 for GRAD."""
+        return 2 * (stage * self.n_microbatches + microbatch) + (kind == GRAD)
+
+    def result_of_key(self, key: int) -> tuple[int, str, int]:
+        """Inverse of ``result_key``: (stage, ACT or GRAD, microbatch)."""
+        stage, mb = divmod(key // 2, self.n_microbatches)
+        return stage, (GRAD if key % 2 else ACT), mb
+
+    @cached_property
+    def dependency_plan(self) -> tuple[tuple[tuple[tuple[tuple[int, bool], ...], tuple[int, ...], str], ...], ...]:
+        """Per rank, per action of its list: ``(needs, makes, kind)``, the rule of ``inputs_of`` for all actions.
+
+        ``needs``: the results the action waits for, as (``result_key``, from another rank?); ``makes``: the
+        keys of the results it produces (``MAKES``); ``kind``: ``action_kind``. The validator's deadlock check
+        and the simulator walk thousands of actions through this table, so it is built once per schedule
+        (micro-batches sharing a route share the rule's answers, shifted by the micro-batch) and kept.
+        """
+        n_mb, rank_of = self.n_microbatches, self.stage_to_rank
+        by_route: dict[tuple[int, ...], dict[tuple[int, str], tuple]] = {}
+        answers = [by_route.setdefault(route, {}) for route in self.routes]
+
+        def answer(mb: int, stage: int, kind: str) -> tuple[tuple[tuple[int, bool], ...], int | None]:
+            # the rule for this stage and kind on mb's route, with keys for micro-batch 0 (add 2 * mb)
+            prev_of, next_of = self.route_links
+            rule = dependency_rule(kind, stage, prev_of[mb].get(stage), next_of[mb].get(stage))
+            needs = tuple((2 * other * n_mb + (k == GRAD), rank_of[other] != rank_of[stage]) for other, k in rule)
+            made = MAKES[kind]
+            found = (needs, None if made is None else 2 * stage * n_mb + (made == GRAD))
+            answers[mb][(stage, kind)] = found
+            return found
+
+        plan = []
+        for acts in self.actions:
+            row = []
+            for action in acts:
+                if type(action) is OverlappedAction:
+                    f, b = action.forward, action.backward
+                    fm, bm = f.microbatch, b.microbatch
+                    f_needs, f_makes = answers[fm].get((f.stage, "F")) or answer(fm, f.stage, "F")
+                    b_needs, b_makes = answers[bm].get((b.stage, b.kind)) or answer(bm, b.stage, b.kind)
+                    needs = [(k + 2 * fm, r) for k, r in f_needs] + [(k + 2 * bm, r) for k, r in b_needs]
+                    row.append((tuple(needs), (f_makes + 2 * fm, b_makes + 2 * bm), "F" + b.kind))
+                else:
+                    m, kind = action.microbatch, action.kind
+                    needs, makes = answers[m].get((action.stage, kind)) or answer(m, action.stage, kind)
+                    row.append((tuple([(k + 2 * m, r) for k, r in needs]),
+                                () if makes is None else (makes + 2 * m,), kind))
+            plan.append(tuple(row))
+        return tuple(plan)
 
     def rank_lines(self) -> list[str]:
         """One line per rank: ``rank r: 0F0 0F1 ...``."""

@@ -30,11 +30,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 
 from utils.pipeline.costs import CostModel
 from utils.pipeline.registry import SCHEDULE_NAMES, make_schedule
-from utils.pipeline.schedule import OverlappedAction, Schedule, action_parts
+from utils.pipeline.schedule import ACT, Schedule, action_parts
 from utils.pipeline.timeline import CommInterval, Interval, Timeline
 from utils.pipeline.validation import check_structure, validate
 
@@ -50,17 +49,15 @@ def simulate(schedule: Schedule, costs: CostModel, check: bool = True) -> Timeli
         raise ValueError(f"simulate needs a CostModel for its costs; got {type(costs).__name__}.")
     if check:
         check_structure(schedule)  # the deadlock rule is checked by running it, below
-    n_ranks, n_mb = schedule.n_ranks, schedule.n_microbatches
-    # the dependency plan depends on the schedule only: keep it on the (immutable) schedule, so re-running
-    # the same schedule under other costs (a widget's slider) skips this pass
-    plans = schedule.__dict__.get("_simulation_plans")
-    if plans is None:
-        plans = schedule.__dict__["_simulation_plans"] = _plans(schedule)
+    n_ranks = schedule.n_ranks
+    # the dependency rule, for every action (utils.pipeline.schedule.Schedule.dependency_plan); kept on the
+    # (immutable) schedule, so re-running it under other costs (a widget's slider) skips that pass
+    plans = schedule.dependency_plan
     length = _lengths(costs)
     p2p = costs.p2p
 
-    # results by integer key (see _plans); the value is the producer's end time (-1: not produced yet)
-    done_at = [-1.0] * (2 * schedule.n_stages * n_mb)
+    # results by integer key (Schedule.result_key); the value is the producer's end time (-1: not yet)
+    done_at = [-1.0] * (2 * schedule.n_stages * schedule.n_microbatches)
     waiting: dict[int, list[int]] = {}
     free = [0.0] * n_ranks
     pos = [0] * n_ranks
@@ -115,74 +112,34 @@ def simulate(schedule: Schedule, costs: CostModel, check: bool = True) -> Timeli
     return Timeline(schedule, intervals, comms=comms, time_unit="time units")
 
 
-def _plans(schedule: Schedule) -> list[list[tuple[tuple[tuple[int, bool], ...], tuple[int, ...], str]]]:
-    """Per rank, per action: (inputs as (key, from another rank?), results it makes, duration code).
-
-    A result's key is ``2 * (stage * M + mb)`` for a forward output and that plus 1 for an input gradient.
-    Duration codes: F, B, I, W, or FB / FI for an overlapped pair (by the kind of its backward).
-    """
-    n_mb, stage_rank = schedule.n_microbatches, schedule.stage_to_rank
-    prev_of, next_of = schedule.route_links
-    plans = []
-    for rank, acts in enumerate(schedule.actions):
-        plan = []
-        for action in acts:
-            pair = type(action) is OverlappedAction
-            needs, makes = [], []
-            for part in action.parts if pair else (action,):
-                st, mb, kind = part.stage, part.microbatch, part.kind
-                own = 2 * (st * n_mb + mb)
-                if kind == "F":
-                    other = prev_of[mb].get(st)
-                    if other is not None:
-                        needs.append((2 * (other * n_mb + mb), stage_rank[other] != rank))
-                    makes.append(own)
-                elif kind == "W":
-                    needs.append((own + 1, False))
-                else:
-                    needs.append((own, False))
-                    other = next_of[mb].get(st)
-                    if other is not None:
-                        needs.append((2 * (other * n_mb + mb) + 1, stage_rank[other] != rank))
-                    makes.append(own + 1)
-            plan.append((tuple(needs), tuple(makes), "F" + action.backward.kind if pair else action.kind))
-        plans.append(plan)
-    return plans
-
-
 def _lengths(costs: CostModel) -> dict[str, float]:
-    """How long each duration code of ``_plans`` occupies a rank, all-to-all included."""
+    """How long an action of each kind (``action_kind``) occupies a rank: ``costs.duration`` plus the
+    all-to-all it cannot hide."""
     a2a = costs.dispatch + costs.combine
     length = {k: costs.duration(k) + (a2a if k != "W" else 0.0) for k in "FBIW"}
     for b_kind in "BI":
-        compute = costs.FB if b_kind == "B" else max(costs.F, costs.I, costs.FB - costs.W)
         # each chunk's all-to-all hides behind the partner chunk's compute; only the excess shows
         exposed = max(0.0, a2a - costs.duration(b_kind)) + max(0.0, a2a - costs.F)
-        length["F" + b_kind] = compute + exposed
+        length["F" + b_kind] = costs.duration("F" + b_kind) + exposed
     return length
 
 
 def _comms(schedule: Schedule, costs: CostModel, intervals, done_at) -> tuple[CommInterval, ...]:
     """The p2p transfers and all-to-alls to draw (timing is already decided; this is for the pictures)."""
-    n_mb = schedule.n_microbatches
     a2a = costs.dispatch + costs.combine
     comms: list[CommInterval] = []
-    no_a2a = _lengths(replace(costs, dispatch=0.0, combine=0.0))
     for rank, row in enumerate(intervals):
         was_free = 0.0
-        for iv in row:
+        for iv, (needs, _, _) in zip(row, schedule.dependency_plan[rank], strict=True):
             action, start, end = iv.action, iv.start, iv.end
             parts = action_parts(action)
             if costs.p2p > 0:
-                for part in parts:
-                    st, mb = part.stage, part.microbatch
-                    if part.kind == "W":
+                for key, remote in needs:  # the inputs that travel from another rank (the dependency rule)
+                    if not remote:
                         continue
-                    other = schedule.prev_stage(st, mb) if part.kind == "F" else schedule.next_stage(st, mb)
-                    if other is None or schedule.stage_to_rank[other] == rank:
-                        continue
-                    sent = done_at[2 * (other * n_mb + mb) + (part.kind != "F")]
-                    what = f"{other}F{mb}" if part.kind == "F" else f"gradient of {other}:{mb}"
+                    other, kind, mb = schedule.result_of_key(key)
+                    sent = done_at[key]
+                    what = f"{other}F{mb}" if kind == ACT else f"gradient of {other}:{mb}"
                     arrive = sent + costs.p2p
                     comms.append(CommInterval(rank, f"p2p {what}", sent, arrive, arrive <= was_free))
             was_free = end
@@ -198,7 +155,7 @@ def _comms(schedule: Schedule, costs: CostModel, intervals, done_at) -> tuple[Co
                 comms.append(CommInterval(rank, f"{first} {action}", t, t + c1, False))
                 comms.append(CommInterval(rank, f"{second} {action}", t + c1 + half, end, False))
                 continue
-            hidden = end - start <= no_a2a["F" + action.backward.kind]
+            hidden = end - start <= costs.duration(action)
             t = start
             for part in parts:
                 comms.append(CommInterval(rank, f"all-to-all {part}", t, t + a2a, hidden))

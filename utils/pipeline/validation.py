@@ -17,7 +17,7 @@ Ground layer: imports only ``utils.pipeline.schedule``.
 
 from __future__ import annotations
 
-from utils.pipeline.schedule import KIND_NAMES, Action, OverlappedAction, Schedule
+from utils.pipeline.schedule import ACT, KIND_NAMES, Action, OverlappedAction, Schedule
 
 
 def _fail(rank: int | None, action, rule: str, why: str) -> None:
@@ -77,8 +77,12 @@ def _check_shape(s: Schedule) -> None:
             "one route per micro-batch",
             f"{s.n_microbatches} micro-batches but {len(s.routes)} routes.",
         )
+    n_stages, checked = s.n_stages, set()
     for mb, route in enumerate(s.routes):
-        if not route or len(set(route)) != len(route) or not all(0 <= st < s.n_stages for st in route):
+        if route in checked:  # micro-batches share a few routes: check each once
+            continue
+        checked.add(route)
+        if not route or len(set(route)) != len(route) or not all(0 <= st < n_stages for st in route):
             _fail(
                 None,
                 None,
@@ -273,67 +277,47 @@ def _check_order(s: Schedule, where) -> None:
 def _check_deadlock(s: Schedule) -> None:
     """Run every rank's list in order with dependency resolution only (no times); explain any stall.
 
-    An action is ready when its inputs exist: F needs the previous route stage's F, B/I the next route
-    stage's B/I (and its own F), W its own I. Results are keyed ``2 * (stage * M + mb) + (0 for F, 1 for
-    the input gradient)``.
+    An action is ready when the results it needs exist (``Schedule.dependency_plan``: the one dependency
+    rule, ``utils.pipeline.schedule.dependency_rule``).
     """
-    n_mb = s.n_microbatches
-    prev_of, next_of = s.route_links
-    done = bytearray(2 * s.n_stages * n_mb)
+    plans = s.dependency_plan
+    done = bytearray(2 * s.n_stages * s.n_microbatches)
     waiting: dict[int, list[int]] = {}
     pos = [0] * s.n_ranks
     blocked_on: dict[int, int] = {}
 
-    def first_missing(action) -> int:
-        for p in action.parts if type(action) is OverlappedAction else (action,):
-            st, mb, kind = p.stage, p.microbatch, p.kind
-            base = st * n_mb + mb
-            if kind == "F":
-                prev = prev_of[mb].get(st)
-                if prev is not None and not done[2 * (prev * n_mb + mb)]:
-                    return 2 * (prev * n_mb + mb)
-            elif kind == "W":
-                if not done[2 * base + 1]:
-                    return 2 * base + 1
-            else:
-                if not done[2 * base]:
-                    return 2 * base
-                nxt = next_of[mb].get(st)
-                if nxt is not None and not done[2 * (nxt * n_mb + mb) + 1]:
-                    return 2 * (nxt * n_mb + mb) + 1
-        return -1
-
     todo = list(range(s.n_ranks))
     while todo:
         rank = todo.pop()
-        acts = s.actions[rank]
-        while pos[rank] < len(acts):
-            action = acts[pos[rank]]
-            missing = first_missing(action)
+        plan = plans[rank]
+        while pos[rank] < len(plan):
+            needs, makes, _ = plan[pos[rank]]
+            missing = -1
+            for key, _remote in needs:
+                if not done[key]:
+                    missing = key
+                    break
             if missing >= 0:
                 blocked_on[rank] = missing
                 waiting.setdefault(missing, []).append(rank)
                 break
             pos[rank] += 1
-            for p in action.parts if type(action) is OverlappedAction else (action,):
-                if p.kind != "W":
-                    key = 2 * (p.stage * n_mb + p.microbatch) + (p.kind != "F")
-                    done[key] = 1
-                    woken = waiting.pop(key, None)
-                    if woken:
-                        todo.extend(woken)
+            for key in makes:
+                done[key] = 1
+                woken = waiting.pop(key, None)
+                if woken:
+                    todo.extend(woken)
     stuck = [r for r in range(s.n_ranks) if pos[r] < len(s.actions[r])]
     if not stuck:
         return
 
     def producer(key: int) -> int:
-        return s.stage_to_rank[key // 2 // n_mb]
+        return s.stage_to_rank[s.result_of_key(key)[0]]
 
     def waits_for(rank: int) -> str:
-        key = blocked_on[rank]
-        st, mb = divmod(key // 2, n_mb)
-        name = f"{st}F{mb}'s output" if key % 2 == 0 else f"the input gradient from {st}B{mb} or {st}I{mb}"
-        return f"rank {rank} waits at {s.actions[rank][pos[rank]]} for {name} (rank {producer(key)})"
+        st, kind, mb = s.result_of_key(blocked_on[rank])
+        name = f"{st}F{mb}'s output" if kind == ACT else f"the input gradient from {st}B{mb} or {st}I{mb}"
+        return f"rank {rank} waits at {s.actions[rank][pos[rank]]} for {name} (rank {producer(blocked_on[rank])})"
 
     # follow who-waits-for-whom from the first stuck rank until a rank repeats: that is the cycle
     chain, rank = [], stuck[0]
