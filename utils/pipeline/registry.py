@@ -37,8 +37,15 @@ SCHEDULE_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 TABLE2_SCHEDULES: tuple[str, ...] = ("1f1b", "zb1p", "dualpipe", "dualpipev")
 # The schedules a fair comparison of DualPipe shows (GUIDE principle 7): 1F1B, the same 1F1B with its steady
 # forward and backward overlapped (it hides the all-to-all too, with 1x parameters), ZB1P, DualPipe and
-# DualPipeV. 1f1b-overlap is not a row of the report's Table 2; its closed forms live in table2 all the same.
-COMPARED_SCHEDULES: tuple[str, ...] = ("1f1b", "1f1b-overlap", "zb1p", "dualpipe", "dualpipev")
+# DualPipeV, and the virtual-stage schedules every pipeline library offers: interleaved 1F1B and ZB-V
+# (DualPipeV's placement without its F&B pairs). 1f1b-overlap is not a row of the report's Table 2; its
+# closed forms live in table2 all the same; interleaved 1F1B's and ZB-V's in virtual_stages.
+COMPARED_SCHEDULES: tuple[str, ...] = ("1f1b", "1f1b-overlap", "zb1p", "dualpipe", "dualpipev", "interleaved1f1b",
+                                       "zbv")
+# Model chunks one rank's share of the model (1/PP of it) is cut into, where it is more than one: each stage
+# of these schedules holds 1/v of a 1F1B stage, so on the same model it costs 1/v as much (virtual stages).
+# DualPipe keeps two whole 1/PP stages (mirrored copies), so it is not listed.
+CHUNKS_PER_RANK: dict[str, int] = {"dualpipev": 2, "interleaved1f1b": 2, "zbv": 2}
 
 
 def schedule_key(name) -> str:

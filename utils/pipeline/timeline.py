@@ -159,7 +159,8 @@ class Timeline:
     def to_chrome_trace(self, us_per_unit: float = 1.0) -> dict:
         """Chrome/Perfetto trace JSON (open in ui.perfetto.dev or chrome://tracing).
 
-        One complete ("X") event per compute interval on pid 0, tid = rank; communication on pid 1.
+        One complete ("X") event per compute interval on pid 0, tid = rank, its args naming the stages and
+        model chunks it ran; communication on pid 1.
         ``us_per_unit`` converts this timeline's time unit to the trace's microseconds.
         """
         events: list[dict] = [
@@ -180,7 +181,12 @@ class Timeline:
                         "tid": iv.rank,
                         "ts": iv.start * us_per_unit,
                         "dur": (iv.end - iv.start) * us_per_unit,
-                        "args": {"start": iv.start, "end": iv.end, "time_unit": self.time_unit},
+                        "args": {"start": iv.start, "end": iv.end, "time_unit": self.time_unit,
+                                 # which of the rank's stages (and model chunks) ran: with several stages per
+                                 # rank (DualPipe, interleaved 1F1B, ZB-V) the name alone needs decoding
+                                 "stages": [p.stage for p in action_parts(iv.action)],
+                                 "chunks": [self.schedule.stage_to_chunk[p.stage]
+                                            for p in action_parts(iv.action)]},
                     }
                 )
         if self.comms:
