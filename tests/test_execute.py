@@ -153,7 +153,9 @@ def test_bad_input_is_refused_before_any_rank_runs():
 # ------------------------------------------------------------------------------------------- 2 ranks
 
 SMALL = [(name, m) for name in ("naive", "gpipe", "1f1b", "zb1p") for m in (1, 3, 4, 8)] + [
-    (name, m) for name in ("dualpipe", "dualpipev") for m in (4, 6, 8)]
+    (name, m) for name in ("dualpipe", "dualpipev") for m in (4, 6, 8)] + [
+    # virtual stages: two chunks per rank, odd counts and fewer micro-batches than the V needs included
+    ("interleaved1f1b", m) for m in (1, 3, 4, 6)] + [("zbv", m) for m in (1, 3, 5, 8)]
 
 
 @pytest.mark.parametrize("name,m", SMALL)
@@ -165,7 +167,7 @@ def test_two_ranks_match_reference(clusters, name, m):
     check_timeline(result)
 
 
-@pytest.mark.parametrize("name", ["zb1p", "dualpipe", "dualpipev"])
+@pytest.mark.parametrize("name", ["zb1p", "dualpipe", "dualpipev", "interleaved1f1b", "zbv"])
 def test_moe_decoder_two_ranks_match_reference(clusters, name):
     spec = decoder_spec(n_blocks=4)
     microbatches = spec.make_microbatches(4)
@@ -205,7 +207,8 @@ def test_chunks_that_do_not_fit_fail_on_every_rank_before_sending(clusters):
 # ------------------------------------------------------------------------------------------- 4 ranks
 
 FOUR = [(name, m) for name in ("naive", "gpipe", "1f1b", "zb1p") for m in (4, 8, 12)] + [
-    (name, m) for name in ("dualpipe", "dualpipev") for m in (8, 12)]
+    (name, m) for name in ("dualpipe", "dualpipev") for m in (8, 12)] + [
+    ("interleaved1f1b", m) for m in (5, 8, 10)] + [("zbv", m) for m in (7, 8)]
 
 
 @pytest.mark.parametrize("name,m", FOUR)
@@ -225,7 +228,7 @@ def test_overlap_hooks_give_the_same_gradients(clusters):
     assert gradient_gap(a.grads, b.grads)["bit_exact"]
 
 
-@pytest.mark.parametrize("name", ["zb1p", "dualpipe", "dualpipev"])
+@pytest.mark.parametrize("name", ["zb1p", "dualpipe", "dualpipev", "zbv"])
 def test_expert_parallel_decoder_matches_reference(clusters, name):
     """2 pipeline ranks x 2 expert-parallel ranks: tokens cross ranks by all-to-all inside each stage."""
     spec = decoder_spec(n_blocks=4, ep=2)
@@ -260,7 +263,8 @@ def test_extra_ranks_stay_idle(clusters):
 # ------------------------------------------------------------------------------------------- 8 ranks
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,m", [("1f1b", 8), ("1f1b", 16), ("dualpipe", 16), ("dualpipev", 16)])
+@pytest.mark.parametrize("name,m", [("1f1b", 8), ("1f1b", 16), ("dualpipe", 16), ("dualpipev", 16),
+                                    ("interleaved1f1b", 12), ("zbv", 17)])
 def test_eight_ranks_match_reference(clusters, name, m):
     spec = mlp_spec()
     microbatches = spec.make_microbatches(m)

@@ -1,10 +1,11 @@
 """Our executor side by side with torch.distributed.pipelining (torch 2.13) on the same model and data.
 
 Torch's schedules run inside a job on the same SimulatedCluster, with ``PipelineStage`` objects around the
-same chunks our ranks build. Our 1F1B must give the gradients of ``Schedule1F1B`` and our DualPipeV those of
-``ScheduleDualPipeV``: they accumulate in the same order here, so we require bit-for-bit equality (the
-micro-batch counts are powers of two, so torch's division of the gradients by M equals our division of
-the loss by M).
+same chunks our ranks build. Our 1F1B must give the gradients of ``Schedule1F1B``, our DualPipeV those of
+``ScheduleDualPipeV``, our interleaved 1F1B and ZB-V those of ``ScheduleInterleaved1F1B`` and
+``ScheduleZBVZeroBubble`` (two stages per rank): they accumulate in the same order here, so we require
+bit-for-bit equality (the micro-batch counts are powers of two, so torch's division of the gradients by M
+equals our division of the loss by M).
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ CASES = [
     ("1f1b", 4, 4, decoder_spec(n_blocks=4)),
     ("dualpipev", 4, 8, mlp_spec()),
     ("dualpipev", 4, 8, decoder_spec(n_blocks=8)),
+    ("interleaved1f1b", 4, 8, mlp_spec()),
+    ("interleaved1f1b", 4, 4, decoder_spec(n_blocks=8)),
+    ("zbv", 4, 8, mlp_spec()),
+    ("zbv", 4, 8, decoder_spec(n_blocks=8)),
 ]
 
 

@@ -12,7 +12,12 @@ import torch.distributed as dist
 from utils.pipeline.executor.rank import _device, warm_up
 
 #: Our schedule name -> torch.distributed.pipelining's class for it (torch 2.13).
-TORCH_SCHEDULES = {"gpipe": "ScheduleGPipe", "1f1b": "Schedule1F1B", "dualpipev": "ScheduleDualPipeV"}
+TORCH_SCHEDULES = {"gpipe": "ScheduleGPipe", "1f1b": "Schedule1F1B", "dualpipev": "ScheduleDualPipeV",
+                   "interleaved1f1b": "ScheduleInterleaved1F1B", "zbv": "ScheduleZBVZeroBubble"}
+#: Schedules whose ranks hold two stages, and the stage ids rank r holds out of 2 PP: torch's "v"
+#: placement (r, 2PP-1-r) or its "loop" placement (r, r+PP).
+_TWO_STAGES = {"dualpipev": lambda r, n: [r, 2 * n - 1 - r], "zbv": lambda r, n: [r, 2 * n - 1 - r],
+               "interleaved1f1b": lambda r, n: [r, r + n]}
 
 
 class TorchPipeline:
@@ -34,8 +39,8 @@ class TorchPipeline:
         warm_up()
         self.spec, self.M = model_spec, n_microbatches
         rank, world = dist.get_rank(), dist.get_world_size()
-        n_stages = 2 * world if name == "dualpipev" else world
-        self.stage_ids = [rank, n_stages - 1 - rank] if name == "dualpipev" else [rank]
+        n_stages = 2 * world if name in _TWO_STAGES else world
+        self.stage_ids = _TWO_STAGES[name](rank, world) if name in _TWO_STAGES else [rank]
         chunks = model_spec.cut(model_spec.build(), n_stages)
         self.chunks = {s: chunks[s] for s in self.stage_ids}
         device = _device()
@@ -43,7 +48,7 @@ class TorchPipeline:
                   for s in self.stage_ids]
         cls = getattr(pipelining, TORCH_SCHEDULES[name])
         loss_fn = _TorchLoss(model_spec)
-        self.schedule = cls(stages if name == "dualpipev" else stages[0], n_microbatches=n_microbatches,
+        self.schedule = cls(stages if name in _TWO_STAGES else stages[0], n_microbatches=n_microbatches,
                             loss_fn=loss_fn, scale_grads=True)
         self.first, self.last = 0 in self.stage_ids, n_stages - 1 in self.stage_ids
 
