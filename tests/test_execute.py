@@ -21,7 +21,7 @@ from utils.pipeline.costs import CostModel
 from utils.pipeline.executor.execute import execute
 from utils.pipeline.executor.models import MLPSpec, decoder_spec, mlp_spec
 from utils.pipeline.executor.reference import gradient_gap, reference_run
-from utils.pipeline.executor.stage import StageRunner, _Clock
+from utils.pipeline.executor.stage import Clock, StageRunner
 from utils.pipeline.registry import make_schedule
 from utils.pipeline.schedule import OverlappedAction, Schedule
 from utils.pipeline.simulate import simulate
@@ -111,7 +111,7 @@ def test_split_backward_equals_full_backward(spec):
         chunk = spec.cut(spec.build(), 1)[0]
         runner = StageRunner(0, chunk)
         h = x if not x.is_floating_point() else x.clone()
-        clock = _Clock()
+        clock = Clock()
         for _ in runner.forward_steps(0, h, needs_input_grad=x.is_floating_point(), capture=split,
                                       split_layers=split, clock=clock, comms=[],
                                       loss_fn=lambda out: spec.loss(out, y)):

@@ -35,6 +35,26 @@ def test_every_subpackage_says_what_lives_there_and_what_it_may_import():
             assert "import" in doc, f"{init}: the docstring must say what the package may import"
 
 
+# A module's private names are its own: no module imports another's (utils.cluster is still to follow).
+_PRIVATE_IMPORTS_CHECKED = ("pipeline", "widgets", "moe", "fp8", "capstone.py", "checks.py", "figures.py")
+
+
+def test_no_module_imports_another_modules_private_names():
+    import ast
+
+    offenders = []
+    for path in library_modules():
+        if path.relative_to(ROOT / "utils").parts[0] not in _PRIVATE_IMPORTS_CHECKED:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("utils"):
+                private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                if private:
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.module} {private}")
+    assert not offenders, "private names imported from another module (make them public or move them):\n" + \
+        "\n".join(offenders)
+
+
 _OLD = "|".join(sorted(_legacy.MOVED, key=len, reverse=True))
 _OLD_IMPORT = re.compile(rf"(from|import)\s+utils\.({_OLD})\b|from utils import [^\n]*\b({_OLD})\b")
 

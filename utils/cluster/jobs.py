@@ -25,7 +25,7 @@ import torch.distributed as dist
 REDUCE_OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
 
 
-def _device() -> torch.device:
+def rank_device() -> torch.device:
     """Where this rank keeps tensors it communicates: its GPU under nccl, the CPU under gloo."""
     if dist.is_initialized() and dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
@@ -69,8 +69,8 @@ def ring_demo() -> int:
     if world_size == 1:
         print("alone in the ring: kept my own number 0")
         return rank
-    send = torch.tensor([rank], device=_device())
-    recv = torch.zeros(1, dtype=send.dtype, device=_device())
+    send = torch.tensor([rank], device=rank_device())
+    recv = torch.zeros(1, dtype=send.dtype, device=rank_device())
     ops = [dist.P2POp(dist.isend, send, ring_next(rank, world_size)),
            dist.P2POp(dist.irecv, recv, ring_prev(rank, world_size))]
     for request in dist.batch_isend_irecv(ops):
@@ -95,8 +95,8 @@ def all_to_all_demo() -> list[int]:
     tokens for every other rank's experts, and one all-to-all delivers them all at once.
     """
     rank, world_size = dist.get_rank(), dist.get_world_size()
-    outgoing = [torch.tensor([10 * rank + dest], device=_device()) for dest in range(world_size)]
-    incoming = [torch.zeros(1, dtype=torch.long, device=_device()) for _ in range(world_size)]
+    outgoing = [torch.tensor([10 * rank + dest], device=rank_device()) for dest in range(world_size)]
+    incoming = [torch.zeros(1, dtype=torch.long, device=rank_device()) for _ in range(world_size)]
     dist.all_to_all(incoming, outgoing)
     got = [int(t.item()) for t in incoming]
     print(f"sent {[int(t.item()) for t in outgoing]}, received {got}")
@@ -125,7 +125,7 @@ def all_reduce_demo(values: list[float] | None = None, op: str = "sum") -> float
     if values is not None and len(values) != world_size:
         raise ValueError(f"values needs one number per rank ({world_size}); got {len(values)}")
     mine = float(rank + 1) if values is None else float(values[rank])
-    tensor = torch.tensor([mine], dtype=torch.float64, device=_device())
+    tensor = torch.tensor([mine], dtype=torch.float64, device=rank_device())
     dist.all_reduce(tensor, op=REDUCE_OPS[op])
     result = float(tensor.item())
     print(f"contributed {mine:g}, all-reduce ({op}) gave {result:g}")
@@ -147,7 +147,7 @@ def ring_all_reduce_bytes_sent(num_bytes: int, world_size: int) -> float:
 
 def timed_all_reduce(numel: int = 1 << 20, repeats: int = 5) -> float:
     """Median wall-clock seconds this rank spends in an all-reduce of `numel` float32 numbers."""
-    tensor = torch.ones(numel, dtype=torch.float32, device=_device())
+    tensor = torch.ones(numel, dtype=torch.float32, device=rank_device())
     dist.barrier()
     times = []
     for _ in range(repeats):
@@ -162,8 +162,8 @@ def timed_all_reduce(numel: int = 1 << 20, repeats: int = 5) -> float:
 def timed_matmul(n: int = 256, repeats: int = 5) -> float:
     """Median wall-clock seconds for one n x n float32 matmul on this rank (all ranks start together)."""
     generator = torch.Generator().manual_seed(0)
-    a = torch.randn(n, n, generator=generator).to(_device())
-    b = torch.randn(n, n, generator=generator).to(_device())
+    a = torch.randn(n, n, generator=generator).to(rank_device())
+    b = torch.randn(n, n, generator=generator).to(rank_device())
     if dist.is_initialized():
         dist.barrier()
     times = []
@@ -196,7 +196,7 @@ def fail_on_rank(bad_rank: int) -> float:
     rank = dist.get_rank()
     if rank == bad_rank:
         raise RuntimeError(f"simulated fault on rank {rank}")
-    tensor = torch.ones(1, device=_device())
+    tensor = torch.ones(1, device=rank_device())
     dist.all_reduce(tensor)  # waits for bad_rank, which never arrives
     return float(tensor.item())
 

@@ -41,7 +41,7 @@ import torch
 
 from utils.pipeline.costs import CostModel
 from utils.pipeline.executor.jobs import pipeline_job
-from utils.pipeline.executor.models import decoder_spec, mlp_spec
+from utils.pipeline.executor.models import ModelSpec, decoder_spec, mlp_spec
 from utils.pipeline.executor.overlap import OVERLAP_HOOKS
 from utils.pipeline.executor.pacing import Pacing
 from utils.pipeline.registry import make_schedule
@@ -93,7 +93,7 @@ def pacing_from_costs(costs, unit_ms: float = 20.0) -> Pacing:
     return Pacing(F=costs.F, B=costs.B, W=costs.W, FB=costs.FB, unit_ms=float(unit_ms), p2p=costs.p2p)
 
 
-def _check(schedule: Schedule, model_spec, microbatches, world_size: int) -> None:
+def _check(schedule: Schedule, model_spec: ModelSpec, microbatches, world_size: int) -> None:
     validate(schedule)  # refuse a broken schedule before any rank does anything
     ep = getattr(model_spec, "ep", 1)
     needed = schedule.n_ranks * ep
@@ -109,7 +109,7 @@ def _check(schedule: Schedule, model_spec, microbatches, world_size: int) -> Non
     model_spec.cut(model_spec.build(), schedule.n_chunks)  # ValueError if the model has too few layers
 
 
-def execute(cluster, schedule: Schedule, model_spec, microbatches=None, *, paced=None, unit_ms: float = 20.0,
+def execute(cluster, schedule: Schedule, model_spec: ModelSpec, microbatches=None, *, paced=None, unit_ms: float = 20.0,
             overlap: str = "interleave", timeout: float | None = None) -> ExecutionResult:
     """Run ``schedule`` on ``cluster`` with ``model_spec`` cut into the schedule's chunks.
 
@@ -132,7 +132,7 @@ def execute(cluster, schedule: Schedule, model_spec, microbatches=None, *, paced
     return assemble_result(schedule, model_spec, results, time.perf_counter() - start)
 
 
-def assemble_result(schedule: Schedule, model_spec, results: list, wall_s: float = 0.0) -> ExecutionResult:
+def assemble_result(schedule: Schedule, model_spec: ModelSpec, results: list, wall_s: float = 0.0) -> ExecutionResult:
     """The ExecutionResult of the ranks' returns of ``pipeline_job`` (rank order, None for idle ranks)."""
     results = [r for r in results if r is not None]
     first_of_group = sorted((r for r in results if r["ep_rank"] == 0), key=lambda r: r["pp_rank"])
@@ -164,7 +164,7 @@ def assemble_result(schedule: Schedule, model_spec, results: list, wall_s: float
                            wall_s=wall_s)
 
 
-def compare_to_reference(result: ExecutionResult, model_spec, microbatches=None) -> dict:
+def compare_to_reference(result: ExecutionResult, model_spec: ModelSpec, microbatches=None) -> dict:
     """How far a run is from the single-process reference on the same micro-batches.
 
     Returns ``loss`` and ``reference_loss``, ``loss_diff``, and the gradient gap of

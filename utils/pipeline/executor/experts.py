@@ -7,11 +7,13 @@ overlapped pair computes (DeepSeek-V3 report, Sec. 3.2.2).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from utils.pipeline.executor.stage import Tape, _Clock
+from utils.pipeline.executor.stage import Clock, Tape
 
 # ------------------------------------------------------------------------------ expert-parallel MoE block
 
@@ -43,7 +45,7 @@ class ExpertParallelBlocks:
                     if e // per_rank != self.ep_rank:
                         moe.experts[e] = nn.Identity()
 
-    def block_steps(self, block, x, tape: Tape, clock: _Clock, comms: list, label: str):
+    def block_steps(self, block, x, tape: Tape, clock: Clock, comms: list, label: str):
         moe = block.moe
         per_rank = moe.n_routed // self.ep
         h = x + block.attn(block.attn_norm(x))
@@ -81,19 +83,18 @@ class ExpertParallelBlocks:
 
 # -------------------------------------------------------------------------------------- groups
 
-_GROUP_CACHE: dict = {}
-
-
 def expert_groups(n_ranks: int, ep: int):
     """The expert-parallel groups (ranks ``p * ep ... p * ep + ep - 1`` for each pipeline rank p).
 
     Creating a group is collective (every rank of the default group calls it), so every rank calls this,
-    and the groups are cached for the life of the process.
+    and the groups are kept for the life of the default group.
     """
     if ep == 1:
         return None
-    key = (id(dist.group.WORLD), n_ranks, ep)
-    if key not in _GROUP_CACHE:
-        groups = [dist.new_group(list(range(p * ep, (p + 1) * ep))) for p in range(n_ranks)]
-        _GROUP_CACHE[key] = groups
-    return _GROUP_CACHE[key]
+    return _new_groups(id(dist.group.WORLD), n_ranks, ep)
+
+
+@functools.cache
+def _new_groups(world: int, n_ranks: int, ep: int) -> list:
+    # ``world`` (the default group's identity) is part of the key: a new default group needs new groups
+    return [dist.new_group(list(range(p * ep, (p + 1) * ep))) for p in range(n_ranks)]

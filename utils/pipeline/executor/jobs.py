@@ -42,6 +42,7 @@ import time
 import torch.distributed as dist
 
 from utils.pipeline.executor.experts import expert_groups
+from utils.pipeline.executor.models import ModelSpec
 from utils.pipeline.executor.pacing import Pacing
 from utils.pipeline.executor.rank import RankPipeline
 from utils.pipeline.executor.torch_side import TorchPipeline
@@ -52,7 +53,7 @@ __all__ = ["pipeline_job", "torch_pipeline_job", "step_time_job"]
 
 # --------------------------------------------------------------------------------------------- jobs
 
-def pipeline_job(schedule: Schedule, model_spec, microbatches, pacing: Pacing | None = None,
+def pipeline_job(schedule: Schedule, model_spec: ModelSpec, microbatches, pacing: Pacing | None = None,
                  overlap="interleave", steps: int = 1) -> dict | None:
     """Job run by every rank: build this rank's stages, run the schedule ``steps`` times, return the last.
 
@@ -71,7 +72,7 @@ def pipeline_job(schedule: Schedule, model_spec, microbatches, pacing: Pacing | 
     return result
 
 
-def torch_pipeline_job(name: str, model_spec, microbatches) -> dict:
+def torch_pipeline_job(name: str, model_spec: ModelSpec, microbatches) -> dict:
     """Job: one step of torch.distributed.pipelining's ``name`` on every rank of the default group."""
     return TorchPipeline(name, model_spec, len(microbatches)).step(microbatches)
 
@@ -84,7 +85,7 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def step_time_job(name: str, model_spec, microbatches, steps: int = 5) -> dict:
+def step_time_job(name: str, model_spec: ModelSpec, microbatches, steps: int = 5) -> dict:
     """Job: per-step wall time of our executor and of torch's schedule on the same model, micro-batches and
     process group, measured alternately in one run (after one warm-up step each). Seconds per step."""
     from utils.pipeline.registry import make_schedule

@@ -8,12 +8,14 @@ stages run. Two specs:
     decoder_spec(n_blocks=4, ep=1)      the toy MoE decoder (utils.moe.toy_decoder) cut between its blocks,
                                         optionally with its experts sharded over ``ep`` ranks
 
-A spec answers four questions, which is all the executor and the reference need:
+A spec answers four questions and names itself, which is all the executor and the reference need (the
+``ModelSpec`` Protocol below; any object with these members is a spec):
 
     spec.build()                  the full model (an nn.Module), the same weights for the same seed
     spec.cut(model, n_chunks)     the model as ``n_chunks`` Chunk modules, in forward order
     spec.make_microbatches(n)     n (input, target) pairs, deterministic
     spec.loss(output, target)     the loss of one micro-batch
+    spec.ep, spec.name            expert-parallel ranks per pipeline stage (1: none), a short name
 
 A ``Chunk`` is a sequence of named parts (``("layers.3", module)``); running the parts in order is the same
 computation as the full model's forward, and every parameter keeps the name it has in the full model, so a
@@ -23,10 +25,43 @@ pipeline's gradients can be compared with the reference's name by name.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+
+@runtime_checkable
+class ModelSpec(Protocol):
+    """The contract between a model and the executor (``execute``, ``RankPipeline``) and the reference run.
+
+    A spec must be picklable (every rank receives it) and deterministic: ``build()`` gives the same weights
+    and ``make_microbatches(n)`` the same data on every rank and in the single-process reference. With
+    ``ep`` > 1 it also provides ``shard_loss(output, target, full_target)`` and ``n_routed`` (see
+    ``DecoderSpec``).
+    """
+
+    #: Expert-parallel ranks per pipeline stage (1: no expert parallelism).
+    ep: int
+    #: A short name for reports ("mlp", "decoder").
+    name: str
+
+    def build(self) -> nn.Module:
+        """The full model, with the same weights every time."""
+        ...
+
+    def cut(self, model: nn.Module, n_chunks: int) -> list[Chunk]:
+        """``model`` as ``n_chunks`` consecutive Chunks (ValueError if it has too few layers)."""
+        ...
+
+    def make_microbatches(self, n: int, seed: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``n`` (input, target) pairs, the same for the same seed."""
+        ...
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss of one micro-batch (the step's loss is their mean)."""
+        ...
 
 
 class Chunk(nn.Module):

@@ -35,6 +35,7 @@ def sequential(forward_steps, backward_steps) -> None:
 OVERLAP_HOOKS = {"interleave": interleave, "sequential": sequential}
 
 
-def _drain(steps) -> None:
+def drain(steps) -> None:
+    """Run a chunk's steps to the end (a plain action: nothing to overlap with)."""
     for _ in steps:
         pass

@@ -4,7 +4,8 @@
 compute (F, B, I, W, or an overlapped F&B pair through an overlap hook), send the results, and record when
 each action ran; in paced mode every action also lasts its cost-model duration. At the end of the step the
 gradients of mirrored stages (DualPipe) are summed and those of replicated parameters (expert parallelism)
-all-reduced. Its messages are ``utils.pipeline.executor.messages.RankMessages``, its base class.
+all-reduced. Its messages follow ``utils.pipeline.executor.messages.plan_messages``, a pure plan from the
+schedule, carried out by a ``Mailbox``.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import time
 import torch
 import torch.distributed as dist
 
+from utils.cluster.jobs import rank_device
 from utils.pipeline.executor.experts import ExpertParallelBlocks, expert_groups
-from utils.pipeline.executor.messages import RankMessages
-from utils.pipeline.executor.models import expert_owner, shard_microbatch
-from utils.pipeline.executor.overlap import OVERLAP_HOOKS, _drain
+from utils.pipeline.executor.messages import ChunkShapes, Mailbox, plan_messages, tags_used
+from utils.pipeline.executor.models import ModelSpec, expert_owner, shard_microbatch
+from utils.pipeline.executor.overlap import OVERLAP_HOOKS, drain
 from utils.pipeline.executor.pacing import Pacing
-from utils.pipeline.executor.stage import StageRunner, Tape, _Clock
-from utils.pipeline.schedule import Action, OverlappedAction, Schedule
+from utils.pipeline.executor.stage import Clock, StageRunner
+from utils.pipeline.schedule import ACT, GRAD, KIND_NAMES, Action, OverlappedAction, Schedule
 
 #: Receives posted ahead of the action being run (the current one plus this many).
 LOOKAHEAD = 2
@@ -38,18 +40,12 @@ def warm_up() -> None:
     torch.autograd.backward([t * 2], [torch.ones(2)])
 
 
-def _device() -> torch.device:
-    if dist.is_initialized() and dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
 # ------------------------------------------------------------------------------------- one rank's step
 
-class RankPipeline(RankMessages):
+class RankPipeline:
     """One rank's part of a pipeline: its stages, built once, and ``step()`` to run the schedule once."""
 
-    def __init__(self, schedule: Schedule, model_spec, *, pacing: Pacing | None = None,
+    def __init__(self, schedule: Schedule, model_spec: ModelSpec, *, pacing: Pacing | None = None,
                  overlap="interleave", lookahead: int = LOOKAHEAD):
         self.schedule, self.spec, self.pacing = schedule, model_spec, pacing
         self.overlap = OVERLAP_HOOKS[overlap] if isinstance(overlap, str) else overlap
@@ -58,20 +54,19 @@ class RankPipeline(RankMessages):
         self.rank = dist.get_rank()
         self.pp_rank, self.ep_rank = divmod(self.rank, self.ep)
         groups = expert_groups(schedule.n_ranks, self.ep)
-        self.device = _device()
+        self.device = rank_device()
         warm_up()
         self.M = schedule.n_microbatches
         model = model_spec.build()
         chunks = model_spec.cut(model, schedule.n_chunks)
-        self._boundary_cache: dict = {}
-        self._model, self._chunks = model, chunks
+        self.shapes = ChunkShapes(model, chunks)
         ep_context = None
         if groups is not None:
             ep_context = ExpertParallelBlocks(groups[self.pp_rank], self.ep, self.ep_rank)
         mine, used = {}, set()
         for s in schedule.stages_on(self.pp_rank):  # copies first: hooks must not be copied along
             c = schedule.stage_to_chunk[s]
-            # The full CPU model stays intact for the dry run of shapes (see _boundaries).
+            # The full CPU model stays intact for the dry run of shapes (see ChunkShapes).
             mine[s] = chunks[c] if c not in used and ep_context is None and self.device.type == "cpu" \
                 else copy.deepcopy(chunks[c])
             used.add(c)
@@ -84,14 +79,30 @@ class RankPipeline(RankMessages):
             s: StageRunner(s, chunk.to(self.device), ep_context, any(t == s for t, _ in self.split))
             for s, chunk in mine.items()}
         self.actions = schedule.actions[self.pp_rank]
-        self.recv_plan = [self._recvs_of(a) for a in self.actions]
-        self.from_peer = self._messages_by_sender()
+        self.plan = plan_messages(schedule, self.pp_rank)
+        self.mail = Mailbox(self.plan, self.M, expected=self._expected, to_global=self._global,
+                            device=self.device, p2p_ms=None if pacing is None else pacing.p2p * pacing.unit_ms)
+
+    def _global(self, pp_rank: int) -> int:
+        """The process rank of pipeline rank ``pp_rank`` in this rank's expert-parallel slice."""
+        return pp_rank * self.ep + self.ep_rank
+
+    def _expected(self, kind: str, stage: int, mb: int):
+        return self.shapes.expected(self.schedule, kind, stage, mb, self._cpu_inputs[mb])
+
+    def _take(self, kind: str, stage: int, mb: int) -> tuple[torch.Tensor, float]:
+        """An input of ``stage`` (waiting for it if it comes from another rank) and, in paced mode, the time
+        (ms) from which it counts as arrived. The action starts when its last input arrives."""
+        tensor, ready, waited = self.mail.take(kind, stage, mb, self._clock)
+        if waited is not None:
+            self._began = max(self._began, waited)
+        return tensor, ready
 
     # -- actions
     def _forward(self, part: Action, split_layers: bool):
         s, m = part.stage, part.microbatch
         prev = self.schedule.prev_stage(s, m)
-        x, ready = (self._inputs[m], 0.0) if prev is None else self._take("act", s, m)
+        x, ready = (self._inputs[m], 0.0) if prev is None else self._take(ACT, s, m)
         last = self.schedule.next_stage(s, m) is None
         loss_fn = None
         if last:
@@ -105,63 +116,59 @@ class RankPipeline(RankMessages):
             clock=self._clock, comms=self._comms, loss_fn=loss_fn, n_microbatches=self.M)
         return steps, ready
 
-    def _after_forward(self, part: Action, action, ready_ms) -> None:
+    def _forward_output(self, part: Action) -> torch.Tensor:
+        """What a forward made: its output (the last stage of a route records its loss instead)."""
         s, m = part.stage, part.microbatch
         tape = self.stages[s].tapes[m]
-        nxt = self.schedule.next_stage(s, m)
-        if nxt is None:
+        if self.schedule.next_stage(s, m) is None:
             self._losses[m] = float(tape.output)
-        else:
-            self._deliver("act", nxt, m, tape.output, action, ready_ms)
+        return tape.output
 
     def _backward(self, part: Action):
         s, m = part.stage, part.microbatch
         nxt = self.schedule.next_stage(s, m)
-        grad, ready = (None, 0.0) if nxt is None else self._take("grad", s, m)
+        grad, ready = (None, 0.0) if nxt is None else self._take(GRAD, s, m)
         tape = self.stages[s].tapes[m]
         steps = self.stages[s].backward_steps(m, grad, split=part.kind == "I", clock=self._clock,
                                               comms=self._comms)
         return steps, ready, tape
 
-    def _after_backward(self, part: Action, tape: Tape, action, ready_ms) -> None:
-        prev = self.schedule.prev_stage(part.stage, part.microbatch)
-        if prev is not None:
-            self._deliver("grad", prev, part.microbatch, tape.input_grad, action, ready_ms)
-
     def _counted(self, steps):
-        """Count every resumption of a chunk's steps (see ``_Clock``)."""
+        """Count every resumption of a chunk's steps (see ``Clock``)."""
         for item in steps:
             self._clock.steps += 1
             yield item
         self._clock.steps += 1
 
-    def _run(self, action) -> tuple[float, float | None]:
-        """Wait for the inputs of ``action``, compute it, send its results; return (start, paced end)."""
+    def _run(self, i: int, action) -> tuple[float, float | None]:
+        """Wait for the inputs of action ``i``, compute it, hand its results on as the message plan says;
+        return (start, paced end)."""
         if isinstance(action, OverlappedAction):
             f, b = action.forward, action.backward
             fwd, ready_f = self._forward(f, split_layers=True)
             bwd, ready_b, btape = self._backward(b)
             start = self._start(max(ready_f, ready_b))
             self.overlap(self._counted(fwd), self._counted(bwd))
-            end = self._paced_end(start, action)
-            self._after_forward(f, action, end)
-            self._after_backward(b, btape, action, end)
+            made = {ACT: self._forward_output(f), GRAD: btape.input_grad}
         elif action.kind == "F":
             steps, ready = self._forward(action, split_layers=False)
             start = self._start(ready)
-            _drain(self._counted(steps))
-            end = self._paced_end(start, action)
-            self._after_forward(action, action, end)
+            drain(self._counted(steps))
+            made = {ACT: self._forward_output(action)}
         elif action.kind in ("B", "I"):
             steps, ready, tape = self._backward(action)
             start = self._start(ready)
-            _drain(self._counted(steps))
-            end = self._paced_end(start, action)
-            self._after_backward(action, tape, action, end)
+            drain(self._counted(steps))
+            made = {GRAD: tape.input_grad}
         else:  # W
             start = self._start(0.0)
             self.stages[action.stage].weight_step(action.microbatch)
-            end = self._paced_end(start, action)
+            made = {}
+        end = self._paced_end(start, action)
+        for message in self.plan.sends[i]:
+            self.mail.send(message, made[message.kind], action, end)
+        for message in self.plan.keeps[i]:
+            self.mail.keep(message, made[message.kind], end)
         return start, end
 
     def _start(self, inputs_ready_ms: float) -> float:
@@ -195,40 +202,34 @@ class RankPipeline(RankMessages):
         self._inputs = [x.to(dev) for x in self._cpu_inputs]
         self._targets = [shard_microbatch(y, self.ep, self.ep_rank).to(dev) for _, y in microbatches]
         self._full_targets = [y.to(dev) for _, y in microbatches]
-        self._pending, self._local, self._sends = {}, {}, []
-        self._posted = 0
-        self._peer_posted: dict[int, int] = {}
+        self.mail.start()
         self._losses: dict[int, float] = {}
         self._comms: list = []
         self._free_at = self._ready = 0.0
-        self._p2p_ms = 0.0 if self.pacing is None else self.pacing.p2p * self.pacing.unit_ms
         intervals = []
         for m in range(self.M):  # the dry run of shapes happens before the clock starts
-            self._boundaries(self._cpu_inputs[m])
+            self.shapes.table(self._cpu_inputs[m])
         dist.barrier()
-        self._clock = _Clock(time.perf_counter())
+        self._clock = Clock(time.perf_counter())
         for i, action in enumerate(self.actions):
             self._began = self._clock.ms()
-            self._post(i + 1 + self.lookahead)
+            self.mail.post(i + 1 + self.lookahead)
             try:
-                start, paced_end = self._run(action)
+                start, paced_end = self._run(i, action)
             except Exception as exc:
                 raise StageError(
                     f"rank {self.rank} (pipeline rank {self.pp_rank}) failed in action {action} "
                     f"({_describe(action)}): {type(exc).__name__}: {exc}") from exc
-            self._sends = [(w, t) for w, t in self._sends if not w.is_completed()]
-            self._post(i + 2 + self.lookahead)  # before sleeping, so the next action starts sooner
+            self.mail.forget_sent()
+            self.mail.post(i + 2 + self.lookahead)  # before sleeping, so the next action starts sooner
             if paced_end is not None:
                 left = paced_end - self._clock.ms()
                 if left > 0:
                     time.sleep(left / 1e3)
                 self._free_at = paced_end
             intervals.append((action, start, self._clock.ms()))
-        for work, _ in self._sends:
-            work.wait()
-        self._sends = []
+        leftover = self.mail.finish()
         step_ms = self._clock.ms()
-        leftover = sorted(f"{s}{'F' if k == 'act' else 'B'}{m}" for k, s, m in self._pending)
         if leftover or any(st.tapes for st in self.stages.values()):
             raise StageError(f"rank {self.rank}: the schedule left work undone (unused messages {leftover}, "
                              f"tapes {[(s, sorted(st.tapes)) for s, st in self.stages.items() if st.tapes]})")
@@ -244,7 +245,7 @@ class RankPipeline(RankMessages):
     def _sync_gradients(self) -> dict[int, dict[str, torch.Tensor]]:
         """Sum mirrored copies' gradients (DualPipe) and all-reduce replicated ones (expert parallelism)."""
         sched = self.schedule
-        base = 4 * sched.n_stages * self.M
+        base = tags_used(sched)  # the tags above the pipeline's messages
         flat = {s: torch.cat([g.reshape(-1) for g in self._stage_grads(s)]) for s in self.stages}
         summed = {}
         works, received = [], {}
@@ -295,5 +296,4 @@ def _describe(action) -> str:
         f, b = action.forward, action.backward
         return (f"overlapped forward of stage {f.stage} on micro-batch {f.microbatch} "
                 f"and backward of stage {b.stage} on micro-batch {b.microbatch}")
-    names = {"F": "forward", "B": "full backward", "I": "backward for input", "W": "backward for weights"}
-    return f"{names[action.kind]} of stage {action.stage} on micro-batch {action.microbatch}"
+    return f"{KIND_NAMES[action.kind]} of stage {action.stage} on micro-batch {action.microbatch}"

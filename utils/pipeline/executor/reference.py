@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from utils.pipeline.executor.models import ModelSpec
+
 
 @dataclass
 class ReferenceResult:
@@ -25,7 +27,7 @@ class ReferenceResult:
     grads: dict[str, torch.Tensor]
 
 
-def reference_run(model_spec, microbatches: list[tuple[torch.Tensor, torch.Tensor]]) -> ReferenceResult:
+def reference_run(model_spec: ModelSpec, microbatches: list[tuple[torch.Tensor, torch.Tensor]]) -> ReferenceResult:
     """Run ``model_spec``'s full model over ``microbatches`` in one process, accumulating gradients.
 
     Micro-batches are processed in order 0..M-1, so a pipeline that accumulates each parameter's gradient

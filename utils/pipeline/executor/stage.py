@@ -32,7 +32,7 @@ class _Edge:
     comm: tuple | None = None
 
 
-class _Clock:
+class Clock:
     """Counts resumptions of chunk steps, to tell whether other work ran while a message was in flight."""
 
     def __init__(self, t0: float = 0.0):
@@ -126,7 +126,7 @@ class StageRunner:
 
     # -- forward
     def forward_steps(self, mb: int, x: torch.Tensor, needs_input_grad: bool, capture: bool,
-                      split_layers: bool, clock: _Clock, comms: list, loss_fn=None, n_microbatches: int = 1):
+                      split_layers: bool, clock: Clock, comms: list, loss_fn=None, n_microbatches: int = 1):
         """Generator running the forward of micro-batch ``mb``; yields where a partner chunk may run.
 
         Non-last stages keep the output on the tape (returned by ``output_of``); the last stage computes
@@ -159,7 +159,7 @@ class StageRunner:
             self.current_tape = None
 
     # -- backward
-    def backward_steps(self, mb: int, grad: torch.Tensor | None, split: bool, clock: _Clock, comms: list):
+    def backward_steps(self, mb: int, grad: torch.Tensor | None, split: bool, clock: Clock, comms: list):
         """Generator running the full backward (``split=False``) or the input part I (``split=True``).
 
         Walks the tape's segments from last to first; between segments it yields, and gradients of

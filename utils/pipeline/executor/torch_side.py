@@ -9,7 +9,9 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from utils.pipeline.executor.rank import _device, warm_up
+from utils.cluster.jobs import rank_device
+from utils.pipeline.executor.models import ModelSpec
+from utils.pipeline.executor.rank import warm_up
 
 #: Our schedule name -> torch.distributed.pipelining's class for it (torch 2.13).
 TORCH_SCHEDULES = {"gpipe": "ScheduleGPipe", "1f1b": "Schedule1F1B", "dualpipev": "ScheduleDualPipeV",
@@ -28,7 +30,7 @@ class TorchPipeline:
     ``scale_grads=True``, divides the gradients by the number of micro-batches.
     """
 
-    def __init__(self, name: str, model_spec, n_microbatches: int):
+    def __init__(self, name: str, model_spec: ModelSpec, n_microbatches: int):
         from torch.distributed import pipelining
 
         if name not in TORCH_SCHEDULES:
@@ -43,7 +45,7 @@ class TorchPipeline:
         self.stage_ids = _TWO_STAGES[name](rank, world) if name in _TWO_STAGES else [rank]
         chunks = model_spec.cut(model_spec.build(), n_stages)
         self.chunks = {s: chunks[s] for s in self.stage_ids}
-        device = _device()
+        device = rank_device()
         stages = [pipelining.PipelineStage(self.chunks[s].to(device), s, n_stages, device)
                   for s in self.stage_ids]
         cls = getattr(pipelining, TORCH_SCHEDULES[name])
@@ -57,7 +59,7 @@ class TorchPipeline:
         for chunk in self.chunks.values():
             for p in chunk.parameters():
                 p.grad = None
-        device = _device()
+        device = rank_device()
         x = torch.cat([mb[0] for mb in microbatches]).to(device)
         y = torch.cat([mb[1] for mb in microbatches]).to(device)
         losses: list = []
@@ -72,7 +74,7 @@ class TorchPipeline:
 class _TorchLoss:
     """loss_fn for torch's schedules: the model spec's loss of one micro-batch."""
 
-    def __init__(self, model_spec):
+    def __init__(self, model_spec: ModelSpec):
         self.spec = model_spec
 
     def __call__(self, output, target):
