@@ -16,6 +16,9 @@ from matplotlib.figure import Figure  # noqa: E402
 from utils.fp8 import explore as fp8_explore  # noqa: E402
 from utils.fp8.accumulation import accumulation_error_vs_k  # noqa: E402
 from utils.fp8.explore import (  # noqa: E402
+    column_error_profile,
+    damaged_channels,
+    damaged_channels_table,
     explore_fp8,
     linear_gemm_errors,
     loss_gap_table,
@@ -90,6 +93,60 @@ def test_outlier_activations():
     assert x[:, channels].abs().mean() > 100 * x[:, ~mask[0]].abs().mean()
     with pytest.raises(ValueError, match=">= 1"):
         outlier_activations(outlier=0.5)
+    _, spread = outlier_activations(8, 1024, outlier=10.0, spacing=256)
+    assert spread[0].nonzero().flatten().tolist() == [3, 259, 515, 771]
+    with pytest.raises(ValueError, match="spacing"):
+        outlier_activations(spacing=0)
+
+
+def _profile(spacing, granularities=("tensor", "row", "tile1x128", "block128x128", "mx1x32")):
+    x, mask = outlier_activations(64, 1024, outlier=1e4, spacing=spacing)
+    return column_error_profile(x, "e4m3", granularities), mask[0].nonzero().flatten().tolist()
+
+
+def test_column_error_profile_is_the_mean_relative_error_of_each_channel():
+    x, _ = outlier_activations(16, 256, outlier=100.0)
+    profile = column_error_profile(x, "e4m3", ("row", "mx1x32"))
+    assert profile.shape == (256, 2) and profile.index.name == "channel"
+    for g in ("row", "mx1x32"):
+        from utils.fp8.formats import quantize_dequantize
+        x_hat = quantize_dequantize(x, "e4m3", g).double()
+        expected = ((x_hat - x.double()).abs() / x.double().abs()).mean(0).numpy()
+        np.testing.assert_allclose(profile[g].to_numpy(), expected, rtol=1e-12)
+    # a value flushed to zero counts as 100%; zeros in the input are left out of the mean
+    column = torch.tensor([[1e4, 1e-6], [1e4, 0.0], [1e4, 2e-6]])   # both tiny values vanish
+    flushed = column_error_profile(column, "e4m3", ("tensor",))["tensor"]
+    assert flushed.iloc[1] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="2-D"):
+        column_error_profile(torch.ones(3))
+
+
+def test_profiles_confine_an_outliers_damage_to_its_group():
+    profile, channels = _profile(spacing=256)                      # one outlier channel per 256
+    floor = profile.median().min()
+    group = np.arange(1024)
+    in_tile = np.isin(group // 128, [c // 128 for c in channels])
+    in_mx_group = np.isin(group // 32, [c // 32 for c in channels])
+    # outside the outliers' tiles, 1x128 tiles and MX are at E4M3's rounding floor; per tensor and per row are not
+    far = ~in_tile
+    assert profile.loc[far, "tile1x128"].mean() < 1.2 * floor and profile.loc[far, "mx1x32"].mean() < 1.2 * floor
+    assert profile.loc[far, "tensor"].mean() > 3 * floor and profile.loc[far, "row"].mean() > 2 * floor
+    # inside a damaged tile but outside the outlier's 32-group, only MX is back at the floor
+    between = in_tile & ~in_mx_group
+    assert profile.loc[between, "mx1x32"].mean() < 1.2 * floor < profile.loc[between, "block128x128"].mean() / 2
+
+
+def test_damaged_channels_count_the_groups_an_outlier_spoils():
+    spread, channels = _profile(spacing=256)
+    counts = damaged_channels(spread)
+    assert counts["mx1x32"] <= 32 * len(channels) < counts["block128x128"] <= 128 * len(channels)
+    assert counts["tile1x128"] <= 128 * len(channels) < counts["row"] <= counts["tensor"] <= 1024
+    packed, _ = _profile(spacing=31)                               # all four outliers in the first tile
+    packed_counts = damaged_channels(packed)
+    assert packed_counts["tile1x128"] <= 128 and packed_counts["mx1x32"] <= 128
+    x_spread, _ = outlier_activations(64, 1024, outlier=1e4, spacing=256)
+    table = damaged_channels_table({"spread": x_spread}, granularities=("tile1x128", "mx1x32"))
+    assert table["spread"].tolist() == [counts["tile1x128"], counts["mx1x32"]]
 
 
 def test_quantization_table_rows_and_columns():
@@ -107,6 +164,25 @@ def test_figures_have_titles_and_labels():
     for fig in figures:
         ax = fig.axes[0]
         assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
+
+
+def test_granularity_figure_has_one_panel_per_granularity_and_layout():
+    packed, _ = outlier_activations(16, 256, outlier=1e4)
+    spread, _ = outlier_activations(16, 256, outlier=1e4, spacing=128)
+    fig = plot_granularity_errors({"packed": packed, "spread": spread})
+    axes = np.array(fig.axes).reshape(5, 2)                      # every granularity, MX included; no colour bars
+    assert [ax.get_title() for ax in axes[0]] == ["packed", "spread"]
+    assert [ax.get_ylabel() for ax in axes[:, 0]] == ["per tensor", "per row", "1 x 128 tiles",
+                                                      "128 x 128\nblocks", "MX 1 x 32"]
+    assert all(ax.get_xlabel() == "channel (column)" for ax in fig.axes)
+    assert [ax.xaxis.label.get_visible() for ax in axes[:, 0]] == [False] * 4 + [True]
+    assert all(ax.get_yscale() == "log" for ax in fig.axes) and fig.get_suptitle()
+    fig.canvas.draw()                                            # titles and labels inside the figure
+    renderer, box = fig.canvas.get_renderer(), fig.bbox
+    for ax in fig.axes:
+        for text in (ax.title, ax.yaxis.label):
+            extent = text.get_window_extent(renderer)
+            assert extent.x0 >= box.x0 - 1 and extent.x1 <= box.x1 + 1
 
 
 def test_linear_gemm_errors_fp8_near_deepgemms_threshold_bf16_far_below():

@@ -6,7 +6,13 @@ import torch
 from torch import nn
 
 from utils.moe.data import make_dataset
-from utils.moe.layer import DeepSeekMoE, balance_bias_update, expert_balance_loss, max_violation
+from utils.moe.layer import (
+    DeepSeekMoE,
+    balance_bias_update,
+    expert_balance_loss,
+    max_violation,
+    waiting_share,
+)
 from utils.moe.routing import nodes_per_token
 from utils.moe.toy_decoder import ToyDecoderConfig, build_toy_decoder, moe_layers
 from utils.moe.train import evaluate, train
@@ -134,6 +140,17 @@ def test_bad_layer_settings_name_the_rule(kwargs, rule):
 def test_max_violation():
     assert max_violation(torch.tensor([2.0, 2.0, 2.0])) == 0.0
     assert max_violation(torch.tensor([4.0, 1.0, 1.0])) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("load", [[2.0, 2.0, 2.0], [4.0, 1.0, 1.0], [10.0, 0.0, 3.0, 3.0], [5.0, 4.0, 3.0, 1.0, 2.0]])
+def test_waiting_share_is_the_idle_time_of_a_gpu_with_the_mean_load(load):
+    load = torch.tensor(load)
+    step = float(load.max())                     # one expert per GPU: the step lasts as long as the busiest
+    idle_at_mean = (step - float(load.mean())) / step
+    assert waiting_share(max_violation(load)) == pytest.approx(idle_at_mean)
+    assert step / float(load.mean()) == pytest.approx(1 + max_violation(load))   # MaxVio: the slowdown
+    with pytest.raises(ValueError, match="MaxVio >= 0"):
+        waiting_share(-0.1)
 
 
 # ----------------------------------------------------------------------------------------- the decoder

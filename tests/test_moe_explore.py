@@ -195,3 +195,44 @@ def test_link_times_divide_bytes_by_bandwidth():
     times = moe_explore.link_times(sweep, ib_gb_per_s=50, nvlink_gb_per_s=160)
     # 1 MB per rank over 50 GB/s is 20 us; 2 MB per rank over 160 GB/s is 12.5 us.
     assert times.iloc[0].tolist() == [20.0, 12.5]
+
+
+def test_balancing_seeds_one_row_per_method_and_seed_and_the_spread(few_steps):
+    table = moe_explore.balancing_seeds(methods=("bias", "none"), seeds=(0, 1))
+    assert table.index.tolist() == [("bias (aux-loss-free)", 0), ("bias (aux-loss-free)", 1),
+                                    ("no balancing", 0), ("no balancing", 1)]
+    layers = moe_explore.DEFAULT_CONFIG.n_blocks
+    assert [c for c in table.columns if c.startswith("specialisation")] == [
+        f"specialisation, layer {i}" for i in range(layers)]
+    # each row is that run's own numbers: the seed changes weights and batches, so the runs differ
+    _, history = moe_explore.train_toy(moe_explore.DEFAULT_CONFIG.replace(balancing="none"), seed=1)
+    assert table.loc[("no balancing", 1), "held-out loss"] == round(history.eval_loss, 3)
+    assert table.loc[("no balancing", 0), "held-out loss"] != table.loc[("no balancing", 1), "held-out loss"]
+    spread = moe_explore.seed_spread(table)
+    assert spread.index.tolist() == ["bias (aux-loss-free)", "no balancing"]
+    for method in spread.index:
+        for column in table.columns:
+            values = table.loc[method, column]
+            assert spread.loc[method, (column, "min")] == values.min()
+            assert spread.loc[method, (column, "max")] == values.max()
+
+
+def test_node_cap_figure_defines_a_pass_and_keeps_legends_off_the_data(few_steps):
+    sweep = moe_explore.node_cap_sweep()
+    one_pass = sweep.attrs["pass"]
+    held_out = moe_explore.make_dataset(moe_explore.EVAL_SEQUENCES, seed=moe_explore.EVAL_SEED)
+    assert one_pass == {"tokens": held_out.inputs.numel(), "moe_layers": 2, "ranks": 8}
+    assert moe_explore.pass_description(sweep) == (
+        f"one pass: {one_pass['tokens']:,} tokens through 2 MoE layers, forward + backward, summed over 8 ranks")
+    assert moe_explore.pass_description(pd.DataFrame()) == "one forward + backward pass"
+    for highlight in (None, 2):
+        fig = moe_explore.plot_node_cap(sweep, highlight=highlight)
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        assert f"{one_pass['tokens']:,} tokens" in fig.get_suptitle()
+        for ax in fig.axes:
+            assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
+            legend = ax.get_legend().get_window_extent(renderer)
+            plot_area = ax.get_window_extent(renderer)
+            assert legend.y1 < plot_area.y0            # below the axes: it cannot cover a bar or a point
+        plt.close(fig)

@@ -1,4 +1,4 @@
-"""Routing: plain top-K and node-limited top-K (DeepSeek-V3 2.1.2, 2.2), checked against their definitions."""
+"""Routing: plain top-K and node-limited top-K (DeepSeek-V3 2.1.2), checked against their definitions."""
 
 import math
 

@@ -160,10 +160,18 @@ def timed_all_reduce(numel: int = 1 << 20, repeats: int = 5) -> float:
 
 
 def timed_matmul(n: int = 256, repeats: int = 5) -> float:
-    """Median wall-clock seconds for one n x n float32 matmul on this rank (all ranks start together)."""
+    """Median wall-clock seconds for one n x n float32 matmul on this rank (all ranks start together).
+
+    One untimed multiply first warms up (allocator, kernels, thread pool), so the first timing is not a
+    start-up cost. Each simulated rank runs torch on one thread; time the notebook's own process with
+    `torch.set_num_threads(1)` too, or the comparison measures threads, not ranks.
+    """
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=generator).to(rank_device())
     b = torch.randn(n, n, generator=generator).to(rank_device())
+    a @ b                                    # warm-up, not timed
+    if a.is_cuda:
+        torch.cuda.synchronize()
     if dist.is_initialized():
         dist.barrier()
     times = []

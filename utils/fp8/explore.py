@@ -1,8 +1,9 @@
 """The experiments and figures of notebook 06 (FP8 mixed precision), and the pure function behind its widget.
 
 `explore_fp8(format, granularity, scale rule, outlier magnitude, K, accumulator bits, N_C)` returns a figure
-of error heatmaps and a metrics table; utils/widgets/fp8.py only wires controls to it. The other functions
-build the notebook's tables and figures from utils.fp8.formats, utils.fp8.gemm, utils.fp8.accumulation and
+of error heatmaps and a metrics table; utils/widgets/fp8.py only wires controls to it. `column_error_profile`
+(mean relative error of each channel, per granularity) and `plot_granularity_errors` show where each scaling
+granularity puts an outlier's damage. The other functions build the notebook's tables and figures from utils.fp8.formats, utils.fp8.gemm, utils.fp8.accumulation and
 utils.fp8.linear, so every notebook cell stays a call or two.
 """
 
@@ -27,7 +28,12 @@ from utils.fp8.linear import EmulatedLinear, convert_linears
 
 # Okabe-Ito colours (as utils.pipeline.plots), one per thing compared in this notebook's line plots.
 COLORS = {"fp32": "#000000", "bf16": "#0072B2", "fp8": "#D55E00", "e4m3": "#0072B2", "e5m2": "#E69F00",
-          "limited": "#D55E00", "promoted": "#009E73"}
+          "limited": "#D55E00", "promoted": "#009E73",
+          "tensor": "#000000", "row": "#999999", "tile1x128": "#0072B2", "block128x128": "#56B4E9",
+          "mx1x32": "#D55E00"}
+GRANULARITY_LABELS = {"tensor": "per tensor", "row": "per row", "tile1x128": "1 x 128 tiles",
+                      "block128x128": "128 x 128\nblocks", "mx1x32": "MX 1 x 32"}
+LOG_PROFILE_RANGE = (1.0, 100.0)  # column profiles: mean relative error per channel, 1% to 100% (flushed)
 HEATMAP_CMAP = "magma"
 LOG_ERROR_RANGE = (-4.0, 0.0)   # heatmaps show log10 relative error from 0.01% to 100% (flushed to zero)
 HEATMAP_CHANNELS = 256          # the explorer's heatmaps show the first two 1x128 tiles of each row
@@ -37,20 +43,24 @@ WEIGHT_GRANULARITY = {"tile1x128": "block128x128"}
 
 
 def outlier_activations(rows: int = 64, cols: int = 512, outlier: float = 1.0, n_outlier_channels: int = 4,
-                        seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, mask): N(0, 1) activations whose first `n_outlier_channels` columns are scaled by `outlier`.
+                        seed: int = 0, spacing: int = 31) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, mask): N(0, 1) activations with `n_outlier_channels` columns scaled by `outlier`.
 
     LLM activations concentrate their outliers in a few hidden channels (Dettmers et al. 2022, LLM.int8()),
-    which is why a scale shared along a row cannot escape them while a 1x128 tile confines them. A handful
-    of channels among thousands touches few tiles; here they all sit in the first 128 columns (3, 34, 65, 96).
+    which is why a scale shared along a row cannot escape them while a 1x128 tile confines them. The outlier
+    channels are 3, 3 + spacing, 3 + 2 spacing, ... (mod cols). The default spacing of 31 packs four of them
+    into the first 128 columns (3, 34, 65, 96), one in each 32-wide MX group of the first tile; a spacing of
+    256 spreads them out, one per 256 channels, as a handful of channels among thousands would be.
     """
     if outlier < 1:
         raise ValueError(f"outlier magnitude must be >= 1 (a multiplier on some channels), got {outlier}.")
+    if spacing < 1:
+        raise ValueError(f"spacing = {spacing}: outlier channels are `spacing` columns apart, so it must be >= 1.")
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(rows, cols, generator=generator)
     mask = torch.zeros(rows, cols, dtype=torch.bool)
     if n_outlier_channels:
-        channels = (3 + 31 * torch.arange(n_outlier_channels)) % cols
+        channels = (3 + spacing * torch.arange(n_outlier_channels)) % cols
         mask[:, channels] = True
         x[:, channels] *= outlier
     return x, mask
@@ -100,15 +110,75 @@ def plot_number_line(formats: tuple[str, ...] = tuple(FORMATS)) -> Figure:
     return fig
 
 
-def plot_granularity_errors(x: torch.Tensor, fmt: str = "e4m3",
-                            granularities: tuple[str, ...] = ("tensor", "row", "tile1x128", "block128x128"),
+def column_error_profile(x: torch.Tensor, fmt: str = "e4m3",
+                         granularities: tuple[str, ...] = tuple(GRANULARITIES),
+                         scale_rule: str | None = None) -> pd.DataFrame:
+    """Mean relative error of each channel (column) of `x` after quantisation, one column per granularity.
+
+    Row c is the mean over the tokens (rows of `x`) of |x_hat - x| / |x| in channel c (non-zero values only;
+    a value flushed to zero counts 1). Averaging over tokens removes the per-value rounding noise, so the
+    profile shows *where* each granularity puts the damage an outlier channel causes (DeepSeek-V3 §3.3.2:
+    a smaller group confines an outlier's scale to fewer values).
+    """
+    x = x.detach()
+    if x.ndim != 2:
+        raise ValueError(f"x has shape {tuple(x.shape)}: a column profile needs a 2-D (tokens, channels) tensor.")
+    reference = x.double()
+    nonzero = reference != 0
+    profile = {}
+    for g in granularities:
+        relative = (quantize_dequantize(x, fmt, g, scale_rule).double() - reference).abs() / reference.abs()
+        relative = torch.where(nonzero, relative, torch.zeros_like(relative))
+        profile[g] = (relative.sum(0) / nonzero.sum(0).clamp_min(1)).numpy()
+    return pd.DataFrame(profile, index=pd.RangeIndex(x.shape[1], name="channel"))
+
+
+def damaged_channels(profile: pd.DataFrame, factor: float = 1.5) -> pd.Series:
+    """Per granularity, how many channels an outlier damaged: channels whose mean relative error exceeds
+    `factor` times the typical (median) channel error of the best granularity, i.e. E4M3's own rounding."""
+    floor = float(profile.median().min())
+    return (profile > factor * floor).sum().rename("damaged channels")
+
+
+def damaged_channels_table(layouts: dict[str, torch.Tensor], fmt: str = "e4m3",
+                           granularities: tuple[str, ...] = tuple(GRANULARITIES), factor: float = 1.5
+                           ) -> pd.DataFrame:
+    """Damaged channels (see `damaged_channels`) per granularity (rows) for each input layout (columns)."""
+    return pd.DataFrame({name: damaged_channels(column_error_profile(x, fmt, granularities), factor)
+                         for name, x in layouts.items()}).rename_axis("granularity")
+
+
+def plot_granularity_errors(x: torch.Tensor | dict[str, torch.Tensor], fmt: str = "e4m3",
+                            granularities: tuple[str, ...] = tuple(GRANULARITIES),
                             scale_rule: str | None = None) -> Figure:
-    """One heatmap per granularity of the per-element relative error of quantising `x`."""
-    fig, axes = plt.subplots(1, len(granularities), figsize=(3.6 * len(granularities), 3.2), squeeze=False)
-    for ax, g in zip(axes[0], granularities, strict=True):
-        error = _log_relative_error(x, quantize_dequantize(x, fmt, g, scale_rule))
-        _heatmap(ax, error, f"{fmt.upper()}, {g}", "channel (column)", "token (row)", "log10 relative error")
-    fig.suptitle("Relative error of each value after FP8 quantisation (0 = 100%: flushed to zero)")
+    """Column error profiles: one small panel per granularity (rows) and input layout (columns).
+
+    `x` is one (tokens, channels) tensor or a dict {title: tensor}. Each panel shows, per channel, the mean
+    relative error over the tokens (`column_error_profile`) on a log axis from 1% to 100%, so the rows show
+    where per-tensor, per-row, 1x128 tiles, 128x128 blocks and MX 1x32 groups put an outlier's damage.
+    """
+    layouts = x if isinstance(x, dict) else {"": x}
+    profiles = {title: column_error_profile(t, fmt, granularities, scale_rule) for title, t in layouts.items()}
+    fig, axes = plt.subplots(len(granularities), len(layouts), figsize=(5.5 * len(layouts) + 0.5,
+                             1.05 * len(granularities) + 1.1), sharex="col", sharey=True, squeeze=False)
+    for col, (title, profile) in enumerate(profiles.items()):
+        channels = profile.index.to_numpy()
+        for row, g in enumerate(granularities):
+            ax = axes[row, col]
+            percent = np.clip(100 * profile[g].to_numpy(), LOG_PROFILE_RANGE[0], LOG_PROFILE_RANGE[1])
+            ax.fill_between(channels, percent, LOG_PROFILE_RANGE[0], step="mid", linewidth=0,
+                            color=COLORS.get(g, "#000000"))
+            ax.set_yscale("log")
+            ax.set_ylim(*LOG_PROFILE_RANGE)
+            ax.set_yticks([1, 10, 100], ["1%", "10%", "100%"])
+            ax.grid(axis="y", color="#CCCCCC", linewidth=0.5)
+            ax.set_xlim(channels[0] - 0.5, channels[-1] + 0.5)
+            ax.set_ylabel(GRANULARITY_LABELS.get(g, g), rotation=0, ha="right", va="center", fontsize=9)
+            ax.set_xlabel("channel (column)")
+            ax.xaxis.label.set_visible(row == len(granularities) - 1)   # one x label per column of panels
+        axes[0, col].set_title(title or f"{fmt.upper()}, {len(profile)} channels", fontsize=10)
+    fig.suptitle(f"{fmt.upper()}: mean relative error of each channel over the tokens (log scale, 100% = "
+                 f"flushed to zero)", fontsize=11)
     fig.tight_layout()
     return fig
 

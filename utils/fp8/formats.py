@@ -10,8 +10,8 @@ shared by a group of values; the groups are the *granularity*:
 
     "tensor"        one scale for the whole tensor
     "row"           one scale per row (the last dimension is the row)
-    "tile1x128"     one per 1 x 128 tile of a row: DeepSeek-V3's activations (§3.3.1)
-    "block128x128"  one per 128 x 128 block: DeepSeek-V3's weights (§3.3.1)
+    "tile1x128"     one per 1 x 128 tile of a row: DeepSeek-V3's activations (§3.3.2)
+    "block128x128"  one per 128 x 128 block: DeepSeek-V3's weights (§3.3.2)
     "mx1x32"        one per 1 x 32 block with a power-of-two (E8M0) scale: OCP Microscaling (MX) formats
 
 Scales are computed online from the group's max-abs value (`scale = amax / format max`), not from a history
@@ -146,7 +146,7 @@ def group_shape(granularity: str, shape: tuple[int, int]) -> tuple[int, int]:
 
 def scale_from_amax(amax: torch.Tensor, fmt: str | FP8Format = "e4m3",
                     scale_rule: str = "fp32") -> torch.Tensor:
-    """Scale that maps a group's max-abs `amax` onto the format's max (§3.3.1 "online" scaling).
+    """Scale that maps a group's max-abs `amax` onto the format's max (§3.3.2 "Online Quantization").
 
     "fp32": scale = amax / max, the largest value lands exactly on the format's max.
     "pow2": the next power of two at or above amax / max (an E8M0 scale, as MX and DeepGEMM's UE8M0 scales);
@@ -246,7 +246,7 @@ def _quantize_grid(x: torch.Tensor, f: FP8Format, granularity: str, scale_rule: 
 
 def quantize(x: torch.Tensor, fmt: str | FP8Format = "e4m3", granularity: str = "tile1x128",
              scale_rule: str | None = None, pad: bool = True) -> QuantizedTensor:
-    """Quantise `x` to FP8 with one max-abs scale per group of `granularity` (DeepSeek-V3 §3.3.1).
+    """Quantise `x` to FP8 with one max-abs scale per group of `granularity` (DeepSeek-V3 §3.3.2).
 
     Tensors of any rank are viewed as 2-D (rows, last dim); "block128x128" needs a 2-D tensor. `scale_rule`
     defaults to "pow2" for "mx1x32" and "fp32" otherwise. Shapes a group does not divide are zero-padded

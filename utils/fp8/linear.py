@@ -1,16 +1,17 @@
 """An FP8 linear layer: its three GEMMs take emulated FP8 inputs with DeepSeek-V3's scaling (§3.3, Figure 6).
 
 A linear layer y = x W^T runs three GEMMs per training step; DeepSeek-V3 feeds all three FP8 inputs (E4M3
-everywhere, made possible by fine-grained scaling) and accumulates in FP32:
+on all tensors, made possible by fine-grained scaling, §3.3.2) and accumulates in FP32:
 
     Fprop   y  = x  @ W^T     x: 1x128 tiles along K         W: 128x128 blocks
     Dgrad   dx = dy @ W       dy: 1x128 tiles along N        W: the same blocks, transposed
     Wgrad   dW = dy^T @ x     dy, x: 128x1 tiles along the token dimension (the reduction of this GEMM)
 
-Everything else stays in higher precision, as in the report: the master weights, their gradients and the
-optimizer state (FP32 here), and the modules DeepSeek-V3 keeps in BF16/FP32: the embedding, the output head,
-the MoE gating (router), normalisation and attention's softmax. `convert_linears_to_fp8` therefore swaps only
-the nn.Linear modules that are not the router or the head.
+Everything else stays in higher precision, as in the report (§3.3.1): the master weights, their gradients and
+the optimizer state (FP32 here), and the components DeepSeek-V3 keeps in their original precision (BF16/FP32):
+the embedding module, the output head, the MoE gating modules (router), the normalisation operators and the
+attention operators (the whole attention computation, not only its softmax). `convert_linears_to_fp8`
+therefore swaps only the nn.Linear modules that are not the router or the head.
 
 Emulation: each operand is quantised and dequantised ("fake quantisation") and the GEMM runs in FP32. That
 equals the scaled per-group GEMM of utils.fp8.gemm.blockwise_gemm up to FP32 summation order (tested), and is

@@ -1,6 +1,6 @@
 """Expert parallelism: routed experts sharded over the ranks of a cluster, tokens moved by all-to-all.
 
-DeepSeek-V3 section 3.2 (and 2.2 for the routing rule). Ranks are grouped into nodes of `gpus_per_node`
+DeepSeek-V3 section 3.2 (and 2.1.2, "Node-Limited Routing", for the routing rule). Ranks are grouped into nodes of `gpus_per_node`
 ranks; rank r holds experts `r * E_r ... (r + 1) * E_r - 1` (E_r = experts per rank), so node n holds a
 contiguous block of experts, the layout `utils.moe.routing` assumes. Every rank keeps its own tokens (data
 parallel), a copy of the router and shared experts, and its own routed experts only.

@@ -231,6 +231,31 @@ def balancing_table(histories: dict[str, TrainingHistory], window: int = 20) -> 
     return pd.DataFrame(rows).set_index("balancing")
 
 
+def balancing_seeds(methods=("bias", "aux", "none"), seeds=(0, 1, 2), config: ToyDecoderConfig = DEFAULT_CONFIG,
+                    window: int = 20, progress: bool = False) -> pd.DataFrame:
+    """The balancing comparison repeated for several seeds (initial weights and batch order; same data).
+
+    One row per (method, seed): MaxVio over the last `window` steps, held-out loss and each MoE layer's task
+    specialisation. A difference between methods, or between layers, means something only if it is larger
+    than the spread over seeds; `seed_spread` summarises that spread. Runs are cached (`train_toy`).
+    """
+    rows = []
+    for method in methods:
+        for seed in seeds:
+            _, history = train_toy(config.replace(balancing=method), seed=seed, progress=progress)
+            layers = {f"specialisation, layer {i}": round(float(v), 3)
+                      for i, v in enumerate(specialisation(history))}
+            rows.append({"balancing": METHOD_LABELS.get(method, method), "seed": seed,
+                         f"MaxVio (last {window} steps)": round(float(history.max_violation()[-window:].mean()), 3),
+                         "held-out loss": round(history.eval_loss, 3), **layers})
+    return pd.DataFrame(rows).set_index(["balancing", "seed"])
+
+
+def seed_spread(table: pd.DataFrame) -> pd.DataFrame:
+    """Lowest and highest value over the seeds of every column of a `balancing_seeds` table, per method."""
+    return table.groupby(level=0, sort=False).agg(["min", "max"])
+
+
 def train_and_summarise(k: int = 2, n_experts: int = 8, balancing: str = "bias") -> MoEView:
     """The notebook 01 widget: train a toy decoder with these settings; show load and loss over training."""
     try:
@@ -361,10 +386,12 @@ def _cap_row(max_nodes: int, traffic: np.ndarray, direct: np.ndarray, routing, h
 def node_cap_sweep(cluster=None, progress: bool = False) -> pd.DataFrame:
     """For every node cap M: nodes per token, cross-node copies and bytes, and the loss it costs.
 
-    Bytes are for one pass of the held-out set (512 sequences, 6,656 tokens) through both MoE layers,
-    forward + backward, summed over the 8 ranks. With `cluster` the two-hop bytes are measured on it (and a
-    column says whether they equal the prediction); without, they are predicted from the routing
-    (`traffic_from_routing`). The direct-dispatch column (no forwarding inside nodes) is always predicted.
+    Bytes are for one *pass*: the held-out set (512 sequences, 6,656 tokens), dealt evenly over the 8 ranks,
+    goes once through both MoE layers, forward (dispatch + combine) and backward (their reverses); bytes are
+    summed over the 8 ranks (`pass_description` says it in words; the table's `attrs["pass"]` holds the
+    counts). With `cluster` the two-hop bytes are measured on it (and a column says whether they equal the
+    prediction); without, they are predicted from the routing (`traffic_from_routing`). The direct-dispatch
+    column (no forwarding inside nodes) is always predicted.
     """
     rows, predicted_rows = [], []
     for m in range(1, NODE_CAP_LAYOUT.n_nodes + 1):
@@ -378,14 +405,32 @@ def node_cap_sweep(cluster=None, progress: bool = False) -> pd.DataFrame:
             measured = measure_node_cap_traffic(cluster, m)
             rows.append({**_cap_row(m, measured, direct, routing, history),
                          "measured = predicted": bool(np.array_equal(measured, predicted))})
+    _, routing = held_out_routing(NODE_CAP_LAYOUT.n_nodes)
+    one_pass = {"tokens": sum(int(r.shape[0]) for r in routing[0]), "moe_layers": len(routing),
+                "ranks": NODE_CAP_LAYOUT.world_size}
     _SWEEPS[NODE_CAP_STEPS] = pd.DataFrame(predicted_rows).set_index("M")
-    return pd.DataFrame(rows).set_index("M") if cluster is not None else _SWEEPS[NODE_CAP_STEPS]
+    _SWEEPS[NODE_CAP_STEPS].attrs["pass"] = one_pass
+    if cluster is None:
+        return _SWEEPS[NODE_CAP_STEPS]
+    measured = pd.DataFrame(rows).set_index("M")
+    measured.attrs["pass"] = one_pass
+    return measured
+
+
+def pass_description(sweep: pd.DataFrame) -> str:
+    """What one "pass" of a node cap sweep moved, in words (from the sweep's `attrs["pass"]`)."""
+    one_pass = sweep.attrs.get("pass")
+    if not one_pass:
+        return "one forward + backward pass"
+    return (f"one pass: {one_pass['tokens']:,} tokens through {one_pass['moe_layers']} MoE layers, "
+            f"forward + backward, summed over {one_pass['ranks']} ranks")
 
 
 def link_times(sweep: pd.DataFrame, ib_gb_per_s: float = 50.0, nvlink_gb_per_s: float = 160.0
                ) -> pd.DataFrame:
-    """Time to move the sweep's bytes at DeepSeek-V3's link speeds (3.2.2: InfiniBand 50 GB/s per GPU,
-    NVLink 160 GB/s), all ranks sending in parallel: which link sets the all-to-all time, and by how much."""
+    """Time to move one pass of the sweep's bytes (see `node_cap_sweep`) at DeepSeek-V3's link speeds
+    (3.2.2: InfiniBand 50 GB/s per GPU, NVLink 160 GB/s), each rank sending its share (1/8 of the bytes) over
+    its own links in parallel: which link sets the all-to-all time, and by how much."""
     world = NODE_CAP_LAYOUT.world_size
     table = pd.DataFrame(index=sweep.index)
     # MB / (GB/s) is milliseconds; x 1000 for microseconds. Each rank sends its share over its own links.
@@ -400,25 +445,33 @@ _SWEEPS: dict[int, pd.DataFrame] = {}  # predicted sweeps by NODE_CAP_STEPS, for
 
 
 def plot_node_cap(sweep: pd.DataFrame, highlight: int | None = None) -> Figure:
-    """Cross-node megabytes (two-hop and direct dispatch) and held-out loss against the node cap M."""
-    fig, (bytes_ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 3.4))
+    """Cross-node megabytes of one pass (two-hop and direct dispatch) and held-out loss against the node cap M.
+
+    A pass is defined by the sweep (`pass_description`): for `node_cap_sweep`, the held-out set through both
+    MoE layers, forward + backward, summed over the ranks. Legends sit below the axes, clear of the data.
+    """
+    fig, (bytes_ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 4.4))
     m = sweep.index.to_numpy()
     width = 0.38
-    bytes_ax.bar(m - width / 2, sweep["cross-node MB (two-hop)"], width, color=KIND_COLORS["comm"],
-                 label="two-hop dispatch (node once, then NVLink)")
-    bytes_ax.bar(m + width / 2, sweep["cross-node MB (direct)"], width, color=KIND_COLORS["comm"], alpha=0.4,
-                 hatch="//", edgecolor="#333333", label="direct dispatch (every expert's GPU)")
-    bytes_ax.set(title="Cross-node traffic per pass of 6,656 tokens", xlabel="node cap M (nodes per token)",
-                 ylabel="bytes across nodes (MB)", xticks=m)
-    bytes_ax.legend(fontsize=8)
-    loss_ax.plot(m, sweep["held-out loss"], marker="o", color="black", label="held-out loss")
-    loss_ax.set(title="What the cap costs in quality", xlabel="node cap M (nodes per token)",
-                ylabel="cross-entropy (nats)", xticks=m, ylim=(0, 1.25 * sweep["held-out loss"].max()))
     if highlight is not None:
         for ax in (bytes_ax, loss_ax):
             ax.axvspan(highlight - 0.5, highlight + 0.5, color=KIND_COLORS["idle"], zorder=0,
-                       label=f"M = {highlight}")
-    loss_ax.legend(fontsize=8)
+                       label=f"your choice: M = {highlight}")
+    bytes_ax.bar(m - width / 2, sweep["cross-node MB (two-hop)"], width, color=KIND_COLORS["comm"],
+                 label="two-hop dispatch (each node once, then NVLink)")
+    bytes_ax.bar(m + width / 2, sweep["cross-node MB (direct)"], width, color=KIND_COLORS["comm"], alpha=0.4,
+                 hatch="//", edgecolor="#333333", label="direct dispatch (every expert's GPU)")
+    bytes_ax.set(title="Cross-node traffic of one pass", xlabel="node cap M (nodes per token)",
+                 ylabel="bytes across nodes (MB)", xticks=m)
+    loss_ax.plot(m, sweep["held-out loss"], marker="o", color="black", label="held-out loss after training")
+    loss_ax.set(title=f"What the cap costs in quality (one {NODE_CAP_STEPS}-step run per M)",
+                xlabel="node cap M (nodes per token)",
+                ylabel="cross-entropy (nats)", xticks=m, ylim=(0, 1.25 * sweep["held-out loss"].max()))
+    for ax in (bytes_ax, loss_ax):
+        ax.title.set_fontsize(10)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8, frameon=False)
+    description = pass_description(sweep)
+    fig.suptitle(description[0].upper() + description[1:], fontsize=10)
     fig.tight_layout()
     return fig
 

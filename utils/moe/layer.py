@@ -73,10 +73,21 @@ def expert_balance_loss(affinity: torch.Tensor, expert_idx: torch.Tensor, alpha:
 
 
 def max_violation(load: torch.Tensor) -> float:
-    """MaxVio = max_i load_i / mean load - 1: 0 when perfectly balanced (Wang et al. 2024, the
-    auxiliary-loss-free balancing paper DeepSeek-V3 builds on)."""
+    """MaxVio = max_i load_i / mean load - 1: 0 when perfectly balanced (Wang et al. 2024, eq. 4, the
+    auxiliary-loss-free balancing paper DeepSeek-V3 builds on).
+
+    It is the slowdown relative to perfect balance: with one expert per GPU a step waits for the busiest
+    expert, so it takes 1 + MaxVio times as long as a balanced one, and a GPU with the mean load sits idle
+    for MaxVio / (1 + MaxVio) of the step (`waiting_share`)."""
     load = load.double()
     return float(load.max() / load.mean() - 1) if load.sum() > 0 else 0.0
+
+
+def waiting_share(max_vio: float) -> float:
+    """Share of a step that a GPU with the mean load waits for the busiest one: MaxVio / (1 + MaxVio)."""
+    if max_vio < 0:
+        raise ValueError(f"MaxVio = {max_vio}: the busiest expert carries at least the mean load, so MaxVio >= 0.")
+    return max_vio / (1 + max_vio)
 
 
 class DeepSeekMoE(nn.Module):
@@ -84,7 +95,7 @@ class DeepSeekMoE(nn.Module):
 
     Input and output have the same shape `(..., d_model)`. After each forward the layer keeps, detached:
     `last_expert_idx` (tokens, K), `last_load` (experts,) and `aux_loss` (a scalar; zero unless
-    `balancing="aux"`). With `n_nodes > 1` and `max_nodes < n_nodes` it uses node-limited routing (2.2).
+    `balancing="aux"`). With `n_nodes > 1` and `max_nodes < n_nodes` it uses node-limited routing (2.1.2).
     """
 
     def __init__(

@@ -92,7 +92,7 @@ def nodes_per_token(expert_idx: torch.Tensor, n_experts: int, n_nodes: int) -> t
 def node_limited_route(
     affinity: torch.Tensor, k: int, n_nodes: int, max_nodes: int, bias: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Node-limited top-K routing (DeepSeek-V3 sections 2.2 "Node-Limited Routing" and 3.2.2).
+    """Node-limited top-K routing (DeepSeek-V3 sections 2.1.2 "Node-Limited Routing" and 3.2.2).
 
     Each token may use experts on at most `max_nodes` (M) of the `n_nodes` nodes:
 
