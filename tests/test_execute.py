@@ -94,6 +94,10 @@ def check_timeline(result):
         assert tuple(iv.action for iv in row) == sched.actions[r]  # executed in order
         assert all(iv.rank == r and iv.end >= iv.start for iv in row)
         assert all(a.end <= b.start + 1e-6 for a, b in zip(row, row[1:], strict=False))  # one at a time
+    for r in range(tl.n_ranks):  # the time budget adds up; without expert parallelism nothing is exposed
+        b = tl.budget(r)
+        assert b.compute + b.comm_exposed + b.idle == pytest.approx(tl.makespan, rel=1e-9)
+        assert b.comm_exposed == 0 and b.compute == pytest.approx(tl.busy(r))
     # Peak activations depend only on each rank's own order of actions: measured equals simulated.
     sim = simulate(sched, CostModel(F=1, B=2, W=1))
     assert [tl.peak_activations(r) for r in range(sched.n_ranks)] == [
@@ -152,7 +156,7 @@ def test_bad_input_is_refused_before_any_rank_runs():
 
 # ------------------------------------------------------------------------------------------- 2 ranks
 
-SMALL = [(name, m) for name in ("naive", "gpipe", "1f1b", "zb1p") for m in (1, 3, 4, 8)] + [
+SMALL = [(name, m) for name in ("naive", "gpipe", "1f1b", "1f1b-overlap", "zb1p") for m in (1, 3, 4, 8)] + [
     (name, m) for name in ("dualpipe", "dualpipev") for m in (4, 6, 8)] + [
     # virtual stages: two chunks per rank, odd counts and fewer micro-batches than the V needs included
     ("interleaved1f1b", m) for m in (1, 3, 4, 6)] + [("zbv", m) for m in (1, 3, 5, 8)]
@@ -167,7 +171,7 @@ def test_two_ranks_match_reference(clusters, name, m):
     check_timeline(result)
 
 
-@pytest.mark.parametrize("name", ["zb1p", "dualpipe", "dualpipev", "interleaved1f1b", "zbv"])
+@pytest.mark.parametrize("name", ["1f1b-overlap", "zb1p", "dualpipe", "dualpipev", "interleaved1f1b", "zbv"])
 def test_moe_decoder_two_ranks_match_reference(clusters, name):
     spec = decoder_spec(n_blocks=4)
     microbatches = spec.make_microbatches(4)
@@ -208,7 +212,8 @@ def test_chunks_that_do_not_fit_fail_on_every_rank_before_sending(clusters):
 
 FOUR = [(name, m) for name in ("naive", "gpipe", "1f1b", "zb1p") for m in (4, 8, 12)] + [
     (name, m) for name in ("dualpipe", "dualpipev") for m in (8, 12)] + [
-    ("interleaved1f1b", m) for m in (5, 8, 10)] + [("zbv", m) for m in (7, 8)]
+    ("interleaved1f1b", m) for m in (5, 8, 10)] + [("zbv", m) for m in (7, 8)] + [
+    ("1f1b-overlap", m) for m in (5, 8, 13)]
 
 
 @pytest.mark.parametrize("name,m", FOUR)
@@ -228,12 +233,13 @@ def test_overlap_hooks_give_the_same_gradients(clusters):
     assert gradient_gap(a.grads, b.grads)["bit_exact"]
 
 
-@pytest.mark.parametrize("name", ["zb1p", "dualpipe", "dualpipev", "zbv"])
-def test_expert_parallel_decoder_matches_reference(clusters, name):
+@pytest.mark.parametrize("name,m", [("1f1b-overlap", 4), ("1f1b-overlap", 5), ("zb1p", 4), ("dualpipe", 4),
+                                    ("dualpipev", 4), ("zbv", 4)])
+def test_expert_parallel_decoder_matches_reference(clusters, name, m):
     """2 pipeline ranks x 2 expert-parallel ranks: tokens cross ranks by all-to-all inside each stage."""
     spec = decoder_spec(n_blocks=4, ep=2)
-    microbatches = spec.make_microbatches(4)
-    result = execute(clusters.get(4), make_schedule(name, 2, 4), spec, microbatches)
+    microbatches = spec.make_microbatches(m)
+    result = execute(clusters.get(4), make_schedule(name, 2, m), spec, microbatches)
     # Sharded tokens change the order of sums inside the experts: equal to float32 rounding, not bitwise.
     check_against_reference(result, spec, microbatches, rel=1e-5)
     comms = result.timeline.comms
@@ -244,6 +250,21 @@ def test_expert_parallel_decoder_matches_reference(clusters, name):
         assert overlapped > 0
     else:
         assert overlapped == 0
+    check_measured_budget(result)
+
+
+def check_measured_budget(result):
+    """The measured time budget: compute + exposed communication + idle = the makespan on every rank, the
+    exposed part is what the all-to-alls kept the rank waiting, never more than their whole duration."""
+    tl = result.timeline
+    for r in range(tl.n_ranks):
+        b = tl.budget(r)
+        assert b.compute + b.comm_exposed + b.idle == pytest.approx(tl.makespan, rel=1e-9)
+        assert b.compute > 0 and b.comm_exposed >= 0 and b.idle >= -1e-6
+        comms = [c for c in tl.comms if c.rank == r]
+        assert b.comm_exposed <= sum(c.duration for c in comms) + 1e-6
+        if comms:
+            assert b.comm_exposed > 0  # a plain action's all-to-all has nothing to hide behind
 
 
 def test_expert_parallel_sequential_hook_hides_nothing(clusters):

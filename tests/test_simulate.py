@@ -210,8 +210,10 @@ def test_cli_json():
     data = json.loads(res.stdout)
     assert data["makespan"] == 8 * 3 + 9
     assert [r["rank"] for r in data["ranks"]] == [0, 1, 2, 3]
-    assert set(data["ranks"][0]) == {"rank", "busy", "idle", "peak_activations", "param_copies"}
+    assert set(data["ranks"][0]) == {"rank", "busy", "idle", "peak_activations", "param_copies", "compute",
+                                     "comm_exposed"}
     assert data["ranks"][0]["idle"] == 9 and data["ranks"][0]["peak_activations"] == 4
+    assert data["ranks"][0]["compute"] == 24 and data["ranks"][0]["comm_exposed"] == 0
 
 
 def test_cli_table_and_ascii_timeline():

@@ -52,8 +52,10 @@ def test_peak_activations_overlapped_pair():
 def test_summary_rows():
     rows = two_rank_timeline().summary()
     assert rows == [
-        {"rank": 0, "busy": 3, "idle": 3, "peak_activations": 1, "param_copies": 1},
-        {"rank": 1, "busy": 3, "idle": 3, "peak_activations": 1, "param_copies": 1},
+        {"rank": 0, "busy": 3, "idle": 3, "peak_activations": 1, "param_copies": 1, "compute": 3,
+         "comm_exposed": 0},
+        {"rank": 1, "busy": 3, "idle": 3, "peak_activations": 1, "param_copies": 1, "compute": 3,
+         "comm_exposed": 0},
     ]
 
 

@@ -21,9 +21,16 @@ class CostModel:
     """Durations in the notation of the DeepSeek-V3 report (Table 2), in simulated time units.
 
     ``F`` forward chunk, ``B`` full backward chunk, ``W`` its weight part (so the input part is
-    ``B_input = B - W``), ``FB`` an overlapped forward-and-backward pair (default F + B: no overlap gain),
+    ``B_input = B - W``), ``FB`` the **compute** time of an overlapped forward-and-backward pair (F&B),
     ``p2p`` latency of sending an activation or gradient to another rank, ``dispatch``/``combine`` the
     expert-parallel all-to-all of one chunk (0: no expert parallelism).
+
+    F&B has one meaning in the course: the pair's compute, F + B by default. Communication is modelled
+    separately (dispatch, combine, p2p); what a pair saves is the all-to-all it hides behind the partner
+    chunk's compute (the simulator adds only the excess). An F&B below F + B is **compute overlap**
+    (``compute_overlap``): the two chunks' kernels themselves sharing the GPU, e.g. one chunk's memory-bound
+    kernels beside the other's matrix multiplications; it needs such a reason, and never goes below the longer
+    chunk alone, max(F, B).
     """
 
     F: float
@@ -60,11 +67,17 @@ class CostModel:
             object.__setattr__(self, "FB", self.F + self.B)
         if not max(self.F, self.B) <= self.FB <= self.F + self.B:
             raise ValueError(
-                f"CostModel: an overlapped pair F&B runs a forward and a backward together, so it takes "
-                f"at least "
-                f"the longer of them and at most both in a row: max(F, B) = {max(self.F, self.B)} <= FB <= "
-                f"F + B = {self.F + self.B}; got FB={self.FB}."
+                f"CostModel: F&B is the compute of an overlapped pair, a forward and a backward chunk: "
+                f"F + B = {self.F + self.B} when their computations do not overlap (communication is "
+                f"modelled separately), down to the longer chunk alone if they overlap perfectly: "
+                f"max(F, B) = {max(self.F, self.B)} <= FB <= F + B; got FB={self.FB}."
             )
+
+    @property
+    def compute_overlap(self) -> float:
+        """F + B - F&B: the compute a pair saves by running its two chunks' computations at once (0 by
+        default: a pair saves communication only)."""
+        return self.F + self.B - self.FB
 
     @property
     def I(self) -> float:  # noqa: E743 - the paper's name for the input part of the backward

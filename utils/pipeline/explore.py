@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from utils.pipeline import plots, table2, virtual_stages
 from utils.pipeline.costs import CostModel
 from utils.pipeline.generators.bidirectional import DUALPIPE_ACTIONS_PER_STEP, dualpipe_phase_steps
-from utils.pipeline.registry import CHUNKS_PER_RANK, SCHEDULE_NAMES, TABLE2_SCHEDULES, make_schedule
+from utils.pipeline.registry import CHUNKS_PER_RANK, COMPARED_SCHEDULES, SCHEDULE_NAMES, make_schedule, schedule_name
 from utils.pipeline.schedule import Action, OverlappedAction, Schedule, parse_action
 from utils.pipeline.simulate import simulate
 from utils.pipeline.timeline import Timeline
@@ -46,16 +46,19 @@ class ExplorerView:
     note: str = ""
 
 
-# Table 2's formulas as the report prints them (PP = number of model chunks, Schedule.n_chunks).
+# Table 2's formulas as the report prints them (PP = number of model chunks, Schedule.n_chunks); DualPipeV's
+# row is the deepseek-ai/DualPipe repository's, 1f1b-overlap's the course's (utils.pipeline.table2).
 _BUBBLE_TEXT = {"1f1b": "(PP-1)(F+B)", "zb1p": "(PP-1)(F+B-2W)", "dualpipe": "(PP/2-1)(F&B+B-3W)",
-                "dualpipev": "(PP/2-1)(F&B+B-3W)"}
-_ACTIVATIONS_TEXT = {"1f1b": "PP", "zb1p": "PP", "dualpipe": "PP+1", "dualpipev": "PP+1"}
+                "dualpipev": "(PP/2-1)(F&B+B-3W)", "1f1b-overlap": "(PP-1)(F+B+2a)"}
+_ACTIVATIONS_TEXT = {"1f1b": "PP", "zb1p": "PP", "dualpipe": "PP+1", "dualpipev": "PP+1",
+                     "1f1b-overlap": "min(2PP, M)"}
 
 
 def closed_form(schedule: Schedule, costs: CostModel) -> dict | None:
     """Table 2's closed-form values for ``schedule`` under ``costs`` (``utils.pipeline.table2``), with PP = its number
     of model chunks; for interleaved 1F1B and ZB-V the closed forms of their papers
-    (``utils.pipeline.virtual_stages``, PP = ranks, costs of one chunk); None for schedules without one.
+    (``utils.pipeline.virtual_stages``, PP = ranks, costs of one chunk); 1f1b-overlap's closed forms (beside
+    Table 2, ``utils.pipeline.table2``); None for schedules without one (naive, GPipe).
 
     Keys: ``pp``, ``bubble``, ``activations``, ``parameters``, their formulas as text (``*_formula``) and
     ``assumptions`` ("hold" or the assumption these costs break).
@@ -63,6 +66,8 @@ def closed_form(schedule: Schedule, costs: CostModel) -> dict | None:
     name = schedule.name
     if name in virtual_stages.VIRTUAL_SCHEDULES:
         return _virtual_closed_form(schedule, costs)
+    if name == table2.OVERLAP_METHOD:
+        return _overlap_closed_form(schedule, costs)
     if name not in table2.METHODS:
         return None
     pp = schedule.n_chunks
@@ -101,13 +106,33 @@ def _virtual_closed_form(schedule: Schedule, costs: CostModel) -> dict:
     }
 
 
+def _overlap_closed_form(schedule: Schedule, costs: CostModel) -> dict:
+    pp, m = schedule.n_ranks, schedule.n_microbatches
+    ok, why = table2.overlap_assumptions_hold(costs)
+    a = costs.dispatch + costs.combine
+    return {
+        "pp": pp,
+        "bubble": table2.bubble_1f1b_overlap(pp, costs.F, costs.B, a),
+        "activations": table2.overlap_peak_activations(pp, m),
+        "parameters": 1,
+        "bubble_formula": f"{_BUBBLE_TEXT['1f1b-overlap']}, PP={pp}, a={a:g}",
+        "activations_formula": f"{_ACTIVATIONS_TEXT['1f1b-overlap']}, PP={pp}, M={m}",
+        "parameters_formula": "1x",
+        "assumptions": "hold" if ok else why,
+    }
+
+
 def simulated_quantities(timeline: Timeline) -> dict:
-    """The quantities the explorer reports, read off a timeline (per-rank maxima where Table 2 has one)."""
+    """The quantities the explorer reports, read off a timeline (per-rank maxima where Table 2 has one); the
+    time budget's (``Timeline.budget``) exposed communication and time not computing of the worst rank."""
     ranks = range(timeline.n_ranks)
+    worst = timeline.worst_budget()
     return {
         "step time (makespan)": timeline.makespan,
         "worst-rank idle (bubble)": timeline.worst_idle,
         "bubble ratio": timeline.bubble_ratio,
+        "exposed communication (worst rank)": worst.comm_exposed,
+        "time not computing (worst rank)": worst.not_computing,
         "peak activations (worst rank)": max(timeline.peak_activations(r) for r in ranks),
         "parameter copies per rank": max(timeline.param_copies(r) for r in ranks),
     }
@@ -143,6 +168,10 @@ def _note(timeline: Timeline, costs: CostModel) -> str:
         if formula["assumptions"] == "hold":
             return f"{where}; their assumptions hold for these costs: the formulas should be exact."
         return f"{where}; an assumption does not hold: {formula['assumptions']}."
+    if timeline.schedule.name == table2.OVERLAP_METHOD:
+        return ("1f1b-overlap is not in Table 2; its closed forms (utils.pipeline.table2) "
+                + ("hold for these costs." if formula["assumptions"] == "hold"
+                   else f"do not hold: {formula['assumptions']}."))
     if formula["assumptions"] == "hold":
         return "Table 2's assumptions hold for these costs: the formulas should be exact."
     return f"Table 2's assumptions do not all hold: {formula['assumptions']}."
@@ -150,17 +179,20 @@ def _note(timeline: Timeline, costs: CostModel) -> str:
 
 def explore_schedule(
     name: str, ranks: int, microbatches: int, F: float = 1.0, B: float = 2.0, W: float = 1.0,
-    FB: float = 3.0, p2p: float = 0.0, *, labels: bool | None = None, plot: bool = True,
+    FB: float = 3.0, p2p: float = 0.0, dispatch: float = 0.0, combine: float = 0.0, *,
+    labels: bool | None = None, plot: bool = True,
 ) -> ExplorerView:
-    """Simulate schedule ``name`` on ``ranks`` x ``microbatches`` with costs (F, B, W, F&B, p2p latency).
+    """Simulate schedule ``name`` on ``ranks`` x ``microbatches`` with costs (F, B, W, F&B, p2p latency and
+    the expert all-to-all of a chunk, ``dispatch`` + ``combine``).
 
-    Returns the Gantt chart, a table of makespan, worst-rank idle, bubble ratio, peak activations and
-    parameter copies with Table 2's closed-form value beside the simulated one (DeepSeek-V3 report,
-    Sec. 3.2.1, Table 2), or, for an invalid combination, ``ExplorerView(None, None, error=<the rule>)``.
+    Returns the Gantt chart, a table of makespan, worst-rank idle, bubble ratio, the worst rank's exposed
+    communication and time not computing (the time budget), peak activations and parameter copies with
+    Table 2's closed-form value beside the simulated one (DeepSeek-V3 report, Sec. 3.2.1, Table 2), or, for
+    an invalid combination, ``ExplorerView(None, None, error=<the rule>)``.
     ``plot=False`` skips the chart (``figure`` is None) when only the numbers are wanted.
     """
     try:
-        costs = CostModel(F=F, B=B, W=W, FB=FB, p2p=p2p)
+        costs = CostModel(F=F, B=B, W=W, FB=FB, p2p=p2p, dispatch=dispatch, combine=combine)
         schedule = make_schedule(name, ranks, microbatches)
         timeline = simulate(schedule, costs)
     except ValueError as err:
@@ -168,6 +200,14 @@ def explore_schedule(
     figure = plots.plot_timeline(timeline, labels=labels).figure if plot else None
     return ExplorerView(figure=figure, table=summary_table(timeline, costs), timeline=timeline,
                         note=_note(timeline, costs))
+
+
+def _known_name(name) -> str | None:
+    """``registry.schedule_name(name)``, or None for a schedule the kit does not build."""
+    try:
+        return schedule_name(name)
+    except ValueError:
+        return None
 
 
 def costs_per_stage(name: str, costs: CostModel) -> CostModel:
@@ -183,10 +223,12 @@ def costs_per_stage(name: str, costs: CostModel) -> CostModel:
 
 def comparison_table(
     ranks: int | Sequence[int], microbatches: int | Sequence[int], costs: CostModel,
-    vary: str = "ranks", schedules: Sequence[str] = TABLE2_SCHEDULES,
+    vary: str = "ranks", schedules: Sequence[str] = COMPARED_SCHEDULES,
 ) -> pd.DataFrame:
-    """One row per (schedule, setting): simulated step time, worst-rank idle, bubble ratio, peak activations
-    and Table 2's idle, as ``vary`` ("ranks" or "microbatches") takes each value of its sequence.
+    """One row per (schedule, setting): simulated step time, worst-rank idle, bubble ratio, the worst rank's
+    exposed communication and time not computing (``Timeline.worst_budget``), peak activations and the closed
+    form's idle (Table 2's, or 1f1b-overlap's), as ``vary`` ("ranks" or "microbatches") takes each value.
+    The default schedules are the fair comparison's (``registry.COMPARED_SCHEDULES``).
 
     ``costs`` are those of one rank's share of the model; DualPipeV's half-size stages get half of them
     (`costs_per_stage`). A setting a schedule does not allow (odd ranks for DualPipe...) gets NaN and the
@@ -200,16 +242,17 @@ def comparison_table(
             f"with vary={vary!r}, pass a sequence of {vary} to sweep and one number for the other setting; "
             f"got ranks={ranks!r}, microbatches={microbatches!r}."
         )
-    unknown = [s for s in schedules if s not in SCHEDULE_NAMES]
+    unknown = [s for s in schedules if _known_name(s) is None]
     if unknown:
         raise ValueError(f"Unknown schedules {unknown}: the kit builds {', '.join(SCHEDULE_NAMES)}.")
     rows = []
-    for name in schedules:
+    for name in map(schedule_name, schedules):
         for value in varied:
             n_ranks, n_mb = (value, fixed) if vary == "ranks" else (fixed, value)
             row = {"schedule": name, "ranks": n_ranks, "microbatches": n_mb, "makespan": math.nan,
-                   "worst_idle": math.nan, "bubble_ratio": math.nan, "peak_activations": math.nan,
-                   "table2_idle": math.nan, "note": ""}
+                   "worst_idle": math.nan, "bubble_ratio": math.nan, "comm_exposed": math.nan,
+                   "not_computing": math.nan, "peak_activations": math.nan, "table2_idle": math.nan,
+                   "note": ""}
             stage_costs = costs_per_stage(name, costs)
             try:
                 timeline = simulate(make_schedule(name, n_ranks, n_mb), stage_costs)
@@ -220,6 +263,8 @@ def comparison_table(
                 formula = closed_form(timeline.schedule, stage_costs) or {}
                 row.update(makespan=sim["step time (makespan)"], worst_idle=sim["worst-rank idle (bubble)"],
                            bubble_ratio=sim["bubble ratio"],
+                           comm_exposed=sim["exposed communication (worst rank)"],
+                           not_computing=sim["time not computing (worst rank)"],
                            peak_activations=sim["peak activations (worst rank)"],
                            table2_idle=formula.get("bubble", math.nan))
             rows.append(row)
@@ -228,48 +273,65 @@ def comparison_table(
 
 def compare_schedules(
     ranks: int | Sequence[int], microbatches: int | Sequence[int], costs: CostModel,
-    vary: str = "ranks", schedules: Sequence[str] = TABLE2_SCHEDULES,
+    vary: str = "ranks", schedules: Sequence[str] = COMPARED_SCHEDULES,
 ) -> tuple[Figure, pd.DataFrame]:
-    """All ``schedules`` on the same costs as PP or micro-batches vary: worst-rank idle (grouped bars) and
-    bubble ratio (lines), plus the table behind them (`comparison_table`)."""
-    import seaborn as sns
+    """All ``schedules`` on the same costs as PP or micro-batches vary: the worst rank's time not computing
+    (grouped bars, idle below and exposed communication hatched above: the time budget) and the step time
+    (lines), plus the table behind them (`comparison_table`)."""
+    from matplotlib.patches import Patch
 
     table = comparison_table(ranks, microbatches, costs, vary=vary, schedules=schedules)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4), layout="constrained")
-    palette = {s: plots.SCHEDULE_COLORS.get(s, "#56B4E9") for s in schedules}
+    names = [schedule_name(s) for s in schedules]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
+    palette = {s: plots.SCHEDULE_COLORS.get(s, "#56B4E9") for s in names}
     shown = table.dropna(subset=["worst_idle"])
-    sns.barplot(data=shown, x=vary, y="worst_idle", hue="schedule", hue_order=list(schedules),
-                palette=palette, ax=left, edgecolor=plots.EDGE_COLOR, linewidth=0.5, saturation=1.0)
+    values = sorted(set(shown[vary]))
+    width = 0.8 / max(len(names), 1)
+    for i, name in enumerate(names):
+        part = shown[shown["schedule"] == name].set_index(vary).reindex(values)
+        x = [j - 0.4 + (i + 0.5) * width for j in range(len(values))]
+        idle, comm = part["worst_idle"].fillna(0), part["not_computing"].fillna(0) - part["worst_idle"].fillna(0)
+        left.bar(x, idle, width, color=palette[name], edgecolor=plots.EDGE_COLOR, linewidth=0.5)
+        left.bar(x, comm, width, bottom=idle, color=palette[name], edgecolor=plots.EDGE_COLOR, linewidth=0.5,
+                 hatch="///", alpha=0.6)
     fixed_text = f"{microbatches} micro-batches" if vary == "ranks" else f"{ranks} ranks"
     axis_label = "pipeline ranks (PP)" if vary == "ranks" else "micro-batches"
-    left.set_title(f"Worst-rank idle time ({fixed_text})")
+    left.set_xticks(range(len(values)), [str(v) for v in values])
+    left.set_title(f"Worst rank's time not computing ({fixed_text})")
     left.set_xlabel(axis_label)
-    left.set_ylabel("idle time (simulated time units)")
-    left.legend(title="schedule", fontsize=8)
+    left.set_ylabel("idle + exposed comm (time units)")
+    handles = [Patch(facecolor=palette[n], edgecolor=plots.EDGE_COLOR, label=n) for n in names]
+    handles.append(Patch(facecolor="white", edgecolor=plots.EDGE_COLOR, hatch="///",
+                         label="hatched: exposed communication"))
+    left.legend(handles=handles, title="schedule", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+                frameon=False)
     markers = "os^Dvx"
-    for i, name in enumerate(schedules):
+    for i, name in enumerate(names):
         part = shown[shown["schedule"] == name]
-        right.plot(part[vary], part["bubble_ratio"], marker=markers[i % len(markers)], color=palette[name],
+        right.plot(part[vary], part["makespan"], marker=markers[i % len(markers)], color=palette[name],
                    linestyle="-" if i % 2 == 0 else "--", label=name)
-    right.set_xticks(sorted(set(shown[vary])), [str(v) for v in sorted(set(shown[vary]))])
-    right.set_title(f"Bubble ratio: idle share of all rank-time ({fixed_text})")
+    right.set_xticks(values, [str(v) for v in values])
+    right.set_title(f"Step time ({fixed_text})")
     right.set_xlabel(axis_label)
-    right.set_ylabel("bubble ratio (fraction of rank-time)")
+    right.set_ylabel("step time (simulated time units)")
     right.legend(title="schedule", fontsize=8)
+    a2a = costs.dispatch + costs.combine
     fig.suptitle(f"Schedules on the same model: F={costs.F:g}, B={costs.B:g}, W={costs.W:g}, "
-                 f"F&B={costs.FB:g}, p2p={costs.p2p:g} per 1/PP of the model (DualPipeV stages: half)")
+                 f"F&B={costs.FB:g}, all-to-all={a2a:g}, p2p={costs.p2p:g} per 1/PP of the model "
+                 f"(DualPipeV stages: half)")
     return fig, table
 
 
 def explore_comparison(
     vary: str = "ranks", ranks: int = 4, microbatches: int = 32, F: float = 1.0, B: float = 2.0,
-    W: float = 1.0, FB: float = 3.0, p2p: float = 0.0,
+    W: float = 1.0, FB: float = 3.0, p2p: float = 0.0, dispatch: float = 0.0, combine: float = 0.0,
 ) -> ExplorerView:
-    """The comparison widget's view: ``compare_schedules`` over PP in ``RANK_SWEEP`` (``vary="ranks"``, at
-    ``microbatches``) or over 2 PP x ``MICROBATCH_MULTIPLES`` micro-batches (``vary="microbatches"``, at
-    ``ranks``); an invalid cost model or setting gives ``ExplorerView(None, None, error=<the rule>)``."""
+    """The comparison widget's view: ``compare_schedules`` of ``COMPARED_SCHEDULES`` over PP in
+    ``RANK_SWEEP`` (``vary="ranks"``, at ``microbatches``) or over 2 PP x ``MICROBATCH_MULTIPLES``
+    micro-batches (``vary="microbatches"``, at ``ranks``); an invalid cost model or setting gives
+    ``ExplorerView(None, None, error=<the rule>)``."""
     try:
-        costs = CostModel(F=F, B=B, W=W, FB=FB, p2p=p2p)
+        costs = CostModel(F=F, B=B, W=W, FB=FB, p2p=p2p, dispatch=dispatch, combine=combine)
         if vary == "ranks":
             figure, table = compare_schedules(RANK_SWEEP, microbatches, costs, vary="ranks")
         else:

@@ -121,10 +121,20 @@ def _figure_for(n_rows: int, width: float = 12.0) -> tuple[Figure, Axes]:
     return fig, ax
 
 
+def budget_text(timeline: Timeline) -> str:
+    """The time budget in a few words, from ``Timeline.budget_shares`` (the one place it is computed):
+    ``"idle 22% + comm waits 19% of rank-time"``; the communication part only when a rank waited for it."""
+    shares = timeline.budget_shares()
+    text = f"idle {shares['idle']:.1%}"
+    if shares["comm_exposed"] > 0:
+        text += f" + comm waits {shares['comm_exposed']:.1%}"
+    return text + " of rank-time"
+
+
 def _default_title(timeline: Timeline) -> str:
     s = timeline.schedule
     return (f"{s.name} ({timeline.source}): {s.n_ranks} ranks, {s.n_microbatches} micro-batches, "
-            f"step {timeline.makespan:.4g} {timeline.time_unit}, bubble {timeline.bubble_ratio:.1%}")
+            f"step {timeline.makespan:.4g} {timeline.time_unit}; {budget_text(timeline)}")
 
 
 def _legend_handles(kinds: Sequence[str], directions: set[int], comm_kinds: set[bool],

@@ -8,7 +8,8 @@ An action is (stage, kind, micro-batch) with the kinds
 * ``I`` backward for the input (the part the previous stage is waiting for),
 * ``W`` backward for the weights (needed only before the optimizer step, so it can be deferred),
 
-and DualPipe's overlapped pair: one forward chunk and one backward chunk run as one unit (``F&B``).
+and the overlapped pair of DualPipe (and of 1F1B with overlapped pairs): one forward chunk and one backward
+chunk run as one unit (``F&B``).
 The string forms are those of ``torch.distributed.pipelining`` so learners can read both:
 ``1F0``, ``2I3``, ``2W3``, ``(0F7;7B3)OVERLAP_F_B``.
 
@@ -61,8 +62,11 @@ class Action:
 class OverlappedAction:
     """DualPipe's F&B: a forward chunk and a backward chunk run together as one unit.
 
-    Their computation and communication interleave (DeepSeek-V3 report, Sec. 3.2.1, Figure 4), so the pair
-    takes ``F&B`` time (between max(F, B) and F + B) and both results are ready when the pair ends.
+    Their computation and communication interleave (DeepSeek-V3 report, Sec. 3.2.1, Figure 4): one chunk's
+    all-to-all runs while the other computes. The pair computes for ``F&B`` (F + B unless the two chunks'
+    computations overlap too; see ``utils.pipeline.costs.CostModel``) and both results are ready when the
+    pair ends. DualPipe pairs chunks of two directions; ``1f1b-overlap`` pairs a forward and a backward of
+    different micro-batches on the same stage.
     """
 
     forward: Action

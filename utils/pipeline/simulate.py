@@ -16,6 +16,10 @@ Semantics (the rules a learner can replay with a pencil; DeepSeek-V3 report Sec.
   compute plus dispatch plus combine); inside an F&B pair each chunk's all-to-all runs while the partner
   chunk computes, so it is hidden up to the partner's compute time and only the excess is added. W has no
   all-to-all. These communications appear as ``CommInterval`` rows so plots can draw what DualPipe hides.
+* The time budget: each interval records the all-to-all its rank waited for inside it (``comm_wait``) and
+  the time the rank waited before it for a message in flight (``p2p_wait``: the inputs were all produced,
+  one had not arrived). ``Timeline.budget(rank)`` splits the step into compute + exposed communication +
+  idle = makespan, exactly.
 
 The simulator is event driven and linear in the number of actions: every action is placed once, when the
 last of its inputs is known.
@@ -23,6 +27,11 @@ last of its inputs is known.
 Command line::
 
     python -m utils.simulate dualpipe --ranks 8 --microbatches 16 --F 1 --B 2 --W 1 --FB 3 [--p2p 0] [--json]
+    python -m utils.simulate 1f1b-overlap --ranks 4 --microbatches 8 --dispatch 0.5 --combine 0.5 --json
+
+``--json`` prints the makespan, worst idle, bubble ratio, the budget's shares of all rank-time, and per rank:
+busy, idle, peak_activations, param_copies, compute and comm_exposed (compute + comm_exposed + idle =
+makespan).
 """
 
 from __future__ import annotations
@@ -63,20 +72,23 @@ def simulate(schedule: Schedule, costs: CostModel, check: bool = True) -> Timeli
     pos = [0] * n_ranks
     starts: list[list[float]] = [[] for _ in range(n_ranks)]
     ends: list[list[float]] = [[] for _ in range(n_ranks)]
+    in_flight: list[list[float]] = [[] for _ in range(n_ranks)]  # waits for a message in flight (p2p_wait)
 
     todo = list(range(n_ranks))
     while todo:
         rank = todo.pop()
         plan, i, t_free = plans[rank], pos[rank], free[rank]
-        rank_starts, rank_ends = starts[rank], ends[rank]
+        rank_starts, rank_ends, rank_in_flight = starts[rank], ends[rank], in_flight[rank]
         while i < len(plan):
             needs, makes, code = plan[i]
-            ready = t_free
+            ready = produced = t_free
             for key, remote in needs:  # the latest arrival among the inputs, unless one is missing
                 t = done_at[key]
                 if t < 0:
                     waiting.setdefault(key, []).append(rank)
                     break
+                if t > produced:
+                    produced = t
                 if remote:
                     t += p2p
                 if t > ready:
@@ -85,6 +97,7 @@ def simulate(schedule: Schedule, costs: CostModel, check: bool = True) -> Timeli
                 t_free = ready + length[code]
                 rank_starts.append(ready)
                 rank_ends.append(t_free)
+                rank_in_flight.append(ready - produced)  # inputs all produced, one still in flight
                 i += 1
                 for key in makes:
                     done_at[key] = t_free
@@ -102,8 +115,10 @@ def simulate(schedule: Schedule, costs: CostModel, check: bool = True) -> Timeli
         raise ValueError(
             "The schedule cannot finish: every unfinished rank waits for an input; " + ", ".join(stuck)
         )
+    waits = _comm_waits(costs)
     intervals = tuple(
-        tuple(map(Interval, [r] * len(acts), acts, starts[r], ends[r]))
+        tuple(map(Interval, [r] * len(acts), acts, starts[r], ends[r], [waits[c] for _, _, c in plans[r]],
+                  in_flight[r]))
         for r, acts in enumerate(schedule.actions)
     )
     comms = (
@@ -122,6 +137,14 @@ def _lengths(costs: CostModel) -> dict[str, float]:
         exposed = max(0.0, a2a - costs.duration(b_kind)) + max(0.0, a2a - costs.F)
         length["F" + b_kind] = costs.duration("F" + b_kind) + exposed
     return length
+
+
+def _comm_waits(costs: CostModel) -> dict[str, float]:
+    """Per duration code of ``_plans``, the all-to-all time the action's rank waits for inside it (the
+    part compute does not hide): the whole all-to-all for a plain F, B or I, the excess over the partner's
+    compute inside a pair, none for W. The time budget's ``comm_wait`` (``utils.pipeline.timeline``)."""
+    with_a2a, compute = _lengths(costs), _lengths(replace(costs, dispatch=0.0, combine=0.0))
+    return {code: with_a2a[code] - compute[code] for code in with_a2a}
 
 
 def _comms(schedule: Schedule, costs: CostModel, intervals, done_at) -> tuple[CommInterval, ...]:
@@ -196,21 +219,24 @@ def main(argv: list[str] | None = None) -> int:
                     "makespan": timeline.makespan,
                     "worst_idle": timeline.worst_idle,
                     "bubble_ratio": timeline.bubble_ratio,
+                    "budget_shares": timeline.budget_shares(),
                     "ranks": rows,
                 },
                 indent=1,
             )
         )
         return 0
+    shares = timeline.budget_shares()
     print(
         f"{args.name}: makespan {timeline.makespan:g}, worst idle {timeline.worst_idle:g}, "
-        f"bubble ratio {timeline.bubble_ratio:.3f}"
+        f"bubble ratio {timeline.bubble_ratio:.3f}; rank-time: compute {shares['compute']:.1%}, exposed "
+        f"communication {shares['comm_exposed']:.1%}, idle {shares['idle']:.1%}"
     )
-    print(f"{'rank':>4} {'busy':>8} {'idle':>8} {'peak act':>8} {'params':>6}")
+    print(f"{'rank':>4} {'compute':>8} {'comm exp':>8} {'idle':>8} {'busy':>8} {'peak act':>8} {'params':>6}")
     for row in rows:
         print(
-            f"{row['rank']:>4} {row['busy']:>8g} {row['idle']:>8g} {row['peak_activations']:>8} "
-            f"{row['param_copies']:>6}"
+            f"{row['rank']:>4} {row['compute']:>8g} {row['comm_exposed']:>8g} {row['idle']:>8g} "
+            f"{row['busy']:>8g} {row['peak_activations']:>8} {row['param_copies']:>6}"
         )
     print(ascii_timeline(timeline))
     return 0

@@ -10,14 +10,26 @@ ZB1P       (PP-1)(F+B-2W)             1x          PP
 DualPipe   (PP/2-1)(F&B+B-3W)         2x          PP+1
 =========  =========================  ==========  ==========
 
-F forward chunk, B full backward chunk, W its weight part, F&B an overlapped forward-and-backward pair.
-Here "bubble" is the idle time of the worst rank in one step, "activation" the peak number of
-stage-activations (one micro-batch through one stage) a rank holds, and "parameter" the stages' worth of
-parameters a rank keeps. For DualPipe and DualPipeV, PP is the number of model chunks (stages of the model):
-the number of ranks for DualPipe, twice the number of ranks for DualPipeV (``Schedule.n_chunks``).
+F forward chunk, B full backward chunk, W its weight part, and F&B "the execution time of two mutually
+overlapped forward and backward chunks" (the report's words). The course gives F&B one meaning: the
+**compute** time of an overlapped pair, F + B by default. The expert all-to-all is modelled separately
+(``CostModel.dispatch``/``combine``: the pair hides it behind the partner chunk's compute), so the pair saves
+communication, not compute. An F&B below F + B says that the two chunks' computations themselves overlap
+(compute overlap, ``CostModel.compute_overlap``), which needs a reason (e.g. a memory-bound kernel of one
+chunk sharing the GPU with the matrix multiplications of the other); the report claims none.
+Here "bubble" is the idle time of the worst rank in one step (``Timeline.budget``), "activation" the peak
+number of stage-activations (one micro-batch through one stage) a rank holds, and "parameter" the stages'
+worth of parameters a rank keeps. For DualPipe and DualPipeV, PP is the number of model chunks (stages of the
+model): the number of ranks for DualPipe, twice the number of ranks for DualPipeV (``Schedule.n_chunks``).
+DualPipeV is not a row of the report's Table 2: its row comes from the deepseek-ai/DualPipe repository
+(README, "Pipeline Bubbles and Memory Usage Comparison").
 
 These formulas are exact only under the assumptions each function states; ``assumptions_hold`` checks them
 and ``simulated_table2`` puts the formula beside the simulator's answer (``utils.pipeline.simulate``).
+
+Beside Table 2 (not one of its rows): ``1f1b-overlap``, 1F1B with its steady forward and backward run as an
+overlapped pair, the fair baseline for DualPipe's communication hiding. Its step time, bubble, exposed
+communication and activations in closed form are ``overlap_*`` below, under ``overlap_assumptions_hold``.
 """
 
 from __future__ import annotations
@@ -52,9 +64,10 @@ def bubble_dualpipe(pp: int, FB: float, B: float, W: float) -> float:
     """DualPipe / DualPipeV bubble (PP/2-1)(F&B+B-3W), PP = number of model chunks.
 
     Assumes: equal costs on every stage, p2p latency 0, F = B - W (forward as long as the input-backward,
-    the balance DualPipe is designed for), W <= F, max(F, B) <= F&B <= F + B, and an even number of
-    micro-batches >= 2 PP for DualPipe (>= PP for DualPipeV). Otherwise the simulated bubble differs (larger
-    or smaller: with F < B - W it is smaller than the formula says).
+    the balance DualPipe is designed for), W <= F, and an even number of micro-batches >= 2 PP for DualPipe
+    (>= PP for DualPipeV). F&B is the pair's compute, F + B unless the chunks' computations overlap (the
+    cost model allows down to max(F, B), the longer chunk alone). Otherwise the simulated bubble differs
+    (larger or smaller: with F < B - W it is smaller than the formula says).
     """
     return (pp / 2 - 1) * (FB + B - 3 * W)
 
@@ -137,3 +150,101 @@ def _method(method: str) -> str:
             f"report's table)."
         )
     return key
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Beside Table 2: 1F1B with overlapped pairs (``1f1b-overlap``, utils.pipeline.generators.overlapped)
+#
+# Notation: a = dispatch + combine, the all-to-all of one chunk; a lone F or B waits for all of it, so it
+# occupies its rank F + a or B + a; inside a pair each chunk's all-to-all hides behind the partner's compute
+# and only e = max(0, a - B) + max(0, a - F) shows, so a pair occupies P = F&B + e. Rank r runs
+# w_r = min(2 (PP-1-r) + 1, M) lone forwards, M - w_r pairs and w_r lone backwards.
+
+OVERLAP_METHOD = "1f1b-overlap"
+
+
+def overlap_exposed_per_pair(costs: CostModel) -> float:
+    """e = max(0, a - B) + max(0, a - F): the all-to-all a pair cannot hide (each chunk's hides behind the
+    partner's compute; DeepSeek-V3 report Sec. 3.2.1, Figure 4). 0 while a <= min(F, B)."""
+    a = costs.dispatch + costs.combine
+    return max(0.0, a - costs.B) + max(0.0, a - costs.F)
+
+
+def overlap_pair_time(costs: CostModel) -> float:
+    """P = F&B + e: how long one overlapped pair occupies its rank, its exposed all-to-all included."""
+    return costs.FB + overlap_exposed_per_pair(costs)
+
+
+def overlap_step_time(pp: int, n_microbatches: int, costs: CostModel) -> float:
+    """1f1b-overlap's step time: PP (F + B + 2a) + (M - 1) P.
+
+    Read it on the last rank: its first forward arrives after PP-1 lone forwards upstream, it runs one lone
+    forward, M - 1 pairs back to back and one lone backward, and the last gradient climbs PP-1 lone backwards.
+    Exact under ``overlap_assumptions_hold`` (any M >= 1); otherwise the simulated step is longer.
+    """
+    a = costs.dispatch + costs.combine
+    return pp * (costs.F + costs.B + 2 * a) + (n_microbatches - 1) * overlap_pair_time(costs)
+
+
+def bubble_1f1b_overlap(pp: int, F: float, B: float, a: float = 0.0) -> float:
+    """1f1b-overlap's bubble (worst-rank idle): (PP-1)(F + B + 2a), the last rank's.
+
+    The same as 1F1B's with the all-to-all in its lone chunks: the pairs hide communication, they do not
+    shorten the diagonal. With a = 0 it is Table 2's 1F1B bubble (PP-1)(F+B). Assumes
+    ``overlap_assumptions_hold``.
+    """
+    return (pp - 1) * (F + B + 2 * a)
+
+
+def overlap_rank_budget(pp: int, n_microbatches: int, rank: int, costs: CostModel) -> dict[str, float]:
+    """The time budget of ``rank`` in closed form: compute, comm_exposed and idle (they sum to the step).
+
+    compute = w_r (F + B) + (M - w_r) F&B; comm_exposed = 2a w_r + (M - w_r) e (the lone chunks wait for all
+    of their all-to-all, a pair for its excess); idle = step - both = (PP - w_r)(F + B + 2a) + (w_r - 1) P.
+    compute and comm_exposed only depend on the rank's list of actions; idle needs ``overlap_step_time``.
+    """
+    w = min(2 * (pp - 1 - rank) + 1, n_microbatches)
+    pairs = n_microbatches - w
+    a = costs.dispatch + costs.combine
+    compute = w * (costs.F + costs.B) + pairs * costs.FB
+    exposed = 2 * a * w + pairs * overlap_exposed_per_pair(costs)
+    return {"compute": compute, "comm_exposed": exposed,
+            "idle": overlap_step_time(pp, n_microbatches, costs) - compute - exposed}
+
+
+def overlap_comm_exposed(pp: int, n_microbatches: int, costs: CostModel) -> float:
+    """Exposed communication of the worst-idle rank (the last): 2a + (M - 1) e. 1F1B's is 2a M on every rank;
+    rank 0, with the longest warm-up, exposes the most: 2a w_0 + (M - w_0) e."""
+    return overlap_rank_budget(pp, n_microbatches, pp - 1, costs)["comm_exposed"]
+
+
+def overlap_peak_activations(pp: int, n_microbatches: int) -> int:
+    """Peak stage-activations of 1f1b-overlap's busiest rank (rank 0): min(2 PP, M), twice 1F1B's PP.
+
+    Rank r holds its w_r warm-up forwards, and a pair's forward starts before its backward frees one:
+    w_r + 1 = 2 (PP - r). Holds whatever the costs (it depends on each rank's order of actions only).
+    """
+    return min(2 * pp, n_microbatches)
+
+
+def one_f_one_b_step_time(pp: int, n_microbatches: int, costs: CostModel) -> float:
+    """1F1B's step time with the all-to-all in every chunk: (M + PP - 1)(F + B + 2a), for comparison with
+    ``overlap_step_time``. Assumes equal costs on every stage and p2p latency 0."""
+    a = costs.dispatch + costs.combine
+    return (n_microbatches + pp - 1) * (costs.F + costs.B + 2 * a)
+
+
+def overlap_assumptions_hold(costs: CostModel) -> tuple[bool, str]:
+    """Whether 1f1b-overlap's closed forms are exact for these costs; the reason if not.
+
+    They assume equal costs on every stage, p2p latency 0 and P >= max(F, B) + a: a pair lasts at least as
+    long as a lone forward or backward with its all-to-all, so the pairs, not the lone chunks, set the pace.
+    That always holds when F&B = F + B (the course's default, no compute overlap).
+    """
+    if costs.p2p > 0:
+        return False, "the closed forms assume p2p latency 0"
+    a = costs.dispatch + costs.combine
+    if overlap_pair_time(costs) < max(costs.F, costs.B) + a - 1e-12:
+        return False, ("a pair (F&B plus its exposed all-to-all) is shorter than a lone chunk with its "
+                       "all-to-all: the lone chunks set the pace (only possible with compute overlap, F&B < F + B)")
+    return True, "the formulas are exact"

@@ -4,6 +4,12 @@ A ``Timeline`` holds, per rank, the start and end of every action of a ``Schedul
 model or measured on processes), optional communication intervals, and the quantities of the DeepSeek-V3
 report's Table 2: the step time (makespan), each rank's idle time (its pipeline bubble), the activations it
 holds at its peak and the parameter copies it keeps.
+
+The time budget (``Timeline.budget``) is the one place that splits a rank's step into what it spent:
+**compute**, **exposed communication** (time it waited for communication: an all-to-all that compute did not
+hide, inside an action, or a pipeline message still in flight, before one) and **idle** (waiting for work:
+the pipeline bubble). The three add up to the makespan; every figure, table and title that quotes a bubble
+or an idle share reads them from here.
 """
 
 from __future__ import annotations
@@ -15,12 +21,20 @@ from utils.pipeline.schedule import ActionLike, OverlappedAction, Schedule, acti
 
 @dataclass(frozen=True)
 class Interval:
-    """One compute action ``action`` run by ``rank`` from ``start`` to ``end``."""
+    """One compute action ``action`` run by ``rank`` from ``start`` to ``end``.
+
+    ``comm_wait``: the part of ``[start, end]`` the rank spent waiting for communication inside the action
+    (an expert all-to-all its compute did not hide); the rest is compute. ``p2p_wait``: time just before
+    ``start`` the rank spent waiting for an input message that was already sent but still in flight (the
+    simulator's p2p latency; a measured run cannot tell it from idle and leaves it 0).
+    """
 
     rank: int
     action: ActionLike
     start: float
     end: float
+    comm_wait: float = 0.0
+    p2p_wait: float = 0.0
 
     @property
     def duration(self) -> float:
@@ -49,6 +63,30 @@ class CommInterval:
     @property
     def duration(self) -> float:
         return self.end - self.start
+
+
+@dataclass(frozen=True)
+class TimeBudget:
+    """Where one rank's step went: ``compute + comm_exposed + idle == makespan``.
+
+    ``comm_exposed`` is the time the rank waited for communication (all-to-all not hidden by compute, p2p
+    messages in flight); ``idle`` the time it had nothing to run (the pipeline bubble).
+    """
+
+    rank: int
+    compute: float
+    comm_exposed: float
+    idle: float
+    makespan: float
+
+    @property
+    def not_computing(self) -> float:
+        """Exposed communication plus idle: the step time this rank does not compute."""
+        return self.comm_exposed + self.idle
+
+    def as_dict(self) -> dict:
+        return {"rank": self.rank, "compute": self.compute, "comm_exposed": self.comm_exposed,
+                "idle": self.idle, "makespan": self.makespan}
 
 
 @dataclass
@@ -90,12 +128,61 @@ class Timeline:
         return self.end - self.start
 
     def busy(self, rank: int) -> float:
-        """Time ``rank`` spends computing (sum of its action durations)."""
+        """Time ``rank`` spends inside its actions (sum of their durations): compute plus the communication
+        it waited for inside them."""
         return sum(iv.end - iv.start for iv in self.intervals[rank])
 
+    def budget(self, rank: int) -> TimeBudget:
+        """Split ``rank``'s step into compute, exposed communication and idle time (they sum to the makespan).
+
+        compute = sum of action durations minus the communication waited for inside them (``comm_wait``);
+        comm_exposed = those waits plus the waits for messages in flight before actions (``p2p_wait``);
+        idle = the rest of the makespan. Exact for a simulated timeline; for a measured one each part is
+        measured to the clock's resolution and idle is what remains.
+        """
+        row = self.intervals[rank]
+        inside = sum(iv.comm_wait for iv in row)
+        before = sum(iv.p2p_wait for iv in row)
+        span = self.makespan
+        busy = sum(iv.end - iv.start for iv in row)
+        idle = span - busy - before
+        if -1e-9 * max(span, 1.0) < idle < 0:
+            idle = 0.0  # floating-point rounding of a rank that never idles, not negative time
+        return TimeBudget(rank, busy - inside, inside + before, idle, span)
+
+    def budget_table(self):
+        """The budget of every rank as a pandas DataFrame indexed by rank: compute, comm_exposed, idle,
+        makespan, and ``not_computing`` (= comm_exposed + idle)."""
+        import pandas as pd
+
+        rows = [{**b.as_dict(), "not_computing": b.not_computing} for b in map(self.budget, range(self.n_ranks))]
+        columns = ["rank", "compute", "comm_exposed", "idle", "not_computing", "makespan"]
+        return pd.DataFrame(rows, columns=columns).set_index("rank")
+
+    def budget_shares(self) -> dict[str, float]:
+        """Fractions of all rank-time (ranks x makespan) spent computing, waiting for communication and idle;
+        they sum to 1 (0 each for an empty timeline)."""
+        total = self.n_ranks * self.makespan
+        if total <= 0:
+            return {"compute": 0.0, "comm_exposed": 0.0, "idle": 0.0}
+        budgets = [self.budget(r) for r in range(self.n_ranks)]
+        return {key: sum(getattr(b, key) for b in budgets) / total for key in ("compute", "comm_exposed", "idle")}
+
+    def worst_budget(self) -> TimeBudget:
+        """The budget of the rank that computes least, i.e. spends the most step time not computing."""
+        return min((self.budget(r) for r in range(self.n_ranks)), key=lambda b: (b.compute, b.rank))
+
     def idle(self, rank: int) -> float:
-        """Time ``rank`` waits during the step: its pipeline bubble."""
-        return self.makespan - self.busy(rank)
+        """Time ``rank`` has nothing to run during the step: its pipeline bubble (``budget(rank).idle``)."""
+        return self.budget(rank).idle
+
+    def comm_exposed(self, rank: int) -> float:
+        """Time ``rank`` waits for communication during the step (``budget(rank).comm_exposed``)."""
+        return self.budget(rank).comm_exposed
+
+    def compute(self, rank: int) -> float:
+        """Time ``rank`` computes during the step (``budget(rank).compute``)."""
+        return self.budget(rank).compute
 
     @property
     def worst_idle(self) -> float:
@@ -104,11 +191,8 @@ class Timeline:
 
     @property
     def bubble_ratio(self) -> float:
-        """Fraction of all rank-time spent idle: sum of idle / (ranks x makespan)."""
-        span = self.makespan
-        if span <= 0:
-            return 0.0
-        return sum(self.idle(r) for r in range(self.n_ranks)) / (self.n_ranks * span)
+        """Fraction of all rank-time spent idle: sum of idle / (ranks x makespan) (``budget_shares``)."""
+        return self.budget_shares()["idle"]
 
     def activation_events(self, rank: int) -> list[tuple[float, int]]:
         """(time, +1 or -1) as ``rank`` acquires or releases a stage-activation, in time order.
@@ -144,17 +228,21 @@ class Timeline:
         return len(self.schedule.stages_on(rank))
 
     def summary(self) -> list[dict]:
-        """One dict per rank: rank, busy, idle, peak_activations, param_copies."""
-        return [
-            {
+        """One dict per rank: rank, busy, idle, peak_activations, param_copies, and the budget's compute and
+        comm_exposed (compute + comm_exposed + idle = the makespan)."""
+        rows = []
+        for r in range(self.n_ranks):
+            b = self.budget(r)
+            rows.append({
                 "rank": r,
                 "busy": self.busy(r),
-                "idle": self.idle(r),
+                "idle": b.idle,
                 "peak_activations": self.peak_activations(r),
                 "param_copies": self.param_copies(r),
-            }
-            for r in range(self.n_ranks)
-        ]
+                "compute": b.compute,
+                "comm_exposed": b.comm_exposed,
+            })
+        return rows
 
     def to_chrome_trace(self, us_per_unit: float = 1.0) -> dict:
         """Chrome/Perfetto trace JSON (open in ui.perfetto.dev or chrome://tracing).

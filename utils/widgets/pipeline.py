@@ -20,7 +20,8 @@ from utils.pipeline.registry import SCHEDULE_NAMES
 from utils.widgets.base import CONTROL_LAYOUT, SLIDER_STYLE, WiredWidget
 
 
-def _cost_sliders(F: float, B: float, W: float, FB: float, p2p: float) -> dict[str, widgets.Widget]:
+def _cost_sliders(F: float, B: float, W: float, FB: float, p2p: float, dispatch: float,
+                  combine: float) -> dict[str, widgets.Widget]:
     def slider(label: str, value: float, top: float) -> widgets.FloatSlider:
         return widgets.FloatSlider(value=value, min=0.0, max=top, step=0.1, description=label,
                                    continuous_update=False, style=SLIDER_STYLE, layout=CONTROL_LAYOUT,
@@ -28,18 +29,19 @@ def _cost_sliders(F: float, B: float, W: float, FB: float, p2p: float) -> dict[s
 
     return {"F": slider("F (forward)", F, 4.0), "B": slider("B (backward)", B, 8.0),
             "W": slider("W (weights)", W, 4.0), "FB": slider("F&B (pair)", FB, 12.0),
-            "p2p": slider("p2p latency", p2p, 2.0)}
+            "p2p": slider("p2p latency", p2p, 2.0), "dispatch": slider("all-to-all dispatch", dispatch, 4.0),
+            "combine": slider("all-to-all combine", combine, 4.0)}
 
 
 
 class ScheduleExplorer(WiredWidget):
-    """Schedule, ranks, micro-batches and the costs F, B, W, F&B, p2p wired to
-    ``pipeline_explore.explore_schedule``: a Gantt chart and Table 2's quantities, simulated and closed
-    form."""
+    """Schedule (any of SCHEDULE_NAMES), ranks, micro-batches and the costs F, B, W, F&B, p2p and the
+    all-to-all (dispatch, combine) wired to ``pipeline_explore.explore_schedule``: a Gantt chart and Table 2's
+    quantities, simulated and closed form, with the worst rank's time budget."""
 
     def __init__(self, name: str = "1f1b", ranks: int = 4, microbatches: int = 8, F: float = 1.0,
-                 B: float = 2.0, W: float = 1.0, FB: float = 3.0, p2p: float = 0.0,
-                 explore: Callable = pipeline_explore.explore_schedule):
+                 B: float = 2.0, W: float = 1.0, FB: float = 3.0, p2p: float = 0.0, dispatch: float = 0.0,
+                 combine: float = 0.0, explore: Callable = pipeline_explore.explore_schedule):
         controls = {
             "name": widgets.Dropdown(options=list(SCHEDULE_NAMES), value=name, description="schedule",
                                      style=SLIDER_STYLE, layout=CONTROL_LAYOUT),
@@ -47,7 +49,7 @@ class ScheduleExplorer(WiredWidget):
                                        continuous_update=False, style=SLIDER_STYLE, layout=CONTROL_LAYOUT),
             "microbatches": widgets.IntSlider(value=microbatches, min=1, max=64, description="micro-batches",
                                               continuous_update=False, style=SLIDER_STYLE, layout=CONTROL_LAYOUT),
-            **_cost_sliders(F, B, W, FB, p2p),
+            **_cost_sliders(F, B, W, FB, p2p, dispatch, combine),
         }
         # The chart is redrawn in place (blitting; see plots.TimelineCanvas), so the pure function only
         # computes the timeline and the table.
@@ -63,12 +65,13 @@ class ScheduleExplorer(WiredWidget):
 
 
 class ScheduleComparison(WiredWidget):
-    """All Table 2 schedules on the same costs as PP or micro-batches vary, wired to
-    ``pipeline_explore.explore_comparison``: worst-rank idle side by side, bubble ratio, and the table."""
+    """The fair comparison's schedules (``registry.COMPARED_SCHEDULES``: 1F1B, 1F1B with overlapped pairs,
+    ZB1P, DualPipe, DualPipeV) on the same costs as PP or micro-batches vary, wired to
+    ``pipeline_explore.explore_comparison``: the worst rank's time not computing, the step time, the table."""
 
     def __init__(self, vary: str = "ranks", ranks: int = 4, microbatches: int = 32, F: float = 1.0,
-                 B: float = 2.0, W: float = 1.0, FB: float = 3.0, p2p: float = 0.0,
-                 compare: Callable = pipeline_explore.explore_comparison):
+                 B: float = 2.0, W: float = 1.0, FB: float = 3.0, p2p: float = 0.0, dispatch: float = 0.0,
+                 combine: float = 0.0, compare: Callable = pipeline_explore.explore_comparison):
         controls = {
             "vary": widgets.ToggleButtons(options=["ranks", "microbatches"], value=vary, description="vary",
                                           style=SLIDER_STYLE),
@@ -77,7 +80,7 @@ class ScheduleComparison(WiredWidget):
             "microbatches": widgets.IntSlider(value=microbatches, min=8, max=128, step=8,
                                               description="micro-batches (fixed)", continuous_update=False,
                                               style=SLIDER_STYLE, layout=CONTROL_LAYOUT),
-            **_cost_sliders(F, B, W, FB, p2p),
+            **_cost_sliders(F, B, W, FB, p2p, dispatch, combine),
         }
         super().__init__(controls, compare)
 

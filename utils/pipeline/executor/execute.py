@@ -136,10 +136,12 @@ def assemble_result(schedule: Schedule, model_spec: ModelSpec, results: list, wa
     """The ExecutionResult of the ranks' returns of ``pipeline_job`` (rank order, None for idle ranks)."""
     results = [r for r in results if r is not None]
     first_of_group = sorted((r for r in results if r["ep_rank"] == 0), key=lambda r: r["pp_rank"])
-    intervals = tuple(tuple(Interval(r["pp_rank"], a, s, e) for a, s, e in r["intervals"])
+    # A measured interval's comm_wait is the time its all-to-alls kept the rank waiting (the time budget's
+    # exposed communication); a wait for a pipeline message cannot be told from idle, so p2p_wait stays 0.
+    intervals = tuple(tuple(Interval(r["pp_rank"], a, s, e, *wait) for a, s, e, *wait in r["intervals"])
                       for r in first_of_group)
     comms = tuple(CommInterval(r["pp_rank"], label, s, e, ov)
-                  for r in first_of_group for label, s, e, ov in r["comms"])
+                  for r in first_of_group for label, s, e, ov, *_ in r["comms"])
     timeline = Timeline(schedule, intervals, comms, source="measured", time_unit="ms")
     # Losses: the last stage of each micro-batch's route reports it (summed over an expert-parallel group).
     losses = [0.0] * schedule.n_microbatches

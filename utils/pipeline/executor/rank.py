@@ -214,6 +214,7 @@ class RankPipeline:
         for i, action in enumerate(self.actions):
             self._began = self._clock.ms()
             self.mail.post(i + 1 + self.lookahead)
+            n_comms = len(self._comms)
             try:
                 start, paced_end = self._run(i, action)
             except Exception as exc:
@@ -227,7 +228,8 @@ class RankPipeline:
                 if left > 0:
                     time.sleep(left / 1e3)
                 self._free_at = paced_end
-            intervals.append((action, start, self._clock.ms()))
+            # the time budget's comm_wait: how long this action waited for its all-to-alls
+            intervals.append((action, start, self._clock.ms(), sum(c[4] for c in self._comms[n_comms:])))
         leftover = self.mail.finish()
         step_ms = self._clock.ms()
         if leftover or any(st.tapes for st in self.stages.values()):

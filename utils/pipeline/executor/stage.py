@@ -85,8 +85,11 @@ class Tape:
         issued, steps = clock.ms(), clock.steps
         work = dist.all_to_all_single(recv, send, recv_splits, send_splits, group=group, async_op=True)
         yield work  # the overlap hook may run the partner chunk now
+        waiting_from = clock.ms()
         work.wait()
-        comms.append((label, issued, clock.ms(), clock.steps - steps > 1))
+        done = clock.ms()
+        # (label, issued, done, overlapped: other work ran while in flight, waited: the exposed part)
+        comms.append((label, issued, done, clock.steps - steps > 1, done - waiting_from))
         self.edges.append(_Edge(src, recv, self.segment, (send_splits, recv_splits, group, label)))
         self.segment += 1
         return recv.requires_grad_(src.requires_grad)
@@ -190,10 +193,12 @@ class StageRunner:
             if in_flight:
                 yield in_flight[0][2]
                 for edge, back, work, issued, steps, label in in_flight:
+                    waiting_from = clock.ms()
                     work.wait()
+                    done = clock.ms()
                     kind = "I" if split else "B"
-                    comms.append((f"{label.split()[0]} grad {self.stage}{kind}{mb}", issued, clock.ms(),
-                                  clock.steps - steps > 1))
+                    comms.append((f"{label.split()[0]} grad {self.stage}{kind}{mb}", issued, done,
+                                  clock.steps - steps > 1, done - waiting_from))
                     roots[seg].append((edge.src, back))
             elif seg < tape.segment:
                 yield None
