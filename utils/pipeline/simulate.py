@@ -115,7 +115,8 @@ def simulate(schedule: Schedule, costs: CostModel, check: bool = True) -> Timeli
         raise ValueError(
             "The schedule cannot finish: every unfinished rank waits for an input; " + ", ".join(stuck)
         )
-    waits = _comm_waits(costs)
+    # the time budget's comm_wait (utils.pipeline.timeline): the all-to-all an action waits for inside it
+    waits = {code: length[code] - costs.duration(code) for code in length}
     intervals = tuple(
         tuple(map(Interval, [r] * len(acts), acts, starts[r], ends[r], [waits[c] for _, _, c in plans[r]],
                   in_flight[r]))
@@ -137,14 +138,6 @@ def _lengths(costs: CostModel) -> dict[str, float]:
         exposed = max(0.0, a2a - costs.duration(b_kind)) + max(0.0, a2a - costs.F)
         length["F" + b_kind] = costs.duration("F" + b_kind) + exposed
     return length
-
-
-def _comm_waits(costs: CostModel) -> dict[str, float]:
-    """Per duration code of ``_plans``, the all-to-all time the action's rank waits for inside it (the
-    part compute does not hide): the whole all-to-all for a plain F, B or I, the excess over the partner's
-    compute inside a pair, none for W. The time budget's ``comm_wait`` (``utils.pipeline.timeline``)."""
-    with_a2a, compute = _lengths(costs), _lengths(replace(costs, dispatch=0.0, combine=0.0))
-    return {code: with_a2a[code] - compute[code] for code in with_a2a}
 
 
 def _comms(schedule: Schedule, costs: CostModel, intervals, done_at) -> tuple[CommInterval, ...]:
