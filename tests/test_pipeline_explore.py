@@ -9,6 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
+from utils.pipeline import compare as pc  # noqa: E402
 from utils.pipeline import explore as pe  # noqa: E402
 from utils.pipeline import table2  # noqa: E402
 from utils.pipeline.costs import CostModel  # noqa: E402
@@ -90,20 +91,20 @@ def test_figure_has_title_labels_legend():
 
 def test_dualpipev_costs_are_halved_in_comparison():
     costs = CostModel(F=1.0, B=2.0, W=1.0, FB=3.0, p2p=0.5)
-    half = pe.costs_per_stage("dualpipev", costs)
+    half = pc.costs_per_stage("dualpipev", costs)
     assert (half.F, half.B, half.W, half.FB, half.p2p) == (0.5, 1.0, 0.5, 1.5, 0.5)
-    assert pe.costs_per_stage("dualpipe", costs) is costs
+    assert pc.costs_per_stage("dualpipe", costs) is costs
 
 
 def test_comparison_table_matches_simulator_and_reports_invalid_settings():
     costs = CostModel(F=1.0, B=2.0, W=1.0, FB=3.0)
-    fig, table = pe.compare_schedules([2, 3, 4], 8, costs, vary="ranks")
+    fig, table = pc.compare_schedules([2, 3, 4], 8, costs, vary="ranks")
     row = table[(table.schedule == "zb1p") & (table.ranks == 4)].iloc[0]
     timeline = simulate(make_schedule("zb1p", 4, 8), costs)
     assert row.worst_idle == timeline.worst_idle and row.makespan == timeline.makespan
     assert row.table2_idle == table2.bubble("zb1p", 4, costs)
     v_row = table[(table.schedule == "dualpipev") & (table.ranks == 4)].iloc[0]
-    v_timeline = simulate(make_schedule("dualpipev", 4, 8), pe.costs_per_stage("dualpipev", costs))
+    v_timeline = simulate(make_schedule("dualpipev", 4, 8), pc.costs_per_stage("dualpipev", costs))
     assert v_row.worst_idle == v_timeline.worst_idle
     odd = table[(table.schedule == "dualpipe") & (table.ranks == 3)].iloc[0]
     assert math.isnan(odd.worst_idle) and "even number of ranks" in odd.note
@@ -115,7 +116,7 @@ def test_comparison_table_matches_simulator_and_reports_invalid_settings():
 
 def test_comparison_over_microbatches():
     costs = CostModel(F=1.0, B=2.0, W=1.0, FB=3.0)
-    _, table = pe.compare_schedules(4, [8, 16], costs, vary="microbatches", schedules=("1f1b", "gpipe"))
+    _, table = pc.compare_schedules(4, [8, 16], costs, vary="microbatches", schedules=("1f1b", "gpipe"))
     assert sorted(set(table.microbatches)) == [8, 16] and set(table.ranks) == {4}
     assert (table.worst_idle == 9.0).all(), "1F1B and GPipe idle (PP-1)(F+B) whatever the micro-batches"
 
@@ -127,14 +128,14 @@ def test_comparison_over_microbatches():
 ])
 def test_comparison_bad_arguments(kwargs, fragment):
     with pytest.raises(ValueError, match=fragment):
-        pe.compare_schedules(costs=CostModel(1.0, 2.0, 1.0), **kwargs)
+        pc.compare_schedules(costs=CostModel(1.0, 2.0, 1.0), **kwargs)
 
 
 def test_explore_comparison_views():
-    view = pe.explore_comparison("microbatches", ranks=2, microbatches=8)
+    view = pc.explore_comparison("microbatches", ranks=2, microbatches=8)
     assert view.error is None
-    assert sorted(set(view.table.microbatches)) == [4 * k for k in pe.MICROBATCH_MULTIPLES]
-    bad = pe.explore_comparison("ranks", W=3.0)
+    assert sorted(set(view.table.microbatches)) == [4 * k for k in pc.MICROBATCH_MULTIPLES]
+    bad = pc.explore_comparison("ranks", W=3.0)
     assert bad.figure is None and "W <= B" in bad.error
 
 

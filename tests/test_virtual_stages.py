@@ -264,10 +264,10 @@ def test_explorer_puts_the_virtual_closed_forms_beside_the_simulator():
 
 
 def test_comparison_gives_virtual_schedules_half_size_stages():
-    from utils.pipeline import explore
+    from utils.pipeline import compare
 
     costs = CostModel(F=1.0, B=2.0, W=1.0, FB=3.0)
-    table = explore.comparison_table([2, 4], 8, costs, schedules=("1f1b", "interleaved1f1b", "zbv"))
+    table = compare.comparison_table([2, 4], 8, costs, schedules=("1f1b", "interleaved1f1b", "zbv"))
     for name in ("interleaved1f1b", "zbv"):
         row = table[(table.schedule == name) & (table.ranks == 4)].iloc[0]
         assert row.worst_idle == simulate(make_schedule(name, 4, 8), vs.chunk_costs(costs, 2)).worst_idle

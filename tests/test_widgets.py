@@ -6,6 +6,7 @@ matplotlib.use("Agg")
 
 import pytest  # noqa: E402
 
+from utils.pipeline import compare as pipeline_compare  # noqa: E402
 from utils.pipeline import explore as pipeline_explore  # noqa: E402
 from utils.pipeline import plots
 from utils.widgets import pipeline as widgets
@@ -56,7 +57,7 @@ def test_invalid_setting_shows_the_message_instead_of_a_traceback():
 
 
 def test_comparison_widget_wires_vary_and_costs():
-    spy = Spy(pipeline_explore.explore_comparison)
+    spy = Spy(pipeline_compare.explore_comparison)
     comparison = widgets.ScheduleComparison("ranks", microbatches=16, compare=spy)
     comparison.controls["vary"].value = "microbatches"
     comparison.controls["B"].value = 3.0

@@ -29,8 +29,8 @@ from utils.fp8.explore import outlier_activations, quantization_table
 from utils.fp8.formats import get_format
 from utils.moe.expert_parallel import DIRECTIONS, PHASES, ExpertLayout, traffic_from_routing, traffic_totals
 from utils.moe.routing import route
+from utils.pipeline.compare import comparison_table
 from utils.pipeline.costs import CostModel
-from utils.pipeline.explore import comparison_table
 from utils.pipeline.registry import TABLE2_SCHEDULES
 
 SCHEDULES = TABLE2_SCHEDULES

@@ -1,8 +1,8 @@
 """The computations behind the pipeline widgets: pure functions from settings to (figure, table).
 
 `utils.widgets.pipeline` only wires sliders to these functions, so everything a learner sees in a widget is computed
-here and unit-tested: the Gantt chart and Table 2 quantities of one schedule (`explore_schedule`) and all
-schedules side by side as the number of ranks or micro-batches varies (`compare_schedules`).
+here and unit-tested: the Gantt chart and Table 2 quantities of one schedule (`explore_schedule`), DualPipe's
+phases, the exercise judges. All schedules side by side (`compare_schedules`) live in `utils.pipeline.compare`.
 Invalid settings (odd ranks for DualPipe, too few micro-batches, W > B...) do not raise: the view carries
 the library's teaching message instead, so a widget shows the rule rather than a traceback.
 """
@@ -20,15 +20,13 @@ from matplotlib.figure import Figure
 from utils.pipeline import plots, table2, virtual_stages
 from utils.pipeline.costs import CostModel
 from utils.pipeline.generators.bidirectional import DUALPIPE_ACTIONS_PER_STEP, dualpipe_phase_steps
-from utils.pipeline.registry import CHUNKS_PER_RANK, COMPARED_SCHEDULES, SCHEDULE_NAMES, make_schedule, schedule_name
+from utils.pipeline.registry import (
+    make_schedule,
+)
 from utils.pipeline.schedule import Action, OverlappedAction, Schedule, parse_action
 from utils.pipeline.simulate import simulate
 from utils.pipeline.timeline import Timeline
 
-#: Pipeline sizes the comparison widget sweeps (even, so DualPipe can run).
-RANK_SWEEP = (2, 4, 8, 16)
-#: Micro-batch counts the comparison widget sweeps, as multiples of 2 x PP (DualPipe's minimum).
-MICROBATCH_MULTIPLES = (1, 2, 4, 8)
 _TOLERANCE = 1e-9
 
 
@@ -200,146 +198,6 @@ def explore_schedule(
     figure = plots.plot_timeline(timeline, labels=labels).figure if plot else None
     return ExplorerView(figure=figure, table=summary_table(timeline, costs), timeline=timeline,
                         note=_note(timeline, costs))
-
-
-def _known_name(name) -> str | None:
-    """``registry.schedule_name(name)``, or None for a schedule the kit does not build."""
-    try:
-        return schedule_name(name)
-    except ValueError:
-        return None
-
-
-def costs_per_stage(name: str, costs: CostModel) -> CostModel:
-    """Stage costs of schedule ``name`` when ``costs`` are those of one rank's share of the model (1/PP).
-
-    Comparing schedules on the same model and the same number of ranks: naive to DualPipe cut the model in PP
-    stages, so a stage costs ``costs``; DualPipeV, interleaved 1F1B and ZB-V cut it in v PP stages (each rank
-    holds v = 2, ``CHUNKS_PER_RANK``), so each stage has 1/v of the layers and 1/v of the compute and
-    all-to-all time. The p2p latency is per hop and stays.
-    """
-    return virtual_stages.chunk_costs(costs, CHUNKS_PER_RANK.get(name, 1))
-
-
-def comparison_table(
-    ranks: int | Sequence[int], microbatches: int | Sequence[int], costs: CostModel,
-    vary: str = "ranks", schedules: Sequence[str] = COMPARED_SCHEDULES,
-) -> pd.DataFrame:
-    """One row per (schedule, setting): simulated step time, worst-rank idle, bubble ratio, the worst rank's
-    exposed communication and time not computing (``Timeline.worst_budget``), peak activations and the closed
-    form's idle (Table 2's, or 1f1b-overlap's), as ``vary`` ("ranks" or "microbatches") takes each value.
-    The default schedules are the fair comparison's (``registry.COMPARED_SCHEDULES``).
-
-    ``costs`` are those of one rank's share of the model; DualPipeV's half-size stages get half of them
-    (`costs_per_stage`). A setting a schedule does not allow (odd ranks for DualPipe...) gets NaN and the
-    rule in ``note``.
-    """
-    if vary not in ("ranks", "microbatches"):
-        raise ValueError(f"vary must be 'ranks' or 'microbatches' (the comparison's x axis); got {vary!r}.")
-    varied, fixed = (ranks, microbatches) if vary == "ranks" else (microbatches, ranks)
-    if isinstance(varied, int) or not isinstance(fixed, int):
-        raise ValueError(
-            f"with vary={vary!r}, pass a sequence of {vary} to sweep and one number for the other setting; "
-            f"got ranks={ranks!r}, microbatches={microbatches!r}."
-        )
-    unknown = [s for s in schedules if _known_name(s) is None]
-    if unknown:
-        raise ValueError(f"Unknown schedules {unknown}: the kit builds {', '.join(SCHEDULE_NAMES)}.")
-    rows = []
-    for name in map(schedule_name, schedules):
-        for value in varied:
-            n_ranks, n_mb = (value, fixed) if vary == "ranks" else (fixed, value)
-            row = {"schedule": name, "ranks": n_ranks, "microbatches": n_mb, "makespan": math.nan,
-                   "worst_idle": math.nan, "bubble_ratio": math.nan, "comm_exposed": math.nan,
-                   "not_computing": math.nan, "peak_activations": math.nan, "table2_idle": math.nan,
-                   "note": ""}
-            stage_costs = costs_per_stage(name, costs)
-            try:
-                timeline = simulate(make_schedule(name, n_ranks, n_mb), stage_costs)
-            except ValueError as err:
-                row["note"] = str(err)
-            else:
-                sim = simulated_quantities(timeline)
-                formula = closed_form(timeline.schedule, stage_costs) or {}
-                row.update(makespan=sim["step time (makespan)"], worst_idle=sim["worst-rank idle (bubble)"],
-                           bubble_ratio=sim["bubble ratio"],
-                           comm_exposed=sim["exposed communication (worst rank)"],
-                           not_computing=sim["time not computing (worst rank)"],
-                           peak_activations=sim["peak activations (worst rank)"],
-                           table2_idle=formula.get("bubble", math.nan))
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def compare_schedules(
-    ranks: int | Sequence[int], microbatches: int | Sequence[int], costs: CostModel,
-    vary: str = "ranks", schedules: Sequence[str] = COMPARED_SCHEDULES,
-) -> tuple[Figure, pd.DataFrame]:
-    """All ``schedules`` on the same costs as PP or micro-batches vary: the worst rank's time not computing
-    (grouped bars, idle below and exposed communication hatched above: the time budget) and the step time
-    (lines), plus the table behind them (`comparison_table`)."""
-    from matplotlib.patches import Patch
-
-    table = comparison_table(ranks, microbatches, costs, vary=vary, schedules=schedules)
-    names = [schedule_name(s) for s in schedules]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
-    palette = {s: plots.SCHEDULE_COLORS.get(s, "#56B4E9") for s in names}
-    shown = table.dropna(subset=["worst_idle"])
-    values = sorted(set(shown[vary]))
-    width = 0.8 / max(len(names), 1)
-    for i, name in enumerate(names):
-        part = shown[shown["schedule"] == name].set_index(vary).reindex(values)
-        x = [j - 0.4 + (i + 0.5) * width for j in range(len(values))]
-        idle, comm = part["worst_idle"].fillna(0), part["not_computing"].fillna(0) - part["worst_idle"].fillna(0)
-        left.bar(x, idle, width, color=palette[name], edgecolor=plots.EDGE_COLOR, linewidth=0.5)
-        left.bar(x, comm, width, bottom=idle, color=palette[name], edgecolor=plots.EDGE_COLOR, linewidth=0.5,
-                 hatch="///", alpha=0.6)
-    fixed_text = f"{microbatches} micro-batches" if vary == "ranks" else f"{ranks} ranks"
-    axis_label = "pipeline ranks (PP)" if vary == "ranks" else "micro-batches"
-    left.set_xticks(range(len(values)), [str(v) for v in values])
-    left.set_title(f"Worst rank's time not computing ({fixed_text})")
-    left.set_xlabel(axis_label)
-    left.set_ylabel("idle + exposed comm (time units)")
-    handles = [Patch(facecolor=palette[n], edgecolor=plots.EDGE_COLOR, label=n) for n in names]
-    handles.append(Patch(facecolor="white", edgecolor=plots.EDGE_COLOR, hatch="///",
-                         label="hatched: exposed communication"))
-    left.legend(handles=handles, title="schedule", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0),
-                frameon=False)
-    markers = "os^Dvx"
-    for i, name in enumerate(names):
-        part = shown[shown["schedule"] == name]
-        right.plot(part[vary], part["makespan"], marker=markers[i % len(markers)], color=palette[name],
-                   linestyle="-" if i % 2 == 0 else "--", label=name)
-    right.set_xticks(values, [str(v) for v in values])
-    right.set_title(f"Step time ({fixed_text})")
-    right.set_xlabel(axis_label)
-    right.set_ylabel("step time (simulated time units)")
-    right.legend(title="schedule", fontsize=8)
-    a2a = costs.dispatch + costs.combine
-    fig.suptitle(f"Schedules on the same model: F={costs.F:g}, B={costs.B:g}, W={costs.W:g}, "
-                 f"F&B={costs.FB:g}, all-to-all={a2a:g}, p2p={costs.p2p:g} per 1/PP of the model "
-                 f"(DualPipeV stages: half)")
-    return fig, table
-
-
-def explore_comparison(
-    vary: str = "ranks", ranks: int = 4, microbatches: int = 32, F: float = 1.0, B: float = 2.0,
-    W: float = 1.0, FB: float = 3.0, p2p: float = 0.0, dispatch: float = 0.0, combine: float = 0.0,
-) -> ExplorerView:
-    """The comparison widget's view: ``compare_schedules`` of ``COMPARED_SCHEDULES`` over PP in
-    ``RANK_SWEEP`` (``vary="ranks"``, at ``microbatches``) or over 2 PP x ``MICROBATCH_MULTIPLES``
-    micro-batches (``vary="microbatches"``, at ``ranks``); an invalid cost model or setting gives
-    ``ExplorerView(None, None, error=<the rule>)``."""
-    try:
-        costs = CostModel(F=F, B=B, W=W, FB=FB, p2p=p2p, dispatch=dispatch, combine=combine)
-        if vary == "ranks":
-            figure, table = compare_schedules(RANK_SWEEP, microbatches, costs, vary="ranks")
-        else:
-            sweep = [2 * ranks * k for k in MICROBATCH_MULTIPLES]
-            figure, table = compare_schedules(ranks, sweep, costs, vary=vary)
-    except ValueError as err:
-        return ExplorerView(figure=None, table=None, error=str(err))
-    return ExplorerView(figure=figure, table=table)
 
 
 # --- DualPipe's eight phases, for drawing the schedule phase by phase -------------------------------------

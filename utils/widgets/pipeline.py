@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import ipywidgets as widgets
 
+from utils.pipeline import compare as pipeline_compare
 from utils.pipeline import explore as pipeline_explore
 from utils.pipeline import plots
 from utils.pipeline.registry import SCHEDULE_NAMES
@@ -67,11 +68,11 @@ class ScheduleExplorer(WiredWidget):
 class ScheduleComparison(WiredWidget):
     """The fair comparison's schedules (``registry.COMPARED_SCHEDULES``: 1F1B, 1F1B with overlapped pairs,
     ZB1P, DualPipe, DualPipeV) on the same costs as PP or micro-batches vary, wired to
-    ``pipeline_explore.explore_comparison``: the worst rank's time not computing, the step time, the table."""
+    ``pipeline_compare.explore_comparison``: the worst rank's time not computing, the step time, the table."""
 
     def __init__(self, vary: str = "ranks", ranks: int = 4, microbatches: int = 32, F: float = 1.0,
                  B: float = 2.0, W: float = 1.0, FB: float = 3.0, p2p: float = 0.0, dispatch: float = 0.0,
-                 combine: float = 0.0, compare: Callable = pipeline_explore.explore_comparison):
+                 combine: float = 0.0, compare: Callable = pipeline_compare.explore_comparison):
         controls = {
             "vary": widgets.ToggleButtons(options=["ranks", "microbatches"], value=vary, description="vary",
                                           style=SLIDER_STYLE),
