@@ -316,3 +316,54 @@ def test_registered_for_comparison_with_colours():
         assert name in SCHEDULE_NAMES and name in COMPARED_SCHEDULES
         assert CHUNKS_PER_RANK[name] == vs.chunks_per_rank(make_schedule(name, 4, 8)) == 2
     assert len({SCHEDULE_COLORS[n] for n in COMPARED_SCHEDULES}) == len(COMPARED_SCHEDULES)
+
+
+# ----------------------------------------------------------------------- the lesson's tables and figures
+
+def test_bubble_vs_chunks_table():
+    table = vs.bubble_vs_chunks(4, 8, CostModel(F=1, B=2, W=1), chunks=(1, 2, 4))
+    assert list(table["chunks per rank v"]) == [1, 2, 4]
+    assert list(table["worst-rank idle"]) == pytest.approx(list(table["(PP-1)(F+B)/v"]))
+    assert list(table["p2p messages per step"]) == [2 * 8 * (v * 4 - 1) for v in (1, 2, 4)]
+    assert table["rank 0 peak activations (1/PP units)"].iloc[0] == 4  # v = 1 is 1F1B: PP
+
+
+def test_step_vs_latency_table():
+    costs = CostModel(F=1, B=2, W=1)
+    table = vs.step_vs_latency(("1f1b", "zbv"), 4, 8, costs, latencies=(0.0, 1.0))
+    assert len(table) == 4
+    row = table[(table.schedule == "zbv") & (table["p2p latency"] == 1.0)].iloc[0]
+    expected = simulate(make_schedule("zbv", 4, 8), vs.chunk_costs(CostModel(F=1, B=2, W=1, p2p=1.0), 2))
+    assert row["step time"] == expected.makespan and row["p2p messages per step"] == 96
+
+
+def test_virtual_figures_have_titles_labels_legends():
+    import matplotlib.pyplot as plt
+
+    from utils.pipeline import virtual_figures as vf
+
+    costs = CostModel(F=1, B=2, W=1)
+    fig = vf.plot_placements(4)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["1f1b: 4 stages, 3 messages\nper micro-batch each way",
+                      "interleaved1f1b: 8 stages, 7 messages\nper micro-batch each way",
+                      "zbv: 8 stages, 6 messages\nper micro-batch each way"]
+    fig = vf.plot_bubble_vs_chunks(vs.bubble_vs_chunks(4, 8, costs))
+    assert all(ax.get_title() and ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes)
+    assert fig.axes[0].get_legend() is not None
+    fig = vf.plot_step_vs_latency(vs.step_vs_latency(("1f1b", "zbv"), 4, 8, costs))
+    ax = fig.axes[0]
+    assert ax.get_title() and "p2p latency" in ax.get_xlabel()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["1f1b (48 messages per step)",
+                                                                   "zbv (96 messages per step)"]
+    plt.close("all")
+
+
+def test_comparison_widget_with_virtual_schedules():
+    from utils.pipeline import compare
+    from utils.widgets.pipeline import schedule_comparison
+
+    view = compare.explore_comparison("ranks", microbatches=16, schedules=("1f1b", "interleaved1f1b", "zbv"))
+    assert view.error is None and set(view.table.schedule) == {"1f1b", "interleaved1f1b", "zbv"}
+    widget = schedule_comparison("ranks", microbatches=16, schedules=("1f1b", "zbv"))
+    assert "ScheduleComparison" in repr(widget)

@@ -50,6 +50,7 @@ def check(
     hints: Sequence[str] = (),
     hint: bool | int = False,
     show: Callable[[Any, Any], None] | None = None,
+    explain: Callable[[Any, Any], str] | None = None,
     rtol: float = 1e-5,
     atol: float = 1e-6,
 ) -> CheckResult:
@@ -59,7 +60,9 @@ def check(
     is None). `compare(yours, expected) -> bool` overrides the default comparison: exact for ints, strings and
     containers of them; `allclose(rtol, atol)` for floats, numpy arrays and tensors (shapes must match).
     `hint=True` prints the first hint, `hint=2` the first two. `show(yours, expected)` draws a picture when
-    the answer is wrong (two timelines, two heatmaps).
+    the answer is wrong (two timelines, two heatmaps). `explain(yours, expected) -> str` replaces the
+    "yours vs expected" lines with its own words (a puzzle's grader: it says what is wrong without printing
+    the solution), and adds them after a pass.
     """
     if inputs is not None and not callable(reference):
         raise ValueError("check(): with `inputs`, the reference must be a function to call on each input")
@@ -72,7 +75,7 @@ def check(
     passed, attempted = True, True
     for index, args in enumerate(cases):
         expected = reference(*args) if args is not None else reference
-        where = f" on case {index + 1} of {len(cases)} (inputs: {_short(args)})" if args is not None else ""
+        where = f" on case {index + 1} of {len(cases)} (inputs: {_short(args)})" if args else ""
         try:
             yours = answer(*args) if args is not None else answer
         except NotImplementedError:
@@ -93,16 +96,21 @@ def check(
             same, problem = False, f"could not compare ({type(error).__name__}: {error})"
         if not same:
             passed = False
-            lines.append(
-                f"❌ {name}: not yet{where}: {problem}\n"
-                f"   yours:    {_short(yours)}\n   expected: {_short(expected)}"
-            )
+            if explain is not None:
+                lines.append(f"❌ {name}: not yet{where}: {_explained(explain, yours, expected)}")
+            else:
+                lines.append(
+                    f"❌ {name}: not yet{where}: {problem}\n"
+                    f"   yours:    {_short(yours)}\n   expected: {_short(expected)}"
+                )
             if show is not None:
                 show(yours, expected)
             break
     if passed:
         count = f" ({len(cases)} cases)" if inputs is not None else ""
         lines.append(f"✅ {name}: correct{count}.")
+        if explain is not None:
+            lines.append(f"   {_explained(explain, yours, expected)}")
     shown_hints = list(hints)[: int(hint)] if hint else []
     for number, text in enumerate(shown_hints, start=1):
         lines.append(f"   💡 hint {number}: {text}")
@@ -113,6 +121,25 @@ def check(
     report = "\n".join(lines)
     print(report)
     return CheckResult(name=name, passed=passed, attempted=attempted, report=report)
+
+
+def _explained(explain: Callable[[Any, Any], str], yours: Any, expected: Any) -> str:
+    try:
+        return str(explain(yours, expected))
+    except Exception as error:  # a learner's odd value must not crash the report
+        return f"could not judge your answer ({type(error).__name__}: {error})"
+
+
+def check_puzzle(puzzle: Any, answer: Callable[[], Any], *, hint: bool | int = False) -> CheckResult:
+    """Grade a design puzzle (``utils.pipeline.puzzles``): ``answer()`` returns the learner's design.
+
+    The puzzle's grader judges it (validator, simulator, the target computed from the puzzle's reference
+    solution) and says, in words, what is wrong, without printing the solution; ``hint=1``, 2, 3 climbs the
+    puzzle's hint ladder; on a wrong answer ``puzzle.show`` draws the learner's design.
+    """
+    return check(answer, lambda: puzzle.goal, name=puzzle.title, inputs=[()], hints=puzzle.hints, hint=hint,
+                 compare=lambda yours, _goal: puzzle.grade(yours).passed,
+                 explain=lambda yours, _goal: puzzle.grade(yours).message, show=puzzle.show)
 
 
 def _as_array(value: Any) -> np.ndarray | None:

@@ -157,18 +157,19 @@ def compare_schedules(
 def explore_comparison(
     vary: str = "ranks", ranks: int = 4, microbatches: int = 32, F: float = 1.0, B: float = 2.0,
     W: float = 1.0, FB: float = 3.0, p2p: float = 0.0, dispatch: float = 0.0, combine: float = 0.0,
+    schedules: Sequence[str] = COMPARED_SCHEDULES,
 ) -> ExplorerView:
-    """The comparison widget's view: ``compare_schedules`` of ``COMPARED_SCHEDULES`` over PP in
-    ``RANK_SWEEP`` (``vary="ranks"``, at ``microbatches``) or over 2 PP x ``MICROBATCH_MULTIPLES``
+    """The comparison widget's view: ``compare_schedules`` of ``schedules`` (default ``COMPARED_SCHEDULES``)
+    over PP in ``RANK_SWEEP`` (``vary="ranks"``, at ``microbatches``) or over 2 PP x ``MICROBATCH_MULTIPLES``
     micro-batches (``vary="microbatches"``, at ``ranks``); an invalid cost model or setting gives
     ``ExplorerView(None, None, error=<the rule>)``."""
     try:
         costs = CostModel(F=F, B=B, W=W, FB=FB, p2p=p2p, dispatch=dispatch, combine=combine)
         if vary == "ranks":
-            figure, table = compare_schedules(RANK_SWEEP, microbatches, costs, vary="ranks")
+            figure, table = compare_schedules(RANK_SWEEP, microbatches, costs, vary="ranks", schedules=schedules)
         else:
             sweep = [2 * ranks * k for k in MICROBATCH_MULTIPLES]
-            figure, table = compare_schedules(ranks, sweep, costs, vary=vary)
+            figure, table = compare_schedules(ranks, sweep, costs, vary=vary, schedules=schedules)
     except ValueError as err:
         return ExplorerView(figure=None, table=None, error=str(err))
     return ExplorerView(figure=figure, table=table)

@@ -23,9 +23,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pandas as pd
+
 from utils.pipeline.costs import CostModel
-from utils.pipeline.generators.virtual import interleaved_rounds, zbv_fill_microbatches
+from utils.pipeline.generators.virtual import interleaved_1f1b, interleaved_rounds, zbv_fill_microbatches
+from utils.pipeline.registry import CHUNKS_PER_RANK, make_schedule
 from utils.pipeline.schedule import Schedule, action_parts
+from utils.pipeline.simulate import simulate
 from utils.pipeline.timeline import Timeline
 
 #: Schedules with several stages of one model copy per rank, and their closed forms here.
@@ -177,3 +181,36 @@ def per_rank_memory(timeline: Timeline) -> list[dict]:
                      "peak activations (1/PP units)": peak * size, "parameters (stages)": stages,
                      "parameters (1/PP units)": stages * size})
     return rows
+
+
+# ------------------------------------------------------------------------- tables for the lesson (04b)
+
+def bubble_vs_chunks(pp: int, m: int, costs: CostModel, chunks=(1, 2, 3, 4)):
+    """Interleaved 1F1B with v = each of ``chunks`` on the same model (``costs`` of one rank's share, each
+    chunk 1/v of them; v = 1 is 1F1B): simulated worst-rank idle beside (PP-1)(F+B)/v, step time, messages per step and rank
+    0's peak activations in 1/PP units. A pandas DataFrame, one row per v."""
+    rows = []
+    for v in chunks:
+        # v = 1 is plain 1F1B (torch's interleaved order with one chunk warms up twice as deep, for nothing)
+        schedule = make_schedule("1f1b", pp, m) if v == 1 else interleaved_1f1b(pp, m, v)
+        timeline = simulate(schedule, chunk_costs(costs, v))
+        rows.append({"chunks per rank v": v, "worst-rank idle": timeline.worst_idle,
+                     "(PP-1)(F+B)/v": bubble_interleaved(pp, costs.F, costs.B, v),
+                     "step time": timeline.makespan, "p2p messages per step": p2p_messages(timeline.schedule),
+                     "rank 0 peak activations (1/PP units)": timeline.peak_activations(0) / v})
+    return pd.DataFrame(rows)
+
+
+def step_vs_latency(names, pp: int, m: int, costs: CostModel, latencies=(0.0, 0.25, 0.5, 1.0, 2.0)):
+    """Each schedule of ``names`` on the same model (``costs`` of one rank's share; two-chunk schedules get
+    half-size chunks) as the p2p latency per message grows: step time, worst-rank idle and messages per step.
+    A long pandas DataFrame (schedule, p2p latency, step time, worst-rank idle, p2p messages per step)."""
+    rows = []
+    for name in names:
+        schedule = make_schedule(name, pp, m)
+        for latency in latencies:
+            stage_costs = chunk_costs(replace(costs, p2p=latency), CHUNKS_PER_RANK.get(name, 1))
+            timeline = simulate(schedule, stage_costs)
+            rows.append({"schedule": name, "p2p latency": latency, "step time": timeline.makespan,
+                         "worst-rank idle": timeline.worst_idle, "p2p messages per step": p2p_messages(schedule)})
+    return pd.DataFrame(rows)

@@ -10,7 +10,8 @@ setting in place of a traceback.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
 
 import ipywidgets as widgets
 
@@ -72,7 +73,8 @@ class ScheduleComparison(WiredWidget):
 
     def __init__(self, vary: str = "ranks", ranks: int = 4, microbatches: int = 32, F: float = 1.0,
                  B: float = 2.0, W: float = 1.0, FB: float = 3.0, p2p: float = 0.0, dispatch: float = 0.0,
-                 combine: float = 0.0, compare: Callable = pipeline_compare.explore_comparison):
+                 combine: float = 0.0, compare: Callable = pipeline_compare.explore_comparison,
+                 schedules: Sequence[str] | None = None):
         controls = {
             "vary": widgets.ToggleButtons(options=["ranks", "microbatches"], value=vary, description="vary",
                                           style=SLIDER_STYLE),
@@ -83,6 +85,8 @@ class ScheduleComparison(WiredWidget):
                                               style=SLIDER_STYLE, layout=CONTROL_LAYOUT),
             **_cost_sliders(F, B, W, FB, p2p, dispatch, combine),
         }
+        if schedules is not None:  # a fixed set of schedules (e.g. 04b's virtual stages), not a control
+            compare = functools.partial(compare, schedules=tuple(schedules))
         super().__init__(controls, compare)
 
     def __repr__(self) -> str:

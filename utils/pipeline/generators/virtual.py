@@ -17,7 +17,7 @@ Both orders equal, action for action, the ``pipeline_order`` of torch.distribute
 from __future__ import annotations
 
 from utils.pipeline.generators.common import check_counts
-from utils.pipeline.schedule import Action, ActionLike, Schedule
+from utils.pipeline.schedule import Action, Schedule
 
 
 def interleaved_rounds(n_ranks: int, n_microbatches: int) -> tuple[int, int]:
@@ -76,30 +76,10 @@ def interleaved_1f1b(n_ranks: int, n_microbatches: int, chunks_per_rank: int = 2
             f"a multiple of PP). Nearest counts that work: {nearest}."
         )
 
-    def stage(rank: int, chunk: int) -> int:
-        return chunk * pp + rank
-
-    def forward(rank: int, k: int) -> Action:
-        """The rank's k-th forward: rounds of ``per_round`` micro-batches through chunk 0, 1, ..., v-1."""
-        chunk = (k // per_round) % v
-        mb = (k // (per_round * v)) * per_round + k % per_round
-        return Action(stage(rank, chunk), "F", mb)
-
-    def backward(rank: int, k: int) -> Action:
-        """The rank's k-th backward: the same rounds, through the chunks in reverse (v-1, ..., 0)."""
-        chunk = v - 1 - (k // per_round) % v
-        mb = (k // (per_round * v)) * per_round + k % per_round
-        return Action(stage(rank, chunk), "B", mb)
-
-    total = v * m  # forwards (and backwards) per rank: every micro-batch through each of its v chunks
-    actions = []
-    for rank in range(pp):
-        warmup = min((v - 1) * per_round + 2 * (pp - 1 - rank), total)
-        acts: list[ActionLike] = [forward(rank, k) for k in range(warmup)]
-        for k in range(total - warmup):  # steady state: one forward, one backward
-            acts += [forward(rank, warmup + k), backward(rank, k)]
-        acts += [backward(rank, k) for k in range(total - warmup, total)]  # cool-down
-        actions.append(acts)
+    actions = [
+        interleaved_rank_actions(rank, pp, m, v, warmup=(v - 1) * per_round + 2 * (pp - 1 - rank))
+        for rank in range(pp)
+    ]
     stages = tuple(range(v * pp))
     return Schedule(
         name="interleaved1f1b",
@@ -110,6 +90,35 @@ def interleaved_1f1b(n_ranks: int, n_microbatches: int, chunks_per_rank: int = 2
         routes=(stages,) * m,
         actions=tuple(tuple(a) for a in actions),
     )
+
+
+def interleaved_rank_actions(rank: int, n_ranks: int, n_microbatches: int, v: int, warmup: int) -> list[Action]:
+    """Rank ``rank``'s list of interleaved 1F1B after ``warmup`` warm-up forwards (capped at v M).
+
+    Its k-th forward runs chunk (k // P) mod v on micro-batch (k // (P v)) P + k mod P (rounds of P
+    micro-batches through each chunk in turn, ``interleaved_rounds``); its k-th backward the same rounds
+    through the chunks in reverse order. After the warm-up it alternates one forward and one backward, then
+    drains its backwards. The generator's warm-up is (v-1) P + 2 (PP-1-r).
+    """
+    pp, m = n_ranks, n_microbatches
+    per_round = interleaved_rounds(pp, m)[1]
+
+    def action(kind: str, k: int, chunk: int) -> Action:
+        return Action(chunk * pp + rank, kind, (k // (per_round * v)) * per_round + k % per_round)
+
+    def forward(k: int) -> Action:
+        return action("F", k, (k // per_round) % v)
+
+    def backward(k: int) -> Action:
+        return action("B", k, v - 1 - (k // per_round) % v)
+
+    total = v * m  # forwards (and backwards) per rank: every micro-batch through each of its v chunks
+    warmup = min(warmup, total)
+    acts = [forward(k) for k in range(warmup)]
+    for k in range(total - warmup):  # steady state: one forward, one backward
+        acts += [forward(warmup + k), backward(k)]
+    acts += [backward(k) for k in range(total - warmup, total)]  # cool-down
+    return acts
 
 
 def interleaved1f1b(n_ranks: int, n_microbatches: int) -> Schedule:

@@ -1,0 +1,276 @@
+"""Design puzzles: every reference solution passes, plausible wrong answers fail with a kind, specific message,
+targets come from the reference solutions, and the notebook check prints hints without leaking solutions."""
+
+import itertools
+import json
+from collections import deque
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from utils.checks import check_puzzle
+from utils.pipeline.costs import CostModel
+from utils.pipeline.generators.common import linear_schedule
+from utils.pipeline.puzzles import (
+    PUZZLES,
+    Reason,
+    capped_one_f_one_b,
+    deadlock_puzzle,
+    flipped_warmup,
+    idle_puzzle,
+    memory_cap_puzzle,
+    rank_list_puzzle,
+    rank_lists,
+)
+from utils.pipeline.registry import make_schedule
+from utils.pipeline.schedule import Action, OverlappedAction
+from utils.pipeline.simulate import simulate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def lines(name, ranks, m):
+    return [[str(a) for a in acts] for acts in make_schedule(name, ranks, m).actions]
+
+
+def fails_with(puzzle, answer, *fragments):
+    verdict = puzzle.grade(answer)
+    assert not verdict.passed, verdict
+    for fragment in fragments:
+        assert fragment in verdict.message, (fragment, verdict.message)
+    return verdict.message
+
+
+@pytest.mark.parametrize("key", sorted(PUZZLES))
+def test_every_reference_solution_passes(key):
+    puzzle = PUZZLES[key]
+    verdict = puzzle.grade(puzzle.reference())
+    assert verdict.passed, verdict.message
+    assert len(puzzle.hints) == 3 and puzzle.statement and "raise NotImplementedError" in puzzle.stub
+    assert puzzle.title.startswith("Puzzle:") and puzzle.goal
+
+
+@pytest.mark.parametrize("key", sorted(PUZZLES))
+def test_odd_values_get_words_not_tracebacks(key):
+    puzzle = PUZZLES[key]
+    for odd in (None, 3, "rank 0: 0F0", [[]], {"a": 1}, [object()] * 4):
+        verdict = puzzle.grade(odd)
+        assert not verdict.passed and verdict.message and "Traceback" not in verdict.message
+
+
+# ------------------------------------------------------------------------------------------ memory cap
+
+def test_memory_cap_plausible_wrong_answers():
+    p = PUZZLES["gpipe-memory-cap"]
+    fails_with(p, lines("gpipe", 4, 8), "rank 0 holds 8 activations", "over the cap of 3")
+    fails_with(p, lines("1f1b", 4, 8), "rank 0 holds 4 activations", "over the cap of 3")
+    fails_with(p, lines("naive", 4, 8), "idles 72", "where 24 is possible")
+    fails_with(p, lines("zb1p", 4, 8), "F and B only", "notebook 04")
+    fails_with(p, lines("gpipe", 4, 8)[:3], "4 lists, got 3")
+    fails_with(p, [["0X0"]] + lines("gpipe", 4, 8)[1:], "rank 0, item 0", "Cannot read")
+    broken = [[str(a) for a in acts] for acts in flipped_warmup("1f1b", 4, 8).actions]
+    fails_with(p, broken, "cannot run", "no deadlock")
+    # a rank whose stage is wrong gets the validator's placement rule
+    wrong_stage = lines("1f1b", 4, 8)
+    wrong_stage[1] = [a.replace("1", "2", 1) for a in wrong_stage[1]]
+    fails_with(p, wrong_stage, "cannot run")
+
+
+def test_split_memory_cap_plausible_wrong_answers():
+    p = PUZZLES["zero-bubble-memory-cap"]
+    fails_with(p, lines("zb1p", 4, 8), "holds 4 activations", "over the cap of 3")
+    fails_with(p, capped_one_f_one_b(4, 8, 3, split=False), "idles 24", "where 14 is possible")
+    no_w = [[a for a in row if "W" not in a] for row in capped_one_f_one_b(4, 8, 3, split=True)]
+    fails_with(p, no_w, "cannot run", "every I has a W")
+    assert "peak 3 <= 3" in p.grade(capped_one_f_one_b(4, 8, 3, split=True)).message
+
+
+def capped_family(pp, m, warmups, deferred=None):
+    """1F1B-like lists with the given warm-ups (and, split, deferred W counts): the family the reference is
+    the best of."""
+    acts = []
+    for r in range(pp):
+        w, split = min(warmups[r], m), deferred is not None
+        row, pending = [Action(r, "F", k) for k in range(w)], deque()
+        for k in range(m):
+            if w + k < m:
+                row.append(Action(r, "F", w + k))
+            if not split:
+                row.append(Action(r, "B", k))
+                continue
+            row.append(Action(r, "I", k))
+            pending.append(k)
+            if len(pending) > deferred[r]:
+                row.append(Action(r, "W", pending.popleft()))
+        acts.append(row + [Action(r, "W", k) for k in pending])
+    return linear_schedule("family", pp, m, acts)
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_reference_is_the_best_of_its_family_for_the_course_cap(split):
+    """No choice of warm-ups (and deferred W) under the cap beats the reference on the course's setting."""
+    costs, cap = CostModel(F=1, B=2, W=1), 3
+    best = simulate(linear_schedule("ref", 4, 8, rank_lists(capped_one_f_one_b(4, 8, cap, split), 4)), costs).worst_idle
+    options = [(w, d) for w in range(cap) for d in range(cap - w)] if split else [(w, None) for w in range(cap)]
+    for combo in itertools.product(options, repeat=4):
+        warmups = [w for w, _ in combo]
+        schedule = capped_family(4, 8, warmups, [d for _, d in combo] if split else None)
+        try:
+            timeline = simulate(schedule, costs)
+        except ValueError:  # a later rank warming up longer than its predecessor can deadlock
+            continue
+        if max(timeline.peak_activations(r) for r in range(4)) <= cap:
+            assert timeline.worst_idle >= best - 1e-9, combo
+
+
+def test_memory_cap_target_comes_from_the_reference():
+    """Other costs, other sizes: the target moves with them, and the reference still passes."""
+    for costs in (CostModel(F=1, B=3, W=1), CostModel(F=2, B=2, W=0.5)):
+        for pp, m, cap, split in ((3, 6, 2, False), (5, 7, 4, True), (2, 5, 1, True)):
+            p = memory_cap_puzzle(pp, m, cap, split, costs)
+            ref = capped_one_f_one_b(pp, m, cap, split)
+            assert p.grade(ref).passed
+            target = simulate(linear_schedule("ref", pp, m, rank_lists(ref, pp)), costs).worst_idle
+            assert f"{target:g}" in p.grade(ref).message
+    assert "beats our reference" in memory_cap_puzzle(4, 8, 2).grade(
+        [[str(a) for a in acts] for acts in capped_family(4, 8, [1, 1, 0, 0]).actions]).message
+
+
+# ---------------------------------------------------------------------------------------------- deadlock
+
+@pytest.mark.parametrize("key, name", [("1f1b-deadlock", "1f1b"), ("interleaved-deadlock", "interleaved1f1b")])
+def test_deadlock_plausible_wrong_answers(key, name):
+    p = PUZZLES[key]
+    broken = [[str(a) for a in acts] for acts in flipped_warmup(name, 4, 8).actions]
+    assert "no deadlock" in p.statement and "wait for each other" in p.statement
+    fails_with(p, broken, "unchanged", "no deadlock")
+    dropped = [row[:] for row in broken]
+    gone = dropped[2].pop()
+    fails_with(p, dropped, f"rank 2: you dropped {gone}", "only reorders")
+    added = [row[:] for row in broken]
+    added[0].append(added[0][0])
+    fails_with(p, added, f"rank 0: you added {added[0][0]}")
+    half_fixed = [row[:] for row in broken]  # only the last rank repaired: still a cycle further up
+    half_fixed[3] = lines(name, 4, 8)[3]
+    fails_with(p, half_fixed, "cannot run", "wait for each other")
+    # runs, but with no warm-up at all: one micro-batch in flight per rank
+    if name == "1f1b":
+        slow = [[str(Action(r, k, mb)) for mb in range(8) for k in "FB"] for r in range(4)]
+        fails_with(p, slow, "it runs now", "where 9 is possible")
+    assert p.grade(lines(name, 4, 8)).passed
+
+
+def test_deadlock_puzzle_needs_two_ranks_and_two_microbatches():
+    for ranks, m in ((1, 8), (4, 1)):
+        with pytest.raises(ValueError, match="nothing to fix"):
+            deadlock_puzzle("1f1b", ranks, m)
+    with pytest.raises(ValueError, match="1f1b or interleaved1f1b"):
+        deadlock_puzzle("gpipe", 4, 8)
+    for ranks, m in ((2, 2), (3, 5), (5, 10)):
+        p = deadlock_puzzle("1f1b", ranks, m)
+        assert p.grade(p.reference()).passed
+
+
+# ------------------------------------------------------------------------------------------------ idle
+
+def test_idle_prediction_plausible_wrong_answers():
+    p = PUZZLES["gpipe-idlest-rank"]
+    assert p.reference() == ("all", "c")
+    fails_with(p, (0, "a"), "rank 0 idles 9", "so do ranks 0, 1, 2, 3", '"all"')
+    fails_with(p, (3, "b"), "rank 3 idles 9")
+    fails_with(p, ("all", "a"), "right rank, but not (a)", "Where a rank waits")
+    fails_with(p, ("all", "d"), "right rank, but not (d)")
+    fails_with(p, ("all", "z"), "one of a, b, c, d")
+    fails_with(p, (9, "c"), "0..3")
+    fails_with(p, "all", "return a pair")
+    assert p.grade(("ALL", "C")).passed
+
+
+def test_idle_prediction_with_a_unique_idlest_rank():
+    """1F1B with overlapped pairs (F&B < F+B): the last rank pairs most often, computes least, idles most."""
+    reasons = {"a": Reason("rank 0 waits for the first backward", False, "no"),
+               "b": Reason("the last rank overlaps most, so computes least", True, "yes")}
+    p = idle_puzzle("1f1b-overlap", 4, 8, CostModel(F=1, B=2, W=1, FB=2.5), reasons)
+    timeline = simulate(make_schedule("1f1b-overlap", 4, 8), CostModel(F=1, B=2, W=1, FB=2.5))
+    idlest = max(range(4), key=timeline.idle)
+    assert p.reference() == (idlest, "b") and p.grade((idlest, "b")).passed
+    fails_with(p, ("all", "b"), "not all ranks idle alike")
+    fails_with(p, (0, "a"), f"rank {idlest} idles")
+
+
+# ------------------------------------------------------------------------------------------ rank lists
+
+def test_dualpipev_rank_lists_plausible_wrong_answers():
+    p = PUZZLES["dualpipev-rank-lists"]
+    right = lines("dualpipev", 4, 8)
+    # an overlapped pair written as its two parts: valid, slower, and named
+    schedule = make_schedule("dualpipev", 4, 8)
+    split_pair = [row[:] for row in right]
+    i = next(i for i, a in enumerate(schedule.actions[0]) if isinstance(a, OverlappedAction))
+    pair = schedule.actions[0][i]
+    split_pair[0][i:i + 1] = [str(pair.forward), str(pair.backward)]
+    fails_with(p, split_pair, f"rank 0, position {i}", "one F&B pair", "Your schedule runs")
+    fails_with(p, lines("zbv", 4, 8), "rank 0, position", "Your schedule runs")
+    swapped = [right[1], right[0], right[2], right[3]]
+    fails_with(p, swapped, "cannot run", "holds its stage")
+    short = [row[:] for row in right]
+    short[2] = short[2][:-1]
+    fails_with(p, short, "cannot run", "rule 'every I has a W'")
+
+
+def test_rank_list_puzzle_other_schedules():
+    for name, ranks, m in (("1f1b", 3, 5), ("zbv", 3, 6), ("interleaved1f1b", 2, 4)):
+        p = rank_list_puzzle(name, ranks, m)
+        assert p.grade(lines(name, ranks, m)).passed
+        assert not p.grade(lines("gpipe", ranks, m) if name == "1f1b" else lines(name, ranks, m)[::-1]).passed
+
+
+# ------------------------------------------------------------------------------- the notebook's check
+
+def test_check_puzzle_reports_without_leaking_the_solution(capsys):
+    p = PUZZLES["gpipe-memory-cap"]
+
+    def stub():
+        raise NotImplementedError
+
+    assert not check_puzzle(p, stub).attempted
+    assert "not attempted yet" in capsys.readouterr().out
+    result = check_puzzle(p, lambda: lines("gpipe", 4, 8))
+    out = capsys.readouterr().out
+    assert not result.passed and "over the cap of 3" in out and "3 hints available" in out
+    assert "expected" not in out and "0F0" not in out  # neither the solution nor its lists
+    check_puzzle(p, lambda: lines("gpipe", 4, 8), hint=2)
+    out = capsys.readouterr().out
+    assert "hint 1:" in out and "hint 2:" in out and "hint 3:" not in out
+    assert check_puzzle(p, lambda: p.reference(), hint=3).passed
+    out = capsys.readouterr().out
+    assert "✅" in out and "best we know" in out and "hint 3:" in out
+
+
+def test_wrong_schedule_answers_are_drawn(monkeypatch):
+    import matplotlib.pyplot as plt
+
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda: shown.append(plt.gcf()))
+    PUZZLES["gpipe-memory-cap"].show(lines("gpipe", 4, 8))
+    PUZZLES["gpipe-memory-cap"].show("not a schedule")  # nothing to draw: no error either
+    assert len(shown) == 1
+    plt.close("all")
+
+
+def test_notebooks_carry_the_stubs_of_their_puzzles():
+    """A notebook that grades a puzzle shows the library's stub, so the two cannot drift apart."""
+    used = 0
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+        for key, puzzle in PUZZLES.items():
+            if any(f'PUZZLES["{key}"]' in c for c in cells):
+                used += 1
+                assert any(puzzle.stub.splitlines()[0] in c for c in cells), (path.name, key)
+    assert used >= 1
+
+
+def test_puzzle_repr_is_its_statement():
+    p = replace(PUZZLES["gpipe-memory-cap"])
+    assert p.statement in repr(p) and p._repr_markdown_().startswith("**Puzzle:")
