@@ -36,7 +36,7 @@ def main() -> None:
                 "within budget": reference < BUDGET_S,
             }
         )
-        for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb")):
             # Run from a copy that sits in notebooks/ so relative paths behave as in class.
             copy = path.parent / f".bench_{path.name}"
             shutil.copy(path, copy)

@@ -274,3 +274,28 @@ def test_notebooks_carry_the_stubs_of_their_puzzles():
 def test_puzzle_repr_is_its_statement():
     p = replace(PUZZLES["gpipe-memory-cap"])
     assert p.statement in repr(p) and p._repr_markdown_().startswith("**Puzzle:")
+
+
+def test_lesson_solutions_solve_their_notebooks_puzzles():
+    """Each lesson's solution code for a puzzle of its notebook passes the grader (lessons/NN_x.md holds the
+    solutions of notebooks/NN_x.ipynb)."""
+    import re
+
+    graded = 0
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+        keys = [k for k in PUZZLES if any(f'PUZZLES["{k}"]' in c for c in cells)]
+        if not keys:
+            continue
+        lesson = (ROOT / "lessons" / f"{path.stem}.md").read_text()
+        blocks = re.findall(r"```python\n(.*?)```", lesson, flags=re.S)
+        for key in keys:
+            stub_name = re.match(r"def (\w+)\(", PUZZLES[key].stub).group(1)
+            solutions = [b for b in blocks if f"def {stub_name}(" in b]
+            assert solutions, f"{path.stem}: no solution of {key} ({stub_name}) in the lesson"
+            namespace: dict = {}
+            exec(solutions[0], namespace)  # noqa: S102 - the course's own lesson text
+            verdict = PUZZLES[key].grade(namespace[stub_name]())
+            assert verdict.passed, (path.stem, key, verdict.message)
+            graded += 1
+    assert graded >= 1
