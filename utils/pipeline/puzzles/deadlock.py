@@ -88,7 +88,8 @@ def deadlock_puzzle(name: str = "1f1b", n_ranks: int = 4, n_microbatches: int = 
         best = simulate(reference, costs).worst_idle
         if timeline.worst_idle > best + TOL:
             return Verdict(False, f"it runs now, but its worst rank idles {timeline.worst_idle:g} where "
-                                  f"{best:g} is possible: which ranks start their backwards too late?")
+                                  f"{best:g} is possible: how many forwards does each rank run before its first "
+                                  f"backward, and how many could it run?")
         return Verdict(True, f"it runs, with a worst-rank idle of {timeline.worst_idle:g} (as good as "
                              f"{reference.name}'s {best:g}).")
 
