@@ -299,3 +299,43 @@ def test_lesson_solutions_solve_their_notebooks_puzzles():
             assert verdict.passed, (path.stem, key, verdict.message)
             graded += 1
     assert graded >= 1
+
+
+# ------------------------------------------------------------------------------------- the FP8 puzzle (06)
+
+def test_fp8_scaling_puzzle_right_and_wrong_answers(capsys):
+    from utils.fp8.puzzles import SCALING_PUZZLE, ScalingPuzzle, scaling_options
+
+    p = SCALING_PUZZLE
+    right = p.reference()
+    table = scaling_options(*p.data)
+    ok = table[table["ordinary error"] <= p.max_error]
+    assert (right[0], right[1]) == tuple(ok.iloc[0][["format", "granularity"]])  # cheapest that meets the limit
+    assert p.grade(right).passed and p.grade(list(right)).passed
+    fails_with(p, ("e4m3", "tensor"), "over the 3% limit", "outlier channels set this scale")
+    fails_with(p, ("e4m3", "row"), "over the 3% limit", "squeezed toward zero")
+    fails_with(p, ("e5m2", right[1]), "E5M2 keeps 2 mantissa bits")
+    fails_with(p, ("e4m3", "mx1x32"), "accurate enough", "fewer bytes")
+    fails_with(p, ("e4m2", "row"), "choose a format")
+    fails_with(p, "tile1x128", "return a pair")
+    assert not check_puzzle(p, lambda: ("e4m3", "tensor")).passed
+    out = capsys.readouterr().out
+    assert "over the 3% limit" in out and "3 hints available" in out and "granularity" in out  # the table
+    # the target follows the data: a milder outlier lets a cheaper scale through
+    mild = ScalingPuzzle(outlier=10.0)
+    assert mild.reference() != right and mild.grade(mild.reference()).passed
+    with pytest.raises(ValueError, match="raise the limit"):
+        ScalingPuzzle(max_error=0.001).reference()
+
+
+def test_lesson_06_solves_the_fp8_puzzle():
+    import re
+
+    from utils.fp8.puzzles import SCALING_PUZZLE
+
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "lessons" / "06_fp8_mixed_precision.md").read_text(), re.S)
+    namespace: dict = {}
+    exec(next(b for b in blocks if "def my_scaling(" in b), namespace)  # noqa: S102 - the course's own lesson
+    assert SCALING_PUZZLE.grade(namespace["my_scaling"]()).passed
+    cells = json.loads((ROOT / "notebooks" / "06_fp8_mixed_precision.ipynb").read_text())["cells"]
+    assert any(SCALING_PUZZLE.stub.splitlines()[0] in "".join(c["source"]) for c in cells)
