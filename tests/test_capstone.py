@@ -55,10 +55,15 @@ def test_memory_columns_in_model_terms():
     table = pipeline_table(SMALL)
     assert table["params_per_device"].to_dict() == {
         "1f1b": 1.0,
+        "1f1b-overlap": 1.0,
         "zb1p": 1.0,
         "dualpipe": 2.0,
         "dualpipev": 1.0,
+        "interleaved1f1b": 1.0,
+        "zbv": 1.0,
     }
+    # 1F1B with overlapped pairs pays for hiding the all-to-all with activations: 2 PP against PP
+    assert table.loc["1f1b-overlap", "activation_memory"] == 2 * table.loc["1f1b", "activation_memory"]
     assert table.loc["dualpipev", "activation_memory"] == table.loc["dualpipev", "peak_activations"] / 2
 
 
@@ -158,3 +163,70 @@ def test_widget_redraws_on_slider_and_once_per_preset():
     widget.controls["node_cap"].value = 6  # 6 of 4 nodes: the rule, not a traceback
     assert "must lie in 1..4" in seen[-1] and "must lie in 1..4" in widget.message.value
     assert widget.table.value == ""
+
+
+# ------------------------------------------------------------------ issue #12: the fair, budgeted dashboard
+
+REPORT = PRESETS["DeepSeek-V3 (report)"]
+
+
+def test_time_not_computing_is_the_time_budget():
+    """The panel's bar is the worst rank's exposed communication plus idle, never idle plus the whole
+    communication on top: 1F1B at the report's setting spends 203 of its 395 not computing (75 + 128)."""
+    table = pipeline_table(REPORT)
+    assert (table["comm_exposed"] + table["idle"] - table["not_computing"]).abs().max() < 1e-9
+    assert (table["compute"] + table["not_computing"] - table["makespan"]).abs().max() < 1e-9
+    row = table.loc["1f1b"]
+    assert (row["makespan"], row["compute"], row["not_computing"], row["idle"], row["comm_exposed"]) == (
+        395, 192, 203, 75, 128)
+    timeline = simulate(make_schedule("1f1b", REPORT.pp, REPORT.microbatches), REPORT.costs)
+    assert row["not_computing"] == timeline.worst_budget().not_computing
+
+
+def test_fair_baseline_separates_the_two_gains():
+    """1F1B-overlap hides the all-to-all (closed form), keeps 1F1B's bubble; DualPipe adds a smaller bubble."""
+    table = pipeline_table(REPORT)
+    costs = REPORT.costs
+    assert table.loc["1f1b-overlap", "makespan"] == table2.overlap_step_time(REPORT.pp, REPORT.microbatches, costs)
+    assert table.loc["1f1b-overlap", "worst_idle"] == table.loc["1f1b", "worst_idle"]
+    assert table.loc["dualpipe", "worst_idle"] < table.loc["1f1b-overlap", "worst_idle"] / 2
+    summary = recipe_dashboard(REPORT, plot=False).summary
+    pairs = table.loc["1f1b", "makespan"] - table.loc["1f1b-overlap", "makespan"]
+    own = table.loc["1f1b-overlap", "makespan"] - table.loc["dualpipe", "makespan"]
+    assert f"{pairs:.4g} come from the pairs and {own:.4g} from its smaller bubble" in summary[1]
+
+
+@pytest.mark.parametrize("ratio, text", [(1.0, "1:1 in a forward, 0.5:1 in a backward"),
+                                          (2.0, "2:1 in a forward, 1:1 in a backward")])
+def test_comm_label_says_what_the_model_charges(ratio, text):
+    config = replace_config(comm_ratio=ratio)
+    a2a = config.costs.dispatch + config.costs.combine
+    assert a2a == ratio * config.F and text in config.comm_label
+
+
+def test_node_cap_counts_crossings_and_the_reports_fp8_all_to_alls():
+    from utils.capstone import FP8_PARTS
+    from utils.moe.expert_parallel import DIRECTIONS, PHASES, SCOPES, ExpertLayout, traffic_from_routing
+
+    table = node_cap_table(REPORT)
+    crossed, used = table["nodes_crossed_per_token"], table["nodes_per_token"]
+    assert ((used - 1 <= crossed + 1e-9) & (crossed <= used)).all()
+    assert 3.4 < crossed.loc[4] < 3.55 and 3.9 < used.loc[4] < 4.0  # "3.97 nodes" are used, ~3.5 crossed
+    layout = ExpertLayout(REPORT.experts, REPORT.ep_ranks, REPORT.ep_ranks // REPORT.nodes)
+    bf16 = traffic_from_routing(routed_experts(REPORT, 4), layout, REPORT.d_model, itemsize=2)
+    inter = SCOPES.index("inter")
+    fp8_bytes = sum(bf16[:, PHASES.index(p), DIRECTIONS.index(d), inter].sum() for p, d in FP8_PARTS)
+    saved = fp8_bytes * (1 - bytes_per_value("tile1x128")["fp8/bf16"])
+    n_tokens = REPORT.ep_ranks * REPORT.tokens_per_rank
+    assert table.loc[4, "cross_node_KiB_fp8_dispatch"] == pytest.approx(
+        table.loc[4, "cross_node_KiB_bf16"] - saved / n_tokens / 1024)
+    assert set(FP8_PARTS) == {("dispatch", "forward"), ("combine", "backward")}
+
+
+def test_dashboard_figure_has_one_axis_per_panel():
+    """No twin axis (it read DualPipe's 2x parameters on the activations' scale): memory is relative to 1F1B."""
+    view = recipe_dashboard(REPORT)
+    assert len(view.figure.axes) == 4
+    memory = view.figure.axes[1]
+    assert "1F1B" in memory.get_ylabel()
+    assert "2x" in {t.get_text() for t in memory.texts}  # DualPipe's parameters, 2x 1F1B's, on one scale

@@ -173,3 +173,45 @@ def explore_comparison(
     except ValueError as err:
         return ExplorerView(figure=None, table=None, error=str(err))
     return ExplorerView(figure=figure, table=table)
+
+
+#: What each step of the fair comparison adds, by the schedule it arrives at (notebook 05, the capstone).
+MECHANISMS = {
+    "1f1b": "baseline: every chunk's all-to-all waits alone",
+    "1f1b-overlap": "F&B pairs hide the all-to-all behind the partner's compute (same bubble, 2x activations)",
+    "zb1p": "split backward: W fills the bubble (no pairs)",
+    "dualpipe": "two directions + W split: smaller bubble (PP+1 activations, 2x parameters)",
+    "dualpipev": "DualPipe cut in half: same steps on half-size stages, 1x parameters",
+}
+
+
+def fair_steps(ranks: int, microbatches: int, costs: CostModel,
+               schedules: Sequence[str] = ("1f1b", "1f1b-overlap", "dualpipe")) -> pd.DataFrame:
+    """DualPipe's gains separated step by step on one model (GUIDE principle 7: each gain to its mechanism).
+
+    One row per schedule, in the order given: the step time and its time budget averaged over ranks
+    (``compute + comm_exposed + idle == step``, from ``Timeline.budget``), the bubble (worst-rank idle, Table
+    2's quantity), peak activations, parameters per device in units of 1/PP of the model, the time saved
+    against the row before, and the mechanism that saves it (``MECHANISMS``). Costs are per 1/PP of the model
+    (DualPipeV's half-size stages get half, ``costs_per_stage``).
+    """
+    rows, previous = [], None
+    for name in map(schedule_name, schedules):
+        timeline = simulate(make_schedule(name, ranks, microbatches), costs_per_stage(name, costs))
+        shares = timeline.budget_shares()
+        span = timeline.makespan
+        v = CHUNKS_PER_RANK.get(name, 1)
+        rows.append({
+            "schedule": name,
+            "step": span,
+            "compute": shares["compute"] * span,
+            "comm_exposed": shares["comm_exposed"] * span,
+            "idle": shares["idle"] * span,
+            "bubble": timeline.worst_idle,
+            "peak_activations": max(timeline.peak_activations(r) for r in range(ranks)) / v,
+            "params_per_device": max(timeline.param_copies(r) for r in range(ranks)) / v,
+            "saved": math.nan if previous is None else previous - span,
+            "by": MECHANISMS.get(name, ""),
+        })
+        previous = span
+    return pd.DataFrame(rows).set_index("schedule")

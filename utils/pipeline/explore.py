@@ -248,6 +248,24 @@ def dualpipe_phase_of(schedule: Schedule) -> dict[tuple[int, int], int]:
     return phase
 
 
+def dualpipe_phase_idle(timeline: Timeline) -> pd.DataFrame:
+    """Idle time of every rank inside each of DualPipe's eight phases (rank x phase), from a simulated or
+    measured timeline: the wait before an action counts in that action's phase (an action waiting for its
+    input), the wait after a rank's last action in the column ``after``. Rows sum to the budget's idle plus
+    exposed communication between actions (``Timeline.budget``)."""
+    of = dualpipe_phase_of(timeline.schedule)
+    rows = []
+    for rank, row in enumerate(timeline.intervals):
+        idle = [0.0] * 9
+        was_free = timeline.start
+        for i, iv in enumerate(row):
+            idle[of[(rank, i)]] += iv.start - was_free
+            was_free = iv.end
+        idle[8] = timeline.end - was_free
+        rows.append(idle)
+    return pd.DataFrame(rows, columns=[f"phase {p}" for p in range(1, 9)] + ["after"]).rename_axis("rank")
+
+
 def plot_dualpipe_phases(timeline: Timeline, phases: Sequence[int] = range(8)) -> Figure:
     """DualPipe's Gantt chart built up phase by phase: panel k shows phases 1..k, the rest faded."""
     of = dualpipe_phase_of(timeline.schedule)

@@ -371,26 +371,51 @@ def activations_over_time(timeline: Timeline, rank: int) -> tuple[np.ndarray, np
     return np.asarray(times, dtype=float), np.asarray(held, dtype=int)
 
 
+def held_spans(timeline: Timeline, rank: int, at_least: int) -> list[tuple[float, float]]:
+    """The time spans during which ``rank`` holds at least ``at_least`` stage-activations (merged, in order):
+    where ``activations_over_time`` is at or above that level."""
+    times, held = activations_over_time(timeline, rank)
+    spans: list[tuple[float, float]] = []
+    for t0, t1, h in zip(times[:-1], times[1:], held[:-1], strict=True):
+        if h >= at_least and t1 > t0:
+            if spans and spans[-1][1] == t0:
+                spans[-1] = (spans[-1][0], float(t1))
+            else:
+                spans.append((float(t0), float(t1)))
+    return spans
+
+
+_MEMORY_STYLES = ("-", "--", "-.", ":")
+
+
 def plot_memory(timeline: Timeline, ax: Axes | None = None, *, ranks: Sequence[int] | None = None,
                 title: str | None = None) -> Axes:
-    """Activations held over time, one step line per rank (unit: one micro-batch through one stage)."""
+    """Activations held over time, one step line per rank (unit: one micro-batch through one stage).
+
+    Ranks often hold exactly the same curve (DualPipe's rank r and PP-1-r mirror each other), which would
+    hide one line under another: each rank is drawn slightly shifted up or down (at most +-0.2 in all, said
+    in the legend's title) and with its own dash pattern, so every rank's line stays visible.
+    """
     if ax is None:
         _, ax = plt.subplots(figsize=(10, 4), layout="constrained")
     ranks = list(range(timeline.n_ranks)) if ranks is None else list(ranks)
     cmap = plt.get_cmap("viridis")
+    shift = min(0.1, 0.4 / max(len(ranks) - 1, 1))
     for i, r in enumerate(ranks):
         times, held = activations_over_time(timeline, r)
         colour = cmap(i / max(len(ranks) - 1, 1) * 0.9)
-        ax.step(times, held, where="post", color=colour, lw=1.5,
-                label=f"rank {r} (peak {int(held.max())})")
+        offset = shift * (i - (len(ranks) - 1) / 2)
+        ax.step(times, held + offset, where="post", color=colour, lw=1.6,
+                linestyle=_MEMORY_STYLES[i % len(_MEMORY_STYLES)], label=f"rank {r} (peak {int(held.max())})")
     s = timeline.schedule
     ax.set_title(title if title is not None else
                  f"{s.name}: activations held per rank ({s.n_ranks} ranks, {s.n_microbatches} micro-batches)")
     ax.set_xlabel(f"time ({timeline.time_unit})")
     ax.set_ylabel("activations held (stage-activations)")
     ax.yaxis.get_major_locator().set_params(integer=True)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False,
-              ncol=1 if len(ranks) <= 16 else 2)
+    legend_title = f"rank (lines {shift:.2g} apart\nso equal ones show)" if len(ranks) > 1 else "rank"
+    ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False, title=legend_title,
+              title_fontsize=8, ncol=1 if len(ranks) <= 16 else 2)
     return ax
 
 

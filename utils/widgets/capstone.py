@@ -36,7 +36,8 @@ def _tables_html(view: capstone.DashboardView) -> str:
 
 
 class RecipeDashboard(WiredWidget):
-    """Preset, pipeline size, micro-batches, communication:compute ratio, node cap and outlier magnitude."""
+    """Preset, pipeline size, micro-batches, all-to-all per chunk (in units of a forward's compute F: 1 is the
+    report's 1:1 against a forward, 1:2 against a backward), node cap and outlier magnitude."""
 
     def __init__(self, preset: str = "DeepSeek-V3 (report)", compute: Callable = capstone.recipe_dashboard):
         if preset not in capstone.PRESETS:
@@ -77,7 +78,7 @@ class RecipeDashboard(WiredWidget):
                 min=0.0,
                 max=3.0,
                 step=0.25,
-                description="all-to-all : compute",
+                description="all-to-all (x F)",
                 continuous_update=False,
                 style=_STYLE,
                 layout=_LAYOUT,
@@ -135,7 +136,7 @@ class RecipeDashboard(WiredWidget):
         s = self.settings()
         return (
             f"RecipeDashboard({s['preset']}: PP={s['pp']}, {s['microbatches']} micro-batches, "
-            f"comm {s['comm_ratio']:g}:1, M={s['node_cap']})"
+            f"all-to-all {s['comm_ratio']:g}x F, M={s['node_cap']})"
         )
 
 
