@@ -153,7 +153,7 @@ def test_widget_redraws_on_slider_and_once_per_preset():
     widget = RecipeDashboard("classroom (small)", compute=compute)
     assert seen == [SMALL]
     widget.controls["node_cap"].value = 3
-    assert len(seen) == 2 and seen[-1].node_cap == 3 and "3 of 4 nodes" in widget.table.value
+    assert len(seen) == 2 and seen[-1].node_cap == 3 and "3 of 4 nodes" in widget.message.value
     widget.controls["preset"].value = "DeepSeek-V3 (report)"
     assert len(seen) == 3 and seen[-1] == PRESETS["DeepSeek-V3 (report)"]
     widget.controls["pp"].value = 6

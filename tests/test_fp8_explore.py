@@ -41,16 +41,17 @@ def _close_figures():
 
 
 def test_explore_returns_a_figure_and_a_finite_metrics_table():
-    fig, table = explore_fp8(**SMALL)
-    assert isinstance(fig, Figure) and len(fig.axes) == 6          # three heatmaps and their colour bars
+    view = explore_fp8(**SMALL)
+    fig, table = view.figure, view.table
+    assert view.error is None and isinstance(fig, Figure) and len(fig.axes) == 6          # three heatmaps and their colour bars
     assert isinstance(table, pd.DataFrame) and list(table.columns) == ["value"]
     assert len(table) == 10 and np.isfinite(table["value"]).all()
     assert all(ax.get_title() for ax in fig.axes[:3])
 
 
 def test_explore_is_deterministic():
-    _, first = explore_fp8(**SMALL)
-    _, second = explore_fp8(**SMALL)
+    first = explore_fp8(**SMALL).table
+    second = explore_fp8(**SMALL).table
     pd.testing.assert_frame_equal(first, second)
 
 
@@ -60,8 +61,8 @@ def _value(table, starts_with):
 
 def test_outliers_under_per_tensor_scaling_flush_values_tiles_do_not():
     # K = 1024: the outlier channels sit in the first of eight 1x128 tiles of each row.
-    _, per_tensor = explore_fp8(granularity="tensor", outlier=1e4, k=1024, rows=16)
-    _, tiles = explore_fp8(granularity="tile1x128", outlier=1e4, k=1024, rows=16)
+    per_tensor = explore_fp8(granularity="tensor", outlier=1e4, k=1024, rows=16).table
+    tiles = explore_fp8(granularity="tile1x128", outlier=1e4, k=1024, rows=16).table
     flushed = "quantisation: fraction flushed"
     assert _value(per_tensor, flushed) > 5 * _value(tiles, flushed)
     mean = "quantisation: mean relative"
@@ -69,9 +70,9 @@ def test_outliers_under_per_tensor_scaling_flush_values_tiles_do_not():
 
 
 def test_promotion_and_accumulator_bits_show_in_the_table():
-    _, never = explore_fp8(k=2048, rows=16, promote_every=None)
-    _, promoted = explore_fp8(k=2048, rows=16, promote_every=128)
-    _, wide = explore_fp8(k=2048, rows=16, promote_every=None, accum_bits=20)
+    never = explore_fp8(k=2048, rows=16, promote_every=None).table
+    promoted = explore_fp8(k=2048, rows=16, promote_every=128).table
+    wide = explore_fp8(k=2048, rows=16, promote_every=None, accum_bits=20).table
     accumulation = "GEMM vs FP64 of the same FP8 inputs"
     assert _value(never, accumulation) > 5 * _value(promoted, accumulation)
     assert _value(wide, accumulation) < _value(never, accumulation) / 10
@@ -82,7 +83,7 @@ def test_promotion_and_accumulator_bits_show_in_the_table():
 @pytest.mark.parametrize("granularity", ["tensor", "row", "tile1x128", "block128x128", "mx1x32"])
 @pytest.mark.parametrize("scale_rule", ["fp32", "pow2"])
 def test_every_widget_combination_runs(fmt, granularity, scale_rule):
-    _, table = explore_fp8(fmt, granularity, scale_rule, outlier=100.0, k=128, rows=8)
+    table = explore_fp8(fmt, granularity, scale_rule, outlier=100.0, k=128, rows=8).table
     assert np.isfinite(table["value"]).all()
 
 
@@ -264,3 +265,8 @@ def test_fp8_explorer_builds_with_settings():
     explorer = fp8_explorer(k=128, outlier=10.0)
     assert explorer.settings()["k"] == 128 and "<table" in explorer.table.value
     assert "text/plain" in explorer._repr_mimebundle_()
+
+
+def test_explore_gives_the_rule_of_a_bad_setting_as_a_view():
+    view = explore_fp8(fmt="e3m4", k=128, rows=8)
+    assert view.figure is None and view.table is None and "e3m4" in view.error.lower()

@@ -13,7 +13,6 @@ import torch  # noqa: E402
 from utils.moe import explore as moe_explore  # noqa: E402
 from utils.moe.expert_parallel import ExpertLayout, traffic_from_routing  # noqa: E402
 from utils.moe.explore import (  # noqa: E402
-    MoEView,
     balancing_table,
     layout_table,
     moe_inputs,
@@ -27,6 +26,7 @@ from utils.moe.explore import (  # noqa: E402
 from utils.moe.layer import DeepSeekMoE  # noqa: E402
 from utils.moe.toy_decoder import ToyDecoderConfig, build_toy_decoder  # noqa: E402
 from utils.moe.train import TrainingHistory  # noqa: E402
+from utils.view import View  # noqa: E402
 from utils.widgets import moe as widgets_moe
 
 
@@ -152,8 +152,8 @@ def test_widget_wires_controls_to_the_pure_function():
     def compute(k, n_experts, balancing):
         calls.append((k, n_experts, balancing))
         if k == 3:
-            return MoEView(None, None, "K = 3 is not allowed here")
-        return MoEView(plt.figure(), pd.DataFrame({"k": [k]}))
+            return View(error="K = 3 is not allowed here")
+        return View(plt.figure(), pd.DataFrame({"k": [k]}))
 
     widget = widgets_moe.moe_training_widget(compute=compute)
     assert calls == [(2, 8, "bias")] and widget.message.value == "" and widget.image.value
@@ -170,7 +170,7 @@ def test_widget_wires_controls_to_the_pure_function():
 def test_node_cap_widget_wiring():
     seen = []
     widget = widgets_moe.node_cap_widget(2, compute=lambda max_nodes: seen.append(max_nodes) or
-                                         MoEView(plt.figure(), pd.DataFrame({"M": [max_nodes]})))
+                                         View(plt.figure(), pd.DataFrame({"M": [max_nodes]})))
     widget.controls["max_nodes"].value = 3
     assert seen == [2, 3] and repr(widget) == "Node cap widget(max_nodes=3)"
 

@@ -86,7 +86,7 @@ def test_figure_has_title_labels_legend():
     ax = view.figure.axes[0]
     assert "dualpipe" in ax.get_title() and ax.get_xlabel().startswith("time") and ax.get_ylabel() == "rank"
     assert ax.get_legend() is not None
-    assert view.timeline.makespan == view.table.loc["step time (makespan)", "simulated"]
+    assert view.result.makespan == view.table.loc["step time (makespan)", "simulated"]
 
 
 def test_dualpipev_costs_are_halved_in_comparison():

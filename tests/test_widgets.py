@@ -30,7 +30,7 @@ def test_explorer_builds_and_shows_the_pure_functions_view():
     assert spy.calls == [{"name": "zb1p", "ranks": 4, "microbatches": 8, "F": 1.0, "B": 2.0, "W": 1.0,
                           "FB": 3.0, "p2p": 0.0, "dispatch": 0.0, "combine": 0.0, "plot": False}]
     assert explorer.image.value[:4] == b"\x89PNG"
-    assert explorer.image.value == plots.TimelineCanvas().render(explorer.view.timeline)
+    assert explorer.image.value == plots.TimelineCanvas().render(explorer.view.result)
     assert "hold" in explorer.message.value, "the Table 2 note is shown"
     assert "worst-rank idle" in explorer.table.value
     assert explorer.view.table.loc["worst-rank idle (bubble)", "simulated"] == 3.0
@@ -44,7 +44,7 @@ def test_slider_change_reinvokes_the_pure_function():
     explorer.controls["name"].value = "gpipe"
     assert len(spy.calls) == 4
     assert spy.calls[-1]["ranks"] == 6 and spy.calls[-1]["W"] == 0.5 and spy.calls[-1]["name"] == "gpipe"
-    assert explorer.view.timeline.schedule.n_ranks == 6
+    assert explorer.view.result.schedule.n_ranks == 6
 
 
 def test_invalid_setting_shows_the_message_instead_of_a_traceback():
@@ -77,3 +77,62 @@ def test_reprs_are_short_and_stable():
 def test_factories_build(factory):
     built = factory()
     assert built.calls == 1 and built.view.error is None
+
+
+# -- the one wiring and the one view type -----------------------------------------------------------------
+
+import pandas as pd  # noqa: E402
+from matplotlib import pyplot as plt  # noqa: E402
+
+from utils.view import View  # noqa: E402
+from utils.widgets.base import WiredWidget  # noqa: E402
+
+
+def test_view_tables_and_notes():
+    frame = pd.DataFrame({"x": [1.0]})
+    assert View().tables == {} and View().notes == ()
+    assert View(table=frame).tables == {"": frame} and View(note="one").notes == ("one",)
+    assert View(table={"A": frame}).tables == {"A": frame} and View(note=["a", "b"]).notes == ("a", "b")
+
+
+def test_one_wiring_shows_titled_tables_listed_notes_and_errors():
+    import ipywidgets
+
+    slider = ipywidgets.IntSlider(value=1, min=0, max=3)
+
+    def compute(n):
+        if n == 0:
+            raise ValueError("n = 0 breaks a rule")
+        if n == 3:
+            return View(error="n = 3 is not allowed")
+        return View(figure=plt.figure(), table={"first": pd.DataFrame({"n": [n]}), "second": pd.DataFrame()},
+                    note=("one sentence", f"n is {n}") if n == 2 else "just one")
+
+    widget = WiredWidget({"n": slider}, compute, title="Demo")
+    assert "<i>just one</i>" in widget.message.value and "<h4>first</h4>" in widget.table.value
+    assert widget.image.value[:4] == b"\x89PNG" and repr(widget) == "Demo(n=1)"
+    slider.value = 2
+    assert "<li>n is 2</li>" in widget.message.value and "<h4>second</h4>" in widget.table.value
+    slider.value = 3
+    assert "n = 3 is not allowed" in widget.message.value and widget.image.layout.display == "none"
+    slider.value = 0
+    assert "n = 0 breaks a rule" in widget.message.value and widget.view.error and widget.table.value == ""
+    assert widget._repr_mimebundle_()["text/plain"] == "Demo(n=0)"
+
+
+def test_every_widget_is_the_one_wiring():
+    import ast
+    from pathlib import Path
+
+    from utils.widgets.capstone import RecipeDashboard
+    from utils.widgets.fp8 import FP8Explorer
+    from utils.widgets.moe import moe_training_widget
+
+    assert all(issubclass(c, WiredWidget) for c in (widgets.ScheduleExplorer, widgets.ScheduleComparison,
+                                                     RecipeDashboard, FP8Explorer))
+    assert moe_training_widget.__annotations__["return"] in ("WiredWidget", WiredWidget)
+    root = Path(__file__).resolve().parents[1] / "utils"
+    defined = [p.name for p in root.rglob("*.py")
+               for node in ast.walk(ast.parse(p.read_text()))
+               if isinstance(node, ast.FunctionDef) and node.name == "_repr_mimebundle_"]
+    assert defined == ["base.py"]

@@ -23,7 +23,7 @@ English in lessons/claims.md) against these measurements.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -46,6 +46,7 @@ from utils.moe.routing import route
 from utils.pipeline.compare import comparison_table
 from utils.pipeline.costs import CostModel
 from utils.pipeline.registry import CHUNKS_PER_RANK, COMPARED_SCHEDULES
+from utils.view import View
 
 SCHEDULES = COMPARED_SCHEDULES
 GRANULARITIES = ("tensor", "row", "tile1x128", "mx1x32")
@@ -135,17 +136,31 @@ PRESETS: dict[str, RecipeConfig] = {
 }
 
 
-@dataclass
-class DashboardView:
-    """What the dashboard shows: one figure, three tables, and summary sentences with live numbers."""
+#: The dashboard's three tables, by title (the widget shows them in this order).
+PIPELINE_TITLE = "Pipeline schedules (simulated)"
+NODE_CAP_TITLE = "Node cap (per token, per MoE layer)"
+FP8_TITLE = "FP8 E4M3 error per scaling granularity"
 
-    figure: Figure | None
-    pipeline: pd.DataFrame | None = None
-    node_cap: pd.DataFrame | None = None
-    fp8: pd.DataFrame | None = None
-    summary: list[str] = field(default_factory=list)
-    error: str | None = None
-    note: str | None = None
+
+class DashboardView(View):
+    """The course's ``View`` of the dashboard: one figure, three titled tables, and the summary sentences
+    (with live numbers) as its note. The properties only name its parts for the notebook."""
+
+    @property
+    def pipeline(self) -> pd.DataFrame | None:
+        return self.tables.get(PIPELINE_TITLE)
+
+    @property
+    def node_cap(self) -> pd.DataFrame | None:
+        return self.tables.get(NODE_CAP_TITLE)
+
+    @property
+    def fp8(self) -> pd.DataFrame | None:
+        return self.tables.get(FP8_TITLE)
+
+    @property
+    def summary(self) -> list[str]:
+        return list(self.notes)
 
 
 def pipeline_table(config: RecipeConfig) -> pd.DataFrame:
@@ -385,9 +400,10 @@ def recipe_dashboard(config: RecipeConfig | None = None, plot: bool = True, **ov
         config = replace(config or PRESETS["DeepSeek-V3 (report)"], **overrides)
         pipe, cap, fp8 = pipeline_table(config), node_cap_table(config), fp8_table(config)
     except ValueError as error:
-        return DashboardView(figure=None, error=str(error))
+        return DashboardView(error=str(error))
     figure = plot_dashboard(config, pipe, cap, fp8) if plot else None
-    return DashboardView(figure, pipe, cap, fp8, _summary(config, pipe, cap, fp8))
+    tables = {PIPELINE_TITLE: pipe, NODE_CAP_TITLE: cap, FP8_TITLE: fp8}
+    return DashboardView(figure=figure, table=tables, note=tuple(_summary(config, pipe, cap, fp8)))
 
 
 #: The article's claims in the course's English (lessons/claims.md has the full map), with where the course

@@ -1,7 +1,7 @@
 """The experiments and figures of notebook 06 (FP8 mixed precision), and the pure function behind its widget.
 
-`explore_fp8(format, granularity, scale rule, outlier magnitude, K, accumulator bits, N_C)` returns a figure
-of error heatmaps and a metrics table; utils/widgets/fp8.py only wires controls to it. `column_error_profile`
+`explore_fp8(format, granularity, scale rule, outlier magnitude, K, accumulator bits, N_C)` returns a View:
+error heatmaps and a metrics table; utils/widgets/fp8.py only wires controls to it. `column_error_profile`
 (mean relative error of each channel, per granularity) and `plot_granularity_errors` show where each scaling
 granularity puts an outlier's damage. The other functions build the notebook's tables and figures from utils.fp8.formats, utils.fp8.gemm, utils.fp8.accumulation and
 utils.fp8.linear, so every notebook cell stays a call or two.
@@ -25,6 +25,7 @@ from utils.fp8.formats import (
     quantize_dequantize,
 )
 from utils.fp8.linear import EmulatedLinear, convert_linears
+from utils.view import View
 
 # Okabe-Ito colours (as utils.pipeline.plots), one per thing compared in this notebook's line plots.
 COLORS = {"fp32": "#000000", "bf16": "#0072B2", "fp8": "#D55E00", "e4m3": "#0072B2", "e5m2": "#E69F00",
@@ -200,8 +201,9 @@ def plot_accumulation_vs_k(table: pd.DataFrame, mantissa_bits: int = 14) -> Figu
 
 def explore_fp8(fmt: str = "e4m3", granularity: str = "tile1x128", scale_rule: str = "fp32",
                 outlier: float = 1.0, k: int = 1024, accum_bits: int = 14, promote_every: int | None = 128,
-                rows: int = 64, seed: int = 0) -> tuple[Figure, pd.DataFrame]:
-    """The FP8 error explorer: (figure of error heatmaps, metrics table) for one setting.
+                rows: int = 64, seed: int = 0) -> View:
+    """The FP8 error explorer: a View of error heatmaps and a metrics table for one setting (a setting the
+    library refuses gives ``View(error=<the rule>)``).
 
     Activations A (rows x k) with 4 outlier channels scaled by `outlier` are quantised with `granularity`
     and `scale_rule`; weights B (rows x k, N(0, 1/k)) with the matching weight granularity (128x128 blocks
@@ -211,13 +213,16 @@ def explore_fp8(fmt: str = "e4m3", granularity: str = "tile1x128", scale_rule: s
     Products are accumulated dequantised (a model: hardware accumulates raw FP8 products and applies the
     scales at promotion, which is why fine-grained scales need promotion at group boundaries).
     """
-    x, mask = outlier_activations(rows, k, outlier, seed=seed)
-    weights = torch.randn(rows, k, generator=torch.Generator().manual_seed(seed + 1)) / k ** 0.5
-    x_hat = quantize_dequantize(x, fmt, granularity, scale_rule)
-    w_hat = quantize_dequantize(weights, fmt, WEIGHT_GRANULARITY.get(granularity, granularity), scale_rule)
+    try:
+        x, mask = outlier_activations(rows, k, outlier, seed=seed)
+        weights = torch.randn(rows, k, generator=torch.Generator().manual_seed(seed + 1)) / k ** 0.5
+        x_hat = quantize_dequantize(x, fmt, granularity, scale_rule)
+        w_hat = quantize_dequantize(weights, fmt, WEIGHT_GRANULARITY.get(granularity, granularity), scale_rule)
+        out = limited_accumulation_gemm(x_hat, w_hat, accum_bits, promote_every)
+    except ValueError as error:  # a rule of the library: the widget shows it instead of a traceback
+        return View(error=str(error))
     reference = x.double() @ weights.double().T            # unquantised inputs
     exact_fp8 = x_hat.double() @ w_hat.double().T          # the same FP8 inputs, exact accumulation
-    out = limited_accumulation_gemm(x_hat, w_hat, accum_bits, promote_every)
     accumulation_only = ((out - exact_fp8).abs() / exact_fp8.pow(2).mean().sqrt()).numpy()
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
@@ -252,7 +257,7 @@ def explore_fp8(fmt: str = "e4m3", granularity: str = "tile1x128", scale_rule: s
                   float((out - exact_fp8).norm() / exact_fp8.norm()),
                   accumulation_error(k, accum_bits, None, rows, seed=seed),
                   accumulation_error(k, accum_bits, promote_every, rows, seed=seed)]}).set_index("metric")
-    return fig, table
+    return View(figure=fig, table=table)
 
 
 def linear_gemm_errors(in_features: int = 512, out_features: int = 256, tokens: int = 512, seed: int = 0

@@ -12,8 +12,6 @@ widget. Training runs are cached, so a widget shows a setting the notebook alrea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -36,6 +34,7 @@ from utils.moe.layer import DeepSeekMoE
 from utils.moe.routing import nodes_per_token
 from utils.moe.toy_decoder import ToyDecoder, ToyDecoderConfig, build_toy_decoder, moe_layers
 from utils.moe.train import EVAL_SEED, EVAL_SEQUENCES, TrainingHistory, single_thread, train
+from utils.view import View
 
 #: Training steps of every toy run in the notebooks (a few seconds each on 2 cores).
 TOY_STEPS = 150
@@ -46,15 +45,6 @@ NODE_CAP_LAYOUT = ExpertLayout(n_experts=16, world_size=8, gpus_per_node=2)
 NODE_CAP_CONFIG = ToyDecoderConfig(n_routed=16, k=4, d_expert=32, n_nodes=4)
 DEFAULT_CONFIG = ToyDecoderConfig()
 METHOD_LABELS = {"bias": "bias (aux-loss-free)", "aux": "auxiliary loss", "none": "no balancing"}
-
-
-@dataclass
-class MoEView:
-    """What an MoE widget shows: a figure and a table, or the message explaining a bad setting."""
-
-    figure: Figure | None
-    table: pd.DataFrame | None
-    error: str | None = None
 
 
 # ------------------------------------------------------------------------------------ notebook 01
@@ -256,12 +246,12 @@ def seed_spread(table: pd.DataFrame) -> pd.DataFrame:
     return table.groupby(level=0, sort=False).agg(["min", "max"])
 
 
-def train_and_summarise(k: int = 2, n_experts: int = 8, balancing: str = "bias") -> MoEView:
+def train_and_summarise(k: int = 2, n_experts: int = 8, balancing: str = "bias") -> View:
     """The notebook 01 widget: train a toy decoder with these settings; show load and loss over training."""
     try:
         _, history = train_toy(ToyDecoderConfig(k=k, n_routed=n_experts, balancing=balancing))
     except ValueError as error:
-        return MoEView(None, None, str(error))
+        return View(error=str(error))
     fig, (load_ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 3.4))
     load = moving_average(history.load[:, 0, :]) * 100
     palette = sns.color_palette("colorblind", n_experts)
@@ -278,7 +268,7 @@ def train_and_summarise(k: int = 2, n_experts: int = 8, balancing: str = "bias")
     loss_ax.legend()
     fig.suptitle(f"K = {k}, {n_experts} routed experts, balancing: {METHOD_LABELS[balancing]}")
     fig.tight_layout()
-    return MoEView(fig, balancing_table({balancing: history}))
+    return View(figure=fig, table=balancing_table({balancing: history}))
 
 
 # ------------------------------------------------------------------------------------ notebook 02
@@ -476,11 +466,11 @@ def plot_node_cap(sweep: pd.DataFrame, highlight: int | None = None) -> Figure:
     return fig
 
 
-def node_cap_summary(max_nodes: int = NODE_CAP_LAYOUT.n_nodes) -> MoEView:
+def node_cap_summary(max_nodes: int = NODE_CAP_LAYOUT.n_nodes) -> View:
     """The notebook 02 widget: cross-node bytes and loss against M, with M highlighted, and M's row."""
     if not 1 <= max_nodes <= NODE_CAP_LAYOUT.n_nodes:
-        return MoEView(None, None, f"M = {max_nodes}: a token can use 1..{NODE_CAP_LAYOUT.n_nodes} nodes")
+        return View(error=f"M = {max_nodes}: a token can use 1..{NODE_CAP_LAYOUT.n_nodes} nodes")
     sweep = _SWEEPS.get(NODE_CAP_STEPS)
     if sweep is None:
         sweep = node_cap_sweep()
-    return MoEView(plot_node_cap(sweep, highlight=max_nodes), sweep.loc[[max_nodes]])
+    return View(figure=plot_node_cap(sweep, highlight=max_nodes), table=sweep.loc[[max_nodes]])

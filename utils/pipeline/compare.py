@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from utils.pipeline import plots, virtual_stages
 from utils.pipeline.costs import CostModel
-from utils.pipeline.explore import ExplorerView, closed_form, simulated_quantities
+from utils.pipeline.explore import closed_form, simulated_quantities
 from utils.pipeline.registry import (
     CHUNKS_PER_RANK,
     COMPARED_SCHEDULES,
@@ -27,6 +27,7 @@ from utils.pipeline.registry import (
     schedule_name,
 )
 from utils.pipeline.simulate import simulate
+from utils.view import View
 
 #: Pipeline sizes the comparison widget sweeps (even, so DualPipe can run).
 RANK_SWEEP = (2, 4, 8, 16)
@@ -158,11 +159,11 @@ def explore_comparison(
     vary: str = "ranks", ranks: int = 4, microbatches: int = 32, F: float = 1.0, B: float = 2.0,
     W: float = 1.0, FB: float = 3.0, p2p: float = 0.0, dispatch: float = 0.0, combine: float = 0.0,
     schedules: Sequence[str] = COMPARED_SCHEDULES,
-) -> ExplorerView:
+) -> View:
     """The comparison widget's view: ``compare_schedules`` of ``schedules`` (default ``COMPARED_SCHEDULES``)
     over PP in ``RANK_SWEEP`` (``vary="ranks"``, at ``microbatches``) or over 2 PP x ``MICROBATCH_MULTIPLES``
     micro-batches (``vary="microbatches"``, at ``ranks``); an invalid cost model or setting gives
-    ``ExplorerView(None, None, error=<the rule>)``."""
+    ``View(error=<the rule>)``."""
     try:
         costs = CostModel(F=F, B=B, W=W, FB=FB, p2p=p2p, dispatch=dispatch, combine=combine)
         if vary == "ranks":
@@ -171,8 +172,8 @@ def explore_comparison(
             sweep = [2 * ranks * k for k in MICROBATCH_MULTIPLES]
             figure, table = compare_schedules(ranks, sweep, costs, vary=vary, schedules=schedules)
     except ValueError as err:
-        return ExplorerView(figure=None, table=None, error=str(err))
-    return ExplorerView(figure=figure, table=table)
+        return View(error=str(err))
+    return View(figure=figure, table=table)
 
 
 #: What each step of the fair comparison adds, by the schedule it arrives at (notebook 05, the capstone).

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -26,22 +26,10 @@ from utils.pipeline.registry import (
 from utils.pipeline.schedule import Action, OverlappedAction, Schedule, parse_action
 from utils.pipeline.simulate import simulate
 from utils.pipeline.timeline import Timeline
+from utils.view import View
 
 _TOLERANCE = 1e-9
 
-
-@dataclass
-class ExplorerView:
-    """What a pipeline widget shows: a figure and a table, or the message explaining a bad setting.
-
-    ``note`` says whether Table 2's assumptions hold for these costs (and which one breaks if not).
-    """
-
-    figure: Figure | None
-    table: pd.DataFrame | None
-    error: str | None = None
-    timeline: Timeline | None = None
-    note: str = ""
 
 
 # Table 2's formulas as the report prints them (PP = number of model chunks, Schedule.n_chunks); DualPipeV's
@@ -179,14 +167,14 @@ def explore_schedule(
     name: str, ranks: int, microbatches: int, F: float = 1.0, B: float = 2.0, W: float = 1.0,
     FB: float = 3.0, p2p: float = 0.0, dispatch: float = 0.0, combine: float = 0.0, *,
     labels: bool | None = None, plot: bool = True,
-) -> ExplorerView:
+) -> View:
     """Simulate schedule ``name`` on ``ranks`` x ``microbatches`` with costs (F, B, W, F&B, p2p latency and
     the expert all-to-all of a chunk, ``dispatch`` + ``combine``).
 
     Returns the Gantt chart, a table of makespan, worst-rank idle, bubble ratio, the worst rank's exposed
     communication and time not computing (the time budget), peak activations and parameter copies with
-    Table 2's closed-form value beside the simulated one (DeepSeek-V3 report, Sec. 3.2.1, Table 2), or, for
-    an invalid combination, ``ExplorerView(None, None, error=<the rule>)``.
+    Table 2's closed-form value beside the simulated one (DeepSeek-V3 report, Sec. 3.2.1, Table 2), as a
+    ``View`` whose ``result`` is the simulated Timeline; for an invalid combination, ``View(error=<the rule>)``.
     ``plot=False`` skips the chart (``figure`` is None) when only the numbers are wanted.
     """
     try:
@@ -194,10 +182,10 @@ def explore_schedule(
         schedule = make_schedule(name, ranks, microbatches)
         timeline = simulate(schedule, costs)
     except ValueError as err:
-        return ExplorerView(figure=None, table=None, error=str(err))
+        return View(error=str(err))
     figure = plots.plot_timeline(timeline, labels=labels).figure if plot else None
-    return ExplorerView(figure=figure, table=summary_table(timeline, costs), timeline=timeline,
-                        note=_note(timeline, costs))
+    return View(figure=figure, table=summary_table(timeline, costs), note=_note(timeline, costs),
+                result=timeline)
 
 
 # --- DualPipe's eight phases, for drawing the schedule phase by phase -------------------------------------

@@ -1,8 +1,9 @@
-"""The one wiring every widget of the course uses: controls -> a pure function -> figure, table or message.
+"""The one wiring every widget of the course uses: controls -> a pure function -> its ``View``.
 
-A widget reads its controls, calls one pure, unit-tested function and shows what it returns (a view with
-``figure``, ``table``, ``note`` and ``error``): the figure as a PNG, the table as HTML, or the teaching
-message of an invalid setting in place of a traceback. May import: ipywidgets, matplotlib, ``utils.figures``.
+A widget reads its controls, calls one pure, unit-tested function and shows the ``utils.view.View`` it
+returns: the figure as a PNG, the table(s) as HTML, the note above them, or the teaching message of an
+invalid setting in place of a traceback (a ``ValueError`` the function raises counts as one). May import:
+ipywidgets, matplotlib, ``utils.figures``, ``utils.view``.
 """
 
 from __future__ import annotations
@@ -14,29 +15,56 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 
 from utils.figures import figure_png
+from utils.view import View
 
 SLIDER_STYLE = {"description_width": "90px"}
 CONTROL_LAYOUT = widgets.Layout(width="320px")
 
 
 def error_html(message: str) -> str:
+    """The message of a bad setting, as the widgets show it."""
     return ("<div style='border-left:4px solid #D55E00;padding:6px 10px;background:#fff4ec'>"
             f"<b>This combination is not allowed.</b><br>{html.escape(message)}</div>")
 
 
-class WiredWidget:
-    """Shared wiring: observe every control, call the pure function, show figure / table / message."""
+def note_html(view: View) -> str:
+    """A view's note: one sentence in italics, or several as a list."""
+    notes = view.notes
+    if len(notes) == 1:
+        return f"<i>{html.escape(notes[0])}</i>"
+    return "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in notes) + "</ul>" if notes else ""
 
-    def __init__(self, controls: dict[str, widgets.Widget], compute: Callable):
+
+def table_html(view: View) -> str:
+    """A view's table(s) as HTML: each titled table under its title, numbers to 4 significant digits."""
+    parts = []
+    for title, frame in view.tables.items():
+        if title:
+            parts.append(f"<h4>{html.escape(title)}</h4>")
+        parts.append(frame.to_html(float_format=lambda x: f"{x:.4g}", na_rep="-"))
+    return "".join(parts)
+
+
+class WiredWidget:
+    """Controls wired to ``compute(**settings) -> View``: redrawn on every change of a control.
+
+    The controls stand in two columns (``split`` of them in the first; default half). ``title`` names the
+    widget in its text form (``repr``); subclasses may say more. ``_png(view)`` turns the view's figure
+    into PNG bytes (a subclass may draw it faster).
+    """
+
+    def __init__(self, controls: dict[str, widgets.Widget], compute: Callable[..., View], title: str = "",
+                 split: int | None = None):
         self.controls = controls
         self.compute = compute
+        self.title = title or type(self).__name__
         self.image = widgets.Image(format="png")
         self.table = widgets.HTML()
         self.message = widgets.HTML()
-        self.view = None
+        self.view: View | None = None
         self.calls = 0
         rows = list(controls.values())
-        half = (len(rows) + 1) // 2
+        half = (len(rows) + 1) // 2 if split is None else split
         self.widget = widgets.VBox([
             widgets.HBox([widgets.VBox(rows[:half]), widgets.VBox(rows[half:])]),
             self.message, self.image, self.table,
@@ -49,29 +77,34 @@ class WiredWidget:
         """The current value of every control, as keyword arguments of the pure function."""
         return {name: control.value for name, control in self.controls.items()}
 
-    def refresh(self, change=None):
+    def refresh(self, change=None) -> View:
         """Recompute from the controls and redraw (called on every control change)."""
         self.calls += 1
-        view = self.compute(**self.settings())
+        try:
+            view = self.compute(**self.settings())
+        except ValueError as error:  # a rule of the library: shown as its message, not a traceback
+            view = View(error=str(error))
         self.view = view
         if view.error:
             self.message.value = error_html(view.error)
             self.image.layout.display = "none"
             self.table.value = ""
         else:
-            self.message.value = f"<i>{html.escape(view.note)}</i>" if view.note else ""
-            self.image.value = self._png(view)
-            self.image.layout.display = None
-            self.table.value = self._table_html(view)
+            self.message.value = note_html(view)
+            png = self._png(view)
+            self.image.value = png
+            self.image.layout.display = None if png else "none"
+            self.table.value = table_html(view)
         if view.figure is not None:
             plt.close(view.figure)  # shown as a PNG; keep pyplot from drawing it again at the end of the cell
         return view
 
-    def _png(self, view) -> bytes:
-        return figure_png(view.figure)
+    def _png(self, view: View) -> bytes:
+        return figure_png(view.figure) if view.figure is not None else b""
 
-    def _table_html(self, view) -> str:
-        return view.table.to_html(float_format=lambda x: f"{x:.4g}", na_rep="-")
+    def __repr__(self) -> str:
+        values = ", ".join(f"{name}={value!r}" for name, value in self.settings().items())
+        return f"{self.title}({values})"
 
     def _repr_mimebundle_(self, **kwargs):
         # The live widget for Jupyter, a short stable text for nbval and plain consoles.

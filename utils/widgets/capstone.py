@@ -9,7 +9,6 @@ tests/test_capstone.py).
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable
 
 import ipywidgets as widgets
@@ -20,19 +19,6 @@ from utils.widgets.base import WiredWidget
 _STYLE = {"description_width": "140px"}
 _LAYOUT = widgets.Layout(width="360px")
 _SLIDERS = ("pp", "microbatches", "comm_ratio", "node_cap", "outlier")
-
-
-def _tables_html(view: capstone.DashboardView) -> str:
-    def table(title: str, frame) -> str:
-        return f"<h4>{html.escape(title)}</h4>" + frame.to_html(float_format=lambda x: f"{x:.4g}", na_rep="-")
-
-    summary = "".join(f"<li>{html.escape(line)}</li>" for line in view.summary)
-    return (
-        f"<ul>{summary}</ul>"
-        + table("Pipeline schedules (simulated)", view.pipeline)
-        + table("Node cap (per token, per MoE layer)", view.node_cap)
-        + table("FP8 E4M3 error per scaling granularity", view.fp8)
-    )
 
 
 class RecipeDashboard(WiredWidget):
@@ -128,9 +114,6 @@ class RecipeDashboard(WiredWidget):
         ):
             return None
         return super().refresh(change)
-
-    def _table_html(self, view: capstone.DashboardView) -> str:
-        return _tables_html(view)
 
     def __repr__(self) -> str:
         s = self.settings()

@@ -6,15 +6,13 @@
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable
 
 import ipywidgets as widgets
-import matplotlib.pyplot as plt
 
-from utils.figures import figure_png
 from utils.fp8.explore import explore_fp8
 from utils.fp8.formats import FORMATS, GRANULARITIES, SCALE_RULES
+from utils.widgets.base import WiredWidget
 
 OUTLIER_CHOICES = (1.0, 10.0, 100.0, 1000.0, 10000.0)
 K_CHOICES = (128, 256, 512, 1024, 2048, 4096, 8192, 16384)
@@ -24,14 +22,14 @@ _STYLE = {"description_width": "110px"}
 _LAYOUT = widgets.Layout(width="340px")
 
 
-class FP8Explorer:
-    """Seven controls, a chart (PNG image) and a metrics table (HTML), redrawn on every change."""
+class FP8Explorer(WiredWidget):
+    """Seven controls (three sliders, four choices) wired to ``explore_fp8``: a chart and a metrics table."""
 
     def __init__(self, fmt: str = "e4m3", granularity: str = "tile1x128", scale_rule: str = "fp32",
                  outlier: float = 1.0, k: int = 1024, accum_bits: int = 14, promote_every: int | None = 128,
                  explore: Callable = explore_fp8):
         common = {"style": _STYLE, "layout": _LAYOUT}
-        self.controls = {
+        controls = {
             "outlier": widgets.SelectionSlider(options=[(f"x{v:g}", v) for v in OUTLIER_CHOICES],
                                                value=outlier, description="outlier channels",
                                                continuous_update=False, **common),
@@ -48,45 +46,13 @@ class FP8Explorer:
             "promote_every": widgets.Dropdown(options=list(PROMOTION_CHOICES), value=promote_every,
                                               description="promote every N_C", **common),
         }
-        self.explore = explore
-        self.image = widgets.Image(format="png")
-        self.table = widgets.HTML()
-        self.message = widgets.HTML()
-        rows = list(self.controls.values())
-        self.widget = widgets.VBox([widgets.HBox([widgets.VBox(rows[:3]), widgets.VBox(rows[3:])]),
-                                    self.message, self.image, self.table])
-        for control in self.controls.values():
-            control.observe(self.refresh, names="value")
-        self.refresh()
-
-    def settings(self) -> dict:
-        """The current value of every control, as keyword arguments of explore_fp8."""
-        return {name: control.value for name, control in self.controls.items()}
-
-    def refresh(self, change=None) -> None:
-        """Recompute from the controls and redraw (called on every control change)."""
-        try:
-            figure, table = self.explore(**self.settings())
-        except ValueError as error:          # a rule of the library, shown as its message, not a traceback
-            self.message.value = (f"<div style='border-left:4px solid #D55E00;padding:6px'>"
-                                  f"{html.escape(str(error))}</div>")
-            return
-        self.message.value = ""
-        self.image.value = figure_png(figure)
-        plt.close(figure)                    # shown as a PNG; keep pyplot from drawing it again
-        self.table.value = table.to_html(float_format=lambda v: f"{v:.4g}")
+        super().__init__(controls, explore, split=3)
 
     def __repr__(self) -> str:
         s = self.settings()
         return (f"FP8Explorer({s['fmt'].upper()}, {s['granularity']}, {s['scale_rule']} scales, "
                 f"outliers x{s['outlier']:g}, K={s['k']}, {s['accum_bits']}-bit accumulator, "
                 f"N_C={s['promote_every']})")
-
-    def _repr_mimebundle_(self, **kwargs):
-        # The live widget for Jupyter, a short stable text for nbval and plain consoles.
-        bundle = self.widget._repr_mimebundle_(**kwargs)
-        bundle["text/plain"] = repr(self)
-        return bundle
 
 
 def fp8_explorer(**settings) -> FP8Explorer:

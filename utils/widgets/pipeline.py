@@ -59,7 +59,7 @@ class ScheduleExplorer(WiredWidget):
         super().__init__(controls, lambda **settings: explore(**settings, plot=False))
 
     def _png(self, view) -> bytes:
-        return self.canvas.render(view.timeline)
+        return self.canvas.render(view.result)
 
     def __repr__(self) -> str:
         s = self.settings()
