@@ -1,0 +1,143 @@
+"""The whole model in one call: a configuration, a GPU and a setting in; counts, times and gigabytes out.
+
+`evaluate()` is what ``python -m utils.scale --json`` prints and what the notebook and widget read:
+parameter counts (DeepSeek-V3 report Sec. 4.2), FLOPs per token, one micro-batch's F, B, W and all-to-all
+through a chunk (``utils.scale.timing``), the all-to-all : compute ratio (the report's 1:1, Sec. 3.2.1),
+every schedule of ``utils.scale.schedules.SCHEDULES`` simulated in milliseconds, and the worst GPU's memory
+for the chosen schedule. Bad input raises ValueError with the rule it breaks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from utils.scale.config import ModelConfig, load_model
+from utils.scale.hardware import Hardware, load_hardware
+from utils.scale.params import ParamCounts, layer_flops, model_flops, param_counts
+from utils.scale.schedules import SCHEDULES, ScheduleResult, run_schedule
+from utils.scale.setting import Layout, TrainingSetting, assumptions, report_setting
+from utils.scale.stages import Chunk
+from utils.scale.timing import all_to_all_ms, compute_ms, nodes_per_token
+
+#: The report's Table 1: pre-training took 2664K H800 GPU hours for 14.8T tokens (Sec. 4.1).
+REPORT_PRETRAINING_GPU_HOURS = 2.664e6
+REPORT_PRETRAINING_TOKENS = 14.8e12
+
+
+@dataclass
+class ScaleResult:
+    """Everything `evaluate` computes. `as_json()` gives the command line's JSON."""
+
+    model: ModelConfig
+    hardware: Hardware
+    setting: TrainingSetting
+    layout: Layout
+    params: ParamCounts
+    flops_per_token: dict[str, float]
+    layer_ms: dict[str, float]
+    comm_to_compute: float
+    nodes_per_token: float
+    schedules: dict[str, ScheduleResult]
+
+    @property
+    def chosen(self) -> ScheduleResult:
+        """The result of the setting's own schedule."""
+        return self.schedules[self.setting.schedule]
+
+    @property
+    def fits(self) -> bool:
+        """Whether the worst GPU of the chosen schedule fits in the GPU's memory."""
+        return self.chosen.memory.total <= self.hardware.memory_gb * 1e9
+
+    def gpu_hours(self, tokens: float = REPORT_PRETRAINING_TOKENS) -> float:
+        """GPU hours to train on `tokens` at this step time (every step as simulated; nothing else counted)."""
+        steps = tokens / self.layout.tokens_per_step
+        return steps * self.chosen.step_ms / 1e3 * self.layout.gpus / 3600
+
+    def chunk_plan(self) -> list[Chunk]:
+        """The chunks of the chosen schedule, in pipeline order."""
+        return list(self.chosen.pipeline.chunks)
+
+    def as_json(self) -> dict:
+        """JSON-ready numbers: counts, FLOPs, per-chunk ms, comm : compute, memory (GB), every schedule."""
+        chosen = self.chosen
+        costs = chosen.pipeline.costs
+        return {
+            "model": self.model.name,
+            "hardware": self.hardware.name,
+            "schedule": self.setting.schedule,
+            "gpus": self.layout.gpus,
+            "microbatches": self.layout.microbatches,
+            "tokens_per_step": self.layout.tokens_per_step,
+            "params_total": self.params.total,
+            "params_activated": self.params.activated,
+            "params_activated_with_embedding": self.params.activated_with_embedding,
+            "params_mtp": self.params.mtp,
+            "params_mtp_activated": self.params.mtp_activated,
+            "flops_per_token": self.flops_per_token,
+            "layer_ms": self.layer_ms,
+            "chunk_ms": {
+                "F": costs.F,
+                "B": costs.B,
+                "W": costs.W,
+                "I": costs.I,
+                "dispatch": costs.dispatch,
+                "combine": costs.combine,
+                "p2p": costs.p2p,
+            },
+            "chunk_imbalance": chosen.pipeline.imbalance,
+            "comm_to_compute": self.comm_to_compute,
+            "nodes_per_token": self.nodes_per_token,
+            "step_ms": chosen.step_ms,
+            "memory_per_gpu_gb": chosen.memory.gb(),
+            "memory_worst_rank": chosen.worst_rank,
+            "memory_capacity_gb": self.hardware.memory_gb,
+            "fits": self.fits,
+            "gpu_hours_14.8T_tokens": self.gpu_hours(),
+            "schedules": {name: result.row() for name, result in self.schedules.items()},
+            "setting": asdict(self.setting),
+            "hardware_used": asdict(self.hardware),
+            "assumptions": {row["name"]: row["value"] for row in assumptions()},
+        }
+
+
+def evaluate(
+    model: ModelConfig | str = "DeepSeek-V3",
+    hardware: Hardware | str = "H800",
+    setting: TrainingSetting | None = None,
+    schedules: tuple[str, ...] = SCHEDULES,
+) -> ScaleResult:
+    """Counts, times and memory of `model` trained on `hardware` with `setting` (default: the report's).
+
+    ``comm_to_compute`` is one MoE layer's dispatch + combine over its forward compute, on the SMs the
+    chosen schedule computes on; it is the same for any chunk of MoE layers. Every schedule in `schedules`
+    (plus the setting's own) is simulated on the same model, GPUs and micro-batches.
+    """
+    model = load_model(model) if isinstance(model, str) else model
+    hardware = load_hardware(hardware) if isinstance(hardware, str) else hardware
+    setting = setting or report_setting()
+    layout = Layout.of(model, hardware, setting)
+    names = tuple(dict.fromkeys((*schedules, setting.schedule)))
+    results = {name: run_schedule(model, hardware, setting, layout, name) for name in names}
+    overlap = results[setting.schedule].pipeline.overlap
+    layer = compute_ms(layer_flops(model, True, setting.seq_len, setting.recompute),
+                       setting.tokens_per_microbatch, hardware, setting, overlap)
+    a2a = all_to_all_ms(model, hardware, setting, layout)
+    flops = model_flops(model, setting.seq_len, setting.recompute)
+    return ScaleResult(
+        model=model,
+        hardware=hardware,
+        setting=setting,
+        layout=layout,
+        params=param_counts(model),
+        flops_per_token={
+            "forward": flops.forward,
+            "backward_input": flops.backward_input,
+            "backward_weight": flops.backward_weight,
+            "total": flops.total,
+        },
+        layer_ms={"F": layer.F, "B": layer.B, "W": layer.W, "dispatch": a2a.dispatch, "combine": a2a.combine},
+        comm_to_compute=a2a.total / layer.F,
+        nodes_per_token=nodes_per_token(model, setting, layout),
+        schedules=results,
+    )

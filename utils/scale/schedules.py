@@ -1,0 +1,174 @@
+"""The full-scale costs fed to the course's simulator: every schedule in milliseconds and gigabytes.
+
+For a schedule of the registry, sized for the setting (PP ranks, the setting's micro-batch count):
+
+1. cut the model into the schedule's chunks (``utils.scale.stages``: PP chunks, 2 PP for DualPipeV);
+2. price each chunk (``utils.scale.timing``) and give the simulator one cost per kind: the mean over chunks,
+   i.e. a perfectly balanced cut (the simulator takes uniform costs and the report does not give its cut;
+   ``SizedPipeline.imbalance`` says how much slower the costliest chunk of our cut is). A schedule with
+   overlapped F&B pairs (DualPipe, DualPipeV, 1F1B with overlapped pairs) computes on the SMs the all-to-all
+   leaves free (112 of 132 on H800, report Sec. 3.2.2); one that waits for its all-to-all computes on all.
+   An F&B pair costs F + B of compute: overlapping hides communication, it saves no FLOPs;
+3. simulate (``utils.pipeline``'s rules: a plain chunk waits for its dispatch and combine, a pair hides
+   each chunk's all-to-all behind its partner's compute) and read the step time, the worst idle time, the
+   step time the all-to-all adds, and, per rank, the activation bytes held at the peak, each chunk's
+   activations weighted by its size (Table 2's PP / PP+1 counts when chunks are equal);
+4. add each rank's weights, gradients and optimizer shards (``utils.scale.memory``); report the worst rank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from utils.scale.config import ModelConfig
+from utils.scale.hardware import Hardware
+from utils.scale.memory import MemoryBreakdown, chunk_activation_bytes, rank_memory
+from utils.scale.setting import Layout, TrainingSetting
+from utils.scale.stages import Chunk, plan_chunks
+from utils.scale.timing import ChunkTimes, chunk_times, compute_ms, unit_flops
+from utils.schedules import OverlappedAction, Schedule, action_parts, make_schedule
+from utils.simulate import CostModel, simulate
+from utils.timeline import Timeline
+
+#: The schedules compared at full scale, in one place: add "1f1b-overlap" (issue #12) here once the registry
+#: builds it; everything downstream (tables, figures, the widget) iterates over this tuple.
+SCHEDULES = ("1f1b", "zb1p", "dualpipe", "dualpipev")
+
+
+def overlaps_communication(schedule: Schedule) -> bool:
+    """Whether the schedule runs overlapped F&B pairs, whose all-to-all runs on reserved SMs."""
+    return any(type(a) is OverlappedAction for row in schedule.actions for a in row)
+
+
+@dataclass(frozen=True)
+class SizedPipeline:
+    """A schedule sized for a setting: its chunks, their times, and the simulator's uniform costs (ms)."""
+
+    schedule: Schedule
+    chunks: tuple[Chunk, ...]
+    chunk_times: tuple[ChunkTimes, ...]
+    costs: CostModel
+    overlap: bool
+
+    @property
+    def imbalance(self) -> float:
+        """Compute time of the costliest chunk over the mean (1.0: a perfectly balanced cut)."""
+        work = [t.F + t.B for t in self.chunk_times]
+        return max(work) * len(work) / sum(work)
+
+
+def size_pipeline(
+    model: ModelConfig, hardware: Hardware, setting: TrainingSetting, layout: Layout, name: str
+) -> SizedPipeline:
+    """Build schedule `name` for the setting, cut the model into its chunks and price them (steps 1-2)."""
+    schedule = make_schedule(name, setting.pp, layout.microbatches)
+    overlap = overlaps_communication(schedule)
+
+    def unit_cost(kind: str) -> float:
+        passes = compute_ms(unit_flops(model, kind, setting), 1, hardware, setting, overlap)
+        return passes.F + passes.B
+
+    chunks = plan_chunks(model, schedule.n_chunks, unit_cost)
+    times = tuple(chunk_times(model, hardware, setting, layout, c, overlap) for c in chunks)
+    F, B, W, dispatch, combine = (
+        sum(getattr(t, k) for t in times) / len(times) for k in ("F", "B", "W", "dispatch", "combine")
+    )
+    costs = CostModel(F=F, B=B, W=W, FB=F + B, p2p=times[0].p2p, dispatch=dispatch, combine=combine)
+    return SizedPipeline(schedule, chunks, times, costs, overlap)
+
+
+def activation_peaks(timeline: Timeline, chunk_bytes: list[float]) -> list[float]:
+    """Per rank, the most activation bytes held at once, each held stage weighted by its chunk's bytes.
+
+    Same rule as ``Timeline.activation_events``: a stage's activation for a micro-batch is taken at the
+    start of its F and freed at the end of its W or full B; at equal times frees come first.
+    """
+    to_chunk = timeline.schedule.stage_to_chunk
+    peaks = []
+    for row in timeline.intervals:
+        events = []
+        for iv in row:
+            for part in action_parts(iv.action):
+                size = chunk_bytes[to_chunk[part.stage]]
+                if part.kind == "F":
+                    events.append((iv.start, 1, size))
+                elif part.kind in ("B", "W"):
+                    events.append((iv.end, 0, -size))
+        held = peak = 0.0
+        for _, _, delta in sorted(events):
+            held += delta
+            peak = max(peak, held)
+        peaks.append(peak)
+    return peaks
+
+
+@dataclass(frozen=True)
+class ScheduleResult:
+    """One schedule at full scale: times in ms, memory of the worst rank in bytes (``memory.gb()`` for GB)."""
+
+    name: str
+    step_ms: float
+    worst_idle_ms: float
+    bubble_ratio: float
+    comm_exposed_ms: float
+    peak_activations: int
+    param_copies: int
+    worst_rank: int
+    memory: MemoryBreakdown
+    memory_by_rank: tuple[MemoryBreakdown, ...]
+    pipeline: SizedPipeline
+    timeline: Timeline
+
+    def row(self) -> dict:
+        """The numbers of a comparison table (GB, ms)."""
+        gb = self.memory.gb()
+        return {
+            "schedule": self.name,
+            "step_ms": self.step_ms,
+            "worst_idle_ms": self.worst_idle_ms,
+            "comm_exposed_ms": self.comm_exposed_ms,
+            "bubble_ratio": self.bubble_ratio,
+            "peak_activations": self.peak_activations,
+            "param_copies": self.param_copies,
+            "memory_gb": gb["total"],
+            "activations_gb": gb["activations"],
+            "model_states_gb": gb["total"] - gb["activations"],
+        }
+
+
+def run_schedule(
+    model: ModelConfig, hardware: Hardware, setting: TrainingSetting, layout: Layout, name: str
+) -> ScheduleResult:
+    """Size, simulate and measure schedule `name` on the setting (steps 1-4 of the module docstring)."""
+    sized = size_pipeline(model, hardware, setting, layout, name)
+    timeline = simulate(sized.schedule, sized.costs)
+    quiet = simulate(sized.schedule, replace(sized.costs, dispatch=0.0, combine=0.0), check=False)
+    sizes = [chunk_activation_bytes(model, setting, c) for c in sized.chunks]
+    peaks = activation_peaks(timeline, sizes)
+    schedule = sized.schedule
+    by_rank = tuple(
+        rank_memory(
+            model,
+            setting,
+            layout,
+            [sized.chunks[schedule.stage_to_chunk[s]] for s in schedule.stages_on(rank)],
+            peaks[rank],
+        )
+        for rank in range(schedule.n_ranks)
+    )
+    worst = max(range(schedule.n_ranks), key=lambda r: by_rank[r].total)
+    ranks = range(timeline.n_ranks)
+    return ScheduleResult(
+        name=name,
+        step_ms=timeline.makespan,
+        worst_idle_ms=timeline.worst_idle,
+        bubble_ratio=timeline.bubble_ratio,
+        comm_exposed_ms=timeline.makespan - quiet.makespan,
+        peak_activations=max(timeline.peak_activations(r) for r in ranks),
+        param_copies=max(timeline.param_copies(r) for r in ranks),
+        worst_rank=worst,
+        memory=by_rank[worst],
+        memory_by_rank=by_rank,
+        pipeline=sized,
+        timeline=timeline,
+    )
