@@ -4,6 +4,9 @@ import pytest
 from test_scale_params import TINY
 from test_scale_timing import TOY, TOY_GPU
 
+from utils.pipeline.costs import CostModel
+from utils.pipeline.registry import make_schedule
+from utils.pipeline.simulate import simulate
 from utils.scale.config import load_model
 from utils.scale.hardware import load_hardware
 from utils.scale.report import evaluate
@@ -16,8 +19,6 @@ from utils.scale.schedules import (
 )
 from utils.scale.setting import Layout, report_setting
 from utils.scale.timing import chunk_times
-from utils.schedules import make_schedule
-from utils.simulate import CostModel, simulate
 
 
 @pytest.mark.parametrize("name", SCHEDULES)

@@ -20,15 +20,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from utils.pipeline.costs import CostModel
+from utils.pipeline.registry import make_schedule
+from utils.pipeline.schedule import OverlappedAction, Schedule, action_parts
+from utils.pipeline.simulate import simulate
+from utils.pipeline.timeline import Timeline
 from utils.scale.config import ModelConfig
 from utils.scale.hardware import Hardware
 from utils.scale.memory import MemoryBreakdown, chunk_activation_bytes, rank_memory
 from utils.scale.setting import Layout, TrainingSetting
 from utils.scale.stages import Chunk, plan_chunks
 from utils.scale.timing import ChunkTimes, chunk_times, compute_ms, unit_flops
-from utils.schedules import OverlappedAction, Schedule, action_parts, make_schedule
-from utils.simulate import CostModel, simulate
-from utils.timeline import Timeline
 
 #: The schedules compared at full scale, in one place: add "1f1b-overlap" (issue #12) here once the registry
 #: builds it; everything downstream (tables, figures, the widget) iterates over this tuple.
@@ -104,12 +106,18 @@ def activation_peaks(timeline: Timeline, chunk_bytes: list[float]) -> list[float
 
 @dataclass(frozen=True)
 class ScheduleResult:
-    """One schedule at full scale: times in ms, memory of the worst rank in bytes (``memory.gb()`` for GB)."""
+    """One schedule at full scale: times in ms, memory of the worst rank in bytes (``memory.gb()`` for GB).
+
+    The step splits into ``compute_ms`` (a rank's F, B and W), ``bubble_ms`` (pipeline idle time without
+    communication) and ``comm_exposed_ms`` (what the all-to-all adds): step = compute + bubble + exposed.
+    """
 
     name: str
     step_ms: float
     worst_idle_ms: float
     bubble_ratio: float
+    compute_ms: float
+    bubble_ms: float
     comm_exposed_ms: float
     peak_activations: int
     param_copies: int
@@ -126,6 +134,8 @@ class ScheduleResult:
             "schedule": self.name,
             "step_ms": self.step_ms,
             "worst_idle_ms": self.worst_idle_ms,
+            "compute_ms": self.compute_ms,
+            "bubble_ms": self.bubble_ms,
             "comm_exposed_ms": self.comm_exposed_ms,
             "bubble_ratio": self.bubble_ratio,
             "peak_activations": self.peak_activations,
@@ -158,11 +168,14 @@ def run_schedule(
     )
     worst = max(range(schedule.n_ranks), key=lambda r: by_rank[r].total)
     ranks = range(timeline.n_ranks)
+    compute = max(quiet.busy(r) for r in ranks)  # every rank computes the same chunks' worth
     return ScheduleResult(
         name=name,
         step_ms=timeline.makespan,
         worst_idle_ms=timeline.worst_idle,
         bubble_ratio=timeline.bubble_ratio,
+        compute_ms=compute,
+        bubble_ms=quiet.makespan - compute,
         comm_exposed_ms=timeline.makespan - quiet.makespan,
         peak_activations=max(timeline.peak_activations(r) for r in ranks),
         param_copies=max(timeline.param_copies(r) for r in ranks),

@@ -5,9 +5,10 @@
     moe        MoE training and node-cap widgets (notebooks 01-02)
     fp8        the FP8 error explorer (notebook 06)
     capstone   the recipe dashboard (notebook 07)
+    scale      DeepSeek-V3 at full scale: seconds and gigabytes per schedule (notebook 08)
 
 May import: ipywidgets, matplotlib, the pure ``explore`` functions of ``utils.pipeline``, ``utils.moe``,
-``utils.fp8``, and ``utils.capstone``. Never ``utils.cluster`` (widgets know nothing of processes).
+``utils.fp8``, ``utils.capstone`` and ``utils.scale.explore``. Never ``utils.cluster`` (widgets know nothing of processes).
 ``from utils.widgets import schedule_explorer`` works as it always did.
 """
 

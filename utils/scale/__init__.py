@@ -1,0 +1,16 @@
+"""DeepSeek-V3 at full scale, in seconds and gigabytes: a first-principles cost and memory model (issue #14).
+
+    config      ModelConfig: a published configuration as data (data/scale_models.json, a source per field)
+    params      parameter counts (671B / 37B) and FLOPs per token: forward, backward for inputs and weights
+    hardware    Hardware: the H800 as data (data/scale_hardware.csv): peaks, SMs, memory, NVLink, InfiniBand
+    setting     TrainingSetting and Layout: parallel sizes, batch, precisions, assumptions; their rules
+    stages      the model cut into pipeline chunks of even compute
+    timing      F, B, W and the dispatch/combine all-to-all of one micro-batch through a chunk, in ms
+    memory      GB per GPU: weights, gradients, master weights, Adam moments (ZeRO), cached activations
+    schedules   the costs fed to the course's simulator, for every schedule; activation peaks in bytes
+    report      evaluate(): everything in one call, and the JSON of ``python -m utils.scale --json``
+    explore     the pure functions behind notebook 08 and its widget (figures and what-if tables)
+
+May import: pandas, matplotlib, ``utils.figures``, and the simulator's public parts in ``utils.pipeline``
+(costs, registry, schedule, simulate, timeline). Never widgets, the cluster or the executor.
+"""

@@ -1,0 +1,238 @@
+"""The pure functions behind notebook 08 and its widget: tables, what-ifs, sweeps, and one view.
+
+Everything here reads ``utils.scale.report.evaluate``; the widget (``utils.widgets.scale``) only wires
+controls to `explore_scale`. An impossible setting returns a view whose ``error`` states the rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from utils.scale.config import ModelConfig, load_model, published_counts
+from utils.scale.hardware import hardware_sources, load_hardware
+from utils.scale.memory import ChunkParams, activation_items, model_state_bytes
+from utils.scale.params import layer_flops, param_counts
+from utils.scale.plots import scale_figure
+from utils.scale.report import REPORT_PRETRAINING_GPU_HOURS, ScaleResult, evaluate
+from utils.scale.schedules import SCHEDULES
+from utils.scale.setting import Layout, report_setting, setting_rows
+from utils.scale.timing import all_to_all_ms
+
+#: The learner's what-ifs (issue #14): each changes the hardware ("hw") or the setting, nothing else.
+WHAT_IFS: dict[str, dict] = {
+    "the report's setting": {},
+    "InfiniBand halved (25 GB/s)": {"hw": {"ib_gbps": 25.0}},
+    "node cap lifted (M = 8)": {"max_nodes": 8},
+    "dispatch in BF16": {"dispatch_dtype": "bf16"},
+    "efficiency 0.3 (assumption halved)": {"efficiency": 0.3},
+    "efficiency 0.9": {"efficiency": 0.9},
+    "2 sequences per micro-batch": {"tokens_per_microbatch": 8192},
+    "activations cached in BF16": {"fp8_cache": False},
+    "no recomputation": {"recompute": False},
+    "FP32 Adam moments (Playbook)": {"moment_dtype": "fp32"},
+}
+
+
+def run(changes: dict | None = None, schedules: tuple[str, ...] = SCHEDULES) -> ScaleResult:
+    """Evaluate DeepSeek-V3 on H800 with the report's setting changed by `changes` ({"hw": {...}} for the GPU)."""
+    changes = dict(changes or {})
+    hardware = load_hardware().with_changes(**changes.pop("hw", {}))
+    return evaluate(load_model(), hardware, report_setting().with_changes(**changes), schedules)
+
+
+def params_table(model: ModelConfig | str = "DeepSeek-V3") -> pd.DataFrame:
+    """Our counts beside the authors' published ones, in billions, with the relative gap."""
+    model = load_model(model) if isinstance(model, str) else model
+    counts = param_counts(model).as_dict()
+    rows = []
+    for key, (value, source) in published_counts(model.name).items():
+        ours = {"params_total": "total", "params_activated": "activated",
+                "params_activated_readme": "activated", "params_mtp": "mtp"}[key]
+        rows.append({"quantity": key, "ours_B": counts[ours] / 1e9, "published_B": value / 1e9,
+                     "gap": counts[ours] / value - 1, "source": source})
+    return pd.DataFrame(rows).set_index("quantity")
+
+
+def flops_table(seq_len: int = 4096) -> pd.DataFrame:
+    """GFLOPs per token of one MoE layer and one dense layer, per pass, beside 6 x the layer's activated weights."""
+    model, p = load_model(), param_counts(load_model())
+    rows = {}
+    for name, moe, weights in (("MoE layer", True, p.moe_layer_activated), ("dense layer", False, p.dense_layer)):
+        f = layer_flops(model, moe, seq_len, recompute=True)
+        rows[name] = {"forward": f.forward / 1e9, "backward_input": f.backward_input / 1e9,
+                      "backward_weight": f.backward_weight / 1e9, "total": f.total / 1e9,
+                      "6N": 6 * weights / 1e9}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def hardware_table(name: str = "H800") -> pd.DataFrame:
+    """The GPU's numbers with the source of each (data/scale_hardware.csv)."""
+    hardware = load_hardware(name)
+    return pd.DataFrame({"value": {k: getattr(hardware, k) for k in hardware_sources(name)},
+                         "source": hardware_sources(name)})
+
+
+def setting_table(kind: str | None = None) -> pd.DataFrame:
+    """The training setting's rows (data/scale_setting.csv), optionally only one `kind` ('assumption'...)."""
+    rows = [row for row in setting_rows() if kind is None or row["kind"] == kind]
+    return pd.DataFrame(rows).set_index("name")
+
+
+def dispatch_ib_ms(tokens: int, max_nodes: int, ib_gbps: float, dispatch_dtype: str = "fp8") -> float:
+    """The InfiniBand hop of one DeepSeek-V3 dispatch (ms) for `tokens` tokens, cap M and IB GB/s: the
+    library's answer to exercise 2 of notebook 08 (one sequence of `tokens` tokens per micro-batch)."""
+    model, hardware = load_model(), load_hardware().with_changes(ib_gbps=ib_gbps)
+    setting = report_setting().with_changes(max_nodes=max_nodes, dispatch_dtype=dispatch_dtype,
+                                            seq_len=tokens, tokens_per_microbatch=tokens, microbatches=1)
+    return all_to_all_ms(model, hardware, setting, Layout.of(model, hardware, setting)).dispatch_ib
+
+
+def model_states_gb(replicated: float, routed: float, dp: int, ep: int, moment_dtype: str = "bf16") -> float:
+    """GB of weights, gradients, master weights and moments under ZeRO-1 for `replicated` parameters
+    (sharded DP ways) and `routed` expert parameters (DP/EP ways): exercise 3 of notebook 08."""
+    setting = report_setting().with_changes(dp=dp, ep=ep, moment_dtype=moment_dtype)
+    layout = Layout(gpus=0, ep_nodes=1, gpus_per_ep_node=1, experts_per_gpu=0, expert_replicas=dp // ep,
+                    microbatches=1, tokens_per_step=0)
+    return model_state_bytes(ChunkParams(int(replicated), int(routed)), setting, layout).total / 1e9
+
+
+def activation_table(changes: dict | None = None) -> pd.DataFrame:
+    """Bytes per token one MoE layer keeps for its backward, item by item (with FP8 caching and recomputation
+    as in the report unless `changes` says otherwise)."""
+    setting = report_setting().with_changes(**(changes or {}))
+    items = activation_items(load_model(), setting, "moe")
+    table = pd.DataFrame({"bytes_per_token": items}).rename_axis("kept for the backward")
+    table.loc["total"] = table["bytes_per_token"].sum()
+    return table
+
+
+def schedule_table(result: ScaleResult) -> pd.DataFrame:
+    """Per schedule: step time split into compute, bubble and exposed all-to-all (s), and the fullest GPU (GB)."""
+    rows = []
+    for name, r in result.schedules.items():
+        gb = r.memory.gb()
+        rows.append({
+            "schedule": name,
+            "step_s": r.step_ms / 1e3,
+            "compute_s": r.compute_ms / 1e3,
+            "bubble_s": r.bubble_ms / 1e3,
+            "exposed_a2a_s": r.comm_exposed_ms / 1e3,
+            "memory_gb": gb["total"],
+            "fits": gb["total"] <= result.hardware.memory_gb,
+        })
+    return pd.DataFrame(rows).set_index("schedule")
+
+
+def memory_table(result: ScaleResult) -> pd.DataFrame:
+    """Per schedule, the fullest GPU's gigabytes by kind, its total and which rank it is."""
+    rows = {name: {**r.memory.gb(), "rank": r.worst_rank} for name, r in result.schedules.items()}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("schedule")
+
+
+def summary_row(result: ScaleResult) -> dict:
+    """The few numbers a what-if changes: the ratio, step times of 1F1B and DualPipe, DualPipe's GB."""
+    one, dual = result.schedules["1f1b"], result.schedules["dualpipe"]
+    return {
+        "comm_to_compute": result.comm_to_compute,
+        "step_1f1b_s": one.step_ms / 1e3,
+        "step_dualpipe_s": dual.step_ms / 1e3,
+        "dualpipe_over_1f1b": dual.step_ms / one.step_ms,
+        "dualpipe_gb": dual.memory.gb()["total"],
+        "dualpipe_fits": dual.memory.total <= result.hardware.memory_gb * 1e9,
+    }
+
+
+def what_if_table(what_ifs: dict[str, dict] | None = None) -> pd.DataFrame:
+    """One row per what-if (default `WHAT_IFS`): the ratio, 1F1B's and DualPipe's steps, DualPipe's GB."""
+    rows = {name: summary_row(run(changes, ("1f1b", "dualpipe"))) for name, changes in (what_ifs or WHAT_IFS).items()}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("what if")
+
+
+def sweep_table(name: str, values: Iterable, changes: dict | None = None) -> pd.DataFrame:
+    """The `summary_row` as one setting field (``efficiency``...) or GPU field (``hw.ib_gbps``) takes `values`."""
+    rows = []
+    for value in values:
+        change = dict(changes or {})
+        if name.startswith("hw."):
+            change["hw"] = {**change.get("hw", {}), name[3:]: value}
+        else:
+            change[name] = value
+        rows.append({name.removeprefix("hw."): value, **summary_row(run(change, ("1f1b", "dualpipe")))})
+    return pd.DataFrame(rows)
+
+
+def implied_efficiency(gpu_hours: float = REPORT_PRETRAINING_GPU_HOURS, tolerance: float = 1e-3) -> float:
+    """The efficiency at which the model's DualPipe step reproduces `gpu_hours` for 14.8T tokens (bisection;
+    the report's Table 1 gives 2664K H800 GPU hours). Raises ValueError if no efficiency in (0, 1] does."""
+    def hours(e: float) -> float:
+        return run({"efficiency": e}, ("dualpipe",)).gpu_hours()
+
+    low, high = 0.01, 1.0
+    if not hours(high) <= gpu_hours <= hours(low):
+        raise ValueError(f"no efficiency in [{low}, {high}] gives {gpu_hours:.4g} GPU hours under this model.")
+    while high - low > tolerance:
+        mid = (low + high) / 2
+        low, high = (mid, high) if hours(mid) > gpu_hours else (low, mid)
+    return (low + high) / 2
+
+
+@dataclass
+class ScaleView:
+    """What the widget shows: a figure, the schedule table, summary sentences; or the rule a setting breaks."""
+
+    figure: Figure | None
+    table: pd.DataFrame | None = None
+    summary: list[str] = field(default_factory=list)
+    error: str | None = None
+    note: str = ""
+
+
+def setting_text(result: ScaleResult) -> str:
+    s, h = result.setting, result.hardware
+    return (f"PP {s.pp} x DP {s.dp}, EP {s.ep}, M = {s.max_nodes}, IB {h.ib_gbps:g} GB/s, "
+            f"{s.dispatch_dtype.upper()} dispatch, efficiency {s.efficiency:g}")
+
+
+def summary_lines(result: ScaleResult) -> list[str]:
+    """Sentences with the live numbers: the ratio, what DualPipe saves, what it costs, whether it fits."""
+    one, dual = result.schedules["1f1b"], result.schedules["dualpipe"]
+    gb, cap = dual.memory.gb(), result.hardware.memory_gb
+    biggest = max((k for k in gb if k != "total"), key=gb.get)
+    return [
+        f"One MoE layer: all-to-all {result.layer_ms['dispatch'] + result.layer_ms['combine']:.2f} ms against "
+        f"{result.layer_ms['F']:.2f} ms of forward compute, {result.comm_to_compute:.2f} : 1.",
+        f"1F1B's step takes {one.step_ms / 1e3:.2f} s, {one.comm_exposed_ms / 1e3:.2f} s of it waiting for the "
+        f"all-to-all; DualPipe's takes {dual.step_ms / 1e3:.2f} s with {dual.comm_exposed_ms / 1e3:.2f} s exposed.",
+        f"DualPipe's fullest GPU (rank {dual.worst_rank}) holds {gb['total']:.1f} GB of {cap:g} "
+        f"({'fits' if gb['total'] <= cap else 'does not fit'}); the largest part is {biggest.replace('_', ' ')}, "
+        f"{gb[biggest]:.1f} GB.",
+    ]
+
+
+def explore_scale(pp: int = 16, ib_gbps: float = 50.0, max_nodes: int = 4, dispatch_dtype: str = "fp8",
+                  efficiency: float = 0.6, tokens_per_microbatch: int = 4096, plot: bool = True) -> ScaleView:
+    """The report's setting with the widget's controls applied (PP keeps 2048 GPUs: DP = 2048 / PP).
+
+    Returns the figure (seconds and gigabytes per schedule), the schedule table and summary sentences, or
+    a view whose ``error`` says which rule the setting breaks.
+    """
+    try:
+        gpus = report_setting().pp * report_setting().dp
+        if gpus % pp:
+            raise ValueError(f"PP = {pp} does not divide the {gpus} GPUs into equal pipeline stages.")
+        result = run({"hw": {"ib_gbps": ib_gbps}, "pp": pp, "dp": gpus // pp, "max_nodes": max_nodes,
+                      "dispatch_dtype": dispatch_dtype, "efficiency": efficiency,
+                      "tokens_per_microbatch": tokens_per_microbatch})
+    except ValueError as error:
+        return ScaleView(figure=None, error=str(error))
+    table = schedule_table(result)
+    figure = None
+    if plot:
+        memory = memory_table(result)
+        figure = scale_figure(table, memory, result.hardware.memory_gb, setting_text(result))
+    note = "Efficiency and tokens per micro-batch are assumptions (the report does not state them)."
+    return ScaleView(figure=figure, table=table, summary=summary_lines(result), note=note)

@@ -1,0 +1,89 @@
+"""Figures of the full-scale model: where a step's seconds go, where a GPU's gigabytes go, and how a
+conclusion moves with an assumption. Colours from the course palette (``utils.figures``, Okabe-Ito)."""
+
+from __future__ import annotations
+
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from utils.figures import EDGE_COLOR, KIND_COLORS, SCHEDULE_COLORS
+
+STEP_PARTS = {
+    "compute_s": ("compute (F, B, W of every chunk)", KIND_COLORS["B"], ""),
+    "bubble_s": ("pipeline bubble", KIND_COLORS["idle"], ""),
+    "exposed_a2a_s": ("all-to-all not hidden", KIND_COLORS["comm"], "//"),
+}
+# Okabe-Ito colours again; here they stand for kinds of bytes, told apart by the legend and by hatching.
+MEMORY_PARTS = {
+    "weights": ("BF16 weights", "#0072B2", ""),
+    "gradients": ("FP32 gradients", "#56B4E9", ".."),
+    "master_weights": ("FP32 master weights (ZeRO-1 shard)", "#E69F00", ""),
+    "optimizer_moments": ("Adam moments (ZeRO-1 shard)", "#F0E442", "xx"),
+    "activations": ("cached activations (peak)", "#CC79A7", "//"),
+}
+
+
+def _stacked(ax: Axes, table: pd.DataFrame, parts: dict) -> None:
+    bottom = pd.Series(0.0, index=table.index)
+    for column, (label, color, hatch) in parts.items():
+        ax.bar(table.index, table[column], bottom=bottom, color=color, hatch=hatch, edgecolor=EDGE_COLOR,
+               linewidth=0.6, label=label)
+        bottom = bottom + table[column]
+
+
+def plot_step_breakdown(ax: Axes, table: pd.DataFrame, title: str) -> None:
+    """Stacked bars per schedule: compute, bubble and exposed all-to-all seconds (columns of `table`)."""
+    _stacked(ax, table, STEP_PARTS)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("schedule")
+    ax.set_ylabel("seconds per training step")
+    top = table[list(STEP_PARTS)].sum(axis=1).max()
+    ax.set_ylim(0, top * 1.35)
+    ax.legend(fontsize=8, loc="upper right")
+
+
+def plot_memory(ax: Axes, table: pd.DataFrame, capacity_gb: float, title: str) -> None:
+    """Stacked bars per schedule: the worst GPU's gigabytes by kind, with the GPU's capacity as a line."""
+    _stacked(ax, table, MEMORY_PARTS)
+    ax.axhline(capacity_gb, color=EDGE_COLOR, linestyle="--", linewidth=1.2, label=f"GPU memory {capacity_gb:g} GB")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("schedule")
+    ax.set_ylabel("GB on the fullest GPU")
+    top = max(table[list(MEMORY_PARTS)].sum(axis=1).max(), capacity_gb)
+    ax.set_ylim(0, top * 1.45)
+    ax.legend(fontsize=7.5, loc="upper right", ncol=2)
+
+
+def scale_figure(steps: pd.DataFrame, memory: pd.DataFrame, capacity_gb: float, setting_text: str) -> Figure:
+    """Two panels side by side: `steps` (seconds per schedule) and `memory` (GB per schedule)."""
+    fig = Figure(figsize=(12, 4.6), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    plot_step_breakdown(left, steps, "Where a training step's time goes")
+    plot_memory(right, memory, capacity_gb, "Where the fullest GPU's memory goes")
+    fig.suptitle(f"DeepSeek-V3 at full scale: {setting_text}", fontsize=11)
+    return fig
+
+
+def plot_sweep(table: pd.DataFrame, x: str, x_label: str, marks: dict[str, float] | None = None) -> Figure:
+    """How the conclusions move with one assumption `x`: all-to-all : compute (left axis) and DualPipe's
+    step time over 1F1B's (right axis), one point per row of `table`; `marks` draws labelled vertical lines."""
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(table[x], table["comm_to_compute"], marker="o", color=KIND_COLORS["comm"],
+            label="all-to-all : compute (left axis)")
+    ax.axhline(1.0, color=KIND_COLORS["comm"], linestyle=":", linewidth=1, label="the report's 1 : 1")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("all-to-all time / compute time of a chunk")
+    twin = ax.twinx()
+    twin.plot(table[x], table["dualpipe_over_1f1b"], marker="s", color=SCHEDULE_COLORS["dualpipe"],
+              label="DualPipe step / 1F1B step (right axis)")
+    twin.set_ylabel("DualPipe step time / 1F1B step time")
+    twin.set_ylim(0, 1.1)
+    ax.set_ylim(0, max(2.0, float(table["comm_to_compute"].max()) * 1.15))
+    for (label, value), style in zip((marks or {}).items(), ("--", "-.", (0, (1, 1))), strict=False):
+        ax.axvline(value, color=EDGE_COLOR, linestyle=style, linewidth=1, label=label)
+    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncol=3)
+    ax.set_title(f"How the conclusion moves with the {x_label}", fontsize=10)
+    return fig
