@@ -16,8 +16,8 @@ def load(path: Path) -> dict:
 
 
 def test_the_course_has_its_notebooks_in_order():
-    """00 to 07, with 04b (virtual stages) between 04 and 05: a lettered notebook keeps the numbers readable."""
-    assert [p.name.split("_")[0] for p in NOTEBOOKS] == ["00", "01", "02", "03", "04", "04b", "05", "06", "07"]
+    """00 to 08, with 04b (virtual stages) between 04 and 05: a lettered notebook keeps the numbers readable."""
+    assert [p.name.split("_")[0] for p in NOTEBOOKS] == ["00", "01", "02", "03", "04", "04b", "05", "06", "07", "08"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

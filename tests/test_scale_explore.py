@@ -5,6 +5,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import pytest  # noqa: E402
+from matplotlib import pyplot as plt  # noqa: E402
 
 from utils.scale import explore  # noqa: E402
 from utils.scale.report import REPORT_PRETRAINING_GPU_HOURS  # noqa: E402
@@ -14,7 +15,9 @@ from utils.widgets import scale as scale_widget  # noqa: E402
 
 @pytest.fixture(scope="module")
 def view():
-    return explore.explore_scale()
+    view = explore.explore_scale()
+    yield view
+    plt.close(view.figure)
 
 
 def test_view_of_the_report(view):

@@ -7,14 +7,15 @@ Subpackages by concept (each ``__init__`` says what lives there and what it may 
     pipeline/   schedules as data, their validator, cost model, simulator, Table 2 and plots;
                 executor/ runs a schedule for real on the cluster
     fp8/        FP8 formats, fine-grained scaling, GEMMs, accumulation, the FP8 linear layer
+    scale/      DeepSeek-V3 at full scale: parameters, FLOPs, ms per chunk and GB per GPU, fed to the simulator
     widgets/    controls wired to the pure functions above (only wiring)
 
 Course level: ``checks`` (exercise self-checks), ``capstone`` (the recipe dashboard), ``figures`` (the palette).
-Command lines: ``python -m utils.schedules``, ``utils.simulate``, ``utils.execute``, ``utils.launch``.
+Command lines: ``python -m utils.schedules``, ``utils.simulate``, ``utils.execute``, ``utils.launch``, ``utils.scale``.
 Layers (arrows point down only; enforced by import-linter, ``make lint``):
 
     widgets                       what the learner touches
-    checks, capstone              course level
+    checks, capstone, scale       course level (scale reads the simulator)
     pipeline.executor             runs schedules on the cluster (never imports the simulator)
     pipeline, moe, fp8            the models of the course
     cluster, figures              ground: no imports of the kit

@@ -47,6 +47,7 @@ WIDGET_NOTEBOOKS = [
     widget_notebook("05", "schedule explorer / comparison", {"slider", "dropdown"}),
     widget_notebook("06", "FP8 error explorer", {"slider", "dropdown"}),
     widget_notebook("07", "capstone dashboard", {"slider", "dropdown"}),
+    widget_notebook("08", "full-scale explorer", {"slider", "dropdown"}),
 ]
 
 

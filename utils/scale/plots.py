@@ -1,9 +1,13 @@
 """Figures of the full-scale model: where a step's seconds go, where a GPU's gigabytes go, and how a
-conclusion moves with an assumption. Colours from the course palette (``utils.figures``, Okabe-Ito)."""
+conclusion moves with an assumption. Colours from the course palette (``utils.figures``, Okabe-Ito).
+
+Figures are pyplot figures, like the rest of the course's: a notebook shows them with ``plt.show()``, and the
+widget closes each one after turning it into a PNG."""
 
 from __future__ import annotations
 
 import pandas as pd
+from matplotlib import pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
@@ -57,7 +61,7 @@ def plot_memory(ax: Axes, table: pd.DataFrame, capacity_gb: float, title: str) -
 
 def scale_figure(steps: pd.DataFrame, memory: pd.DataFrame, capacity_gb: float, setting_text: str) -> Figure:
     """Two panels side by side: `steps` (seconds per schedule) and `memory` (GB per schedule)."""
-    fig = Figure(figsize=(12, 4.6), layout="constrained")
+    fig = plt.figure(figsize=(12, 4.6), layout="constrained")
     left, right = fig.subplots(1, 2)
     plot_step_breakdown(left, steps, "Where a training step's time goes")
     plot_memory(right, memory, capacity_gb, "Where the fullest GPU's memory goes")
@@ -68,7 +72,7 @@ def scale_figure(steps: pd.DataFrame, memory: pd.DataFrame, capacity_gb: float, 
 def plot_sweep(table: pd.DataFrame, x: str, x_label: str, marks: dict[str, float] | None = None) -> Figure:
     """How the conclusions move with one assumption `x`: all-to-all : compute (left axis) and DualPipe's
     step time over 1F1B's (right axis), one point per row of `table`; `marks` draws labelled vertical lines."""
-    fig = Figure(figsize=(8, 5), layout="constrained")
+    fig = plt.figure(figsize=(8, 5), layout="constrained")
     ax = fig.subplots()
     ax.plot(table[x], table["comm_to_compute"], marker="o", color=KIND_COLORS["comm"],
             label="all-to-all : compute (left axis)")

@@ -19,6 +19,7 @@ For a schedule of the registry, sized for the setting (PP ranks, the setting's m
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from utils.pipeline.costs import CostModel
 from utils.pipeline.registry import make_schedule
@@ -35,6 +36,13 @@ from utils.scale.timing import ChunkTimes, chunk_times, compute_ms, unit_flops
 #: The schedules compared at full scale, in one place: add "1f1b-overlap" (issue #12) here once the registry
 #: builds it; everything downstream (tables, figures, the widget) iterates over this tuple.
 SCHEDULES = ("1f1b", "zb1p", "dualpipe", "dualpipev")
+
+
+@lru_cache(maxsize=32)
+def _schedule(name: str, pp: int, microbatches: int) -> Schedule:
+    """The registry's schedule, built once per shape: schedules are immutable and the simulator keeps its
+    dependency plan on them, so what-if tables and widget moves re-simulate without rebuilding either."""
+    return make_schedule(name, pp, microbatches)
 
 
 def overlaps_communication(schedule: Schedule) -> bool:
@@ -63,7 +71,7 @@ def size_pipeline(
     model: ModelConfig, hardware: Hardware, setting: TrainingSetting, layout: Layout, name: str
 ) -> SizedPipeline:
     """Build schedule `name` for the setting, cut the model into its chunks and price them (steps 1-2)."""
-    schedule = make_schedule(name, setting.pp, layout.microbatches)
+    schedule = _schedule(name, setting.pp, layout.microbatches)
     overlap = overlaps_communication(schedule)
 
     def unit_cost(kind: str) -> float:
