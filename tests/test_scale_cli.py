@@ -51,14 +51,19 @@ def test_flags_change_the_hardware_and_the_setting(capsys):
     half_ib = run_json(capsys, "--ib-gbps", "25")
     assert half_ib["comm_to_compute"] == pytest.approx(2 * base["comm_to_compute"])
     assert run_json(capsys, "--max-nodes", "8")["nodes_per_token"] > base["nodes_per_token"]
+    assert run_json(capsys, "--node-cap", "2")["nodes_per_token"] == 2
     assert run_json(capsys, "--dispatch-dtype", "bf16")["layer_ms"]["dispatch"] > base["layer_ms"]["dispatch"]
     slow = run_json(capsys, "--efficiency", "0.3")
     assert slow["layer_ms"]["F"] == pytest.approx(2 * base["layer_ms"]["F"])
     one = run_json(capsys, "--schedule", "1f1b", "--pp", "8", "--dp", "256", "--ep", "32")
     assert (one["schedule"], one["gpus"]) == ("1f1b", 2048)
     assert one["setting"]["ep"] == 32
-    longer = run_json(capsys, "--seq-len", "8192", "--tokens-per-microbatch", "8192", "--global-batch", "7680")
+    longer = run_json(capsys, "--seq-len", "8192")  # one 8192-token sequence per micro-batch
     assert longer["flops_per_token"]["forward"] > base["flops_per_token"]["forward"]
+    assert longer["setting"]["tokens_per_microbatch"] == 8192 and longer["microbatches"] == 120
+    half = run_json(capsys, "--tokens-per-microbatch", "2048")
+    assert half["microbatches"] == 240 and half["layer_ms"]["F"] == pytest.approx(base["layer_ms"]["F"] / 2)
+    assert half["memory_per_gpu_gb"]["activations"] < base["memory_per_gpu_gb"]["activations"]
     assert run_json(capsys, "--nvlink-gbps", "80")["layer_ms"]["dispatch"] >= base["layer_ms"]["dispatch"]
     assert run_json(capsys, "--moment-dtype", "fp32")["memory_per_gpu_gb"]["optimizer_moments"] == pytest.approx(
         2 * base["memory_per_gpu_gb"]["optimizer_moments"]
@@ -74,7 +79,8 @@ BAD = [
     (["--ep", "48"], {"ep": 48}),
     (["--dp", "96"], {"dp": 96}),
     (["--max-nodes", "9"], {"max_nodes": 9}),
-    (["--tokens-per-microbatch", "100"], {"tokens_per_microbatch": 100}),
+    (["--tokens-per-microbatch", "3000"], {"tokens_per_microbatch": 3000}),
+    (["--tokens-per-microbatch", "0"], {"tokens_per_microbatch": 0}),
     (["--dispatch-dtype", "fp4"], {"dispatch_dtype": "fp4"}),
     (["--schedule", "dualpipe", "--pp", "5"], {"pp": 5}),
     (["--microbatches", "6"], {"microbatches": 6}),

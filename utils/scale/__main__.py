@@ -33,9 +33,9 @@ SETTING_FLAGS = {
     "--ep": ("ep", "GPUs the routed experts are sharded over (report: 64)"),
     "--max-nodes": ("max_nodes", "node cap M of node-limited routing (report: 4; 8 lifts it)"),
     "--schedule": ("schedule", "pipeline schedule (report: dualpipe)"),
-    "--seq-len": ("seq_len", "sequence length (report: 4096)"),
+    "--seq-len": ("seq_len", "sequence length (report: 4096); also the micro-batch size unless given"),
     "--global-batch": ("global_batch", "sequences per step (report: 15360)"),
-    "--tokens-per-microbatch": ("tokens_per_microbatch", "tokens per micro-batch (assumed: 4096)"),
+    "--tokens-per-microbatch": ("tokens_per_microbatch", "tokens per micro-batch (assumed: one sequence, 4096)"),
     "--microbatches": ("microbatches", "micro-batches per step (default: from the global batch)"),
     "--efficiency": ("efficiency", "achieved fraction of peak FLOP/s (assumed: 0.6)"),
     "--dispatch-dtype": ("dispatch_dtype", "fp8 (report) or bf16"),
@@ -43,6 +43,8 @@ SETTING_FLAGS = {
     "--moment-dtype": ("moment_dtype", "Adam moments: bf16 (report) or fp32 (Playbook default)"),
     "--zero-stage": ("zero_stage", "ZeRO stage 0-3 (report: 1)"),
 }
+
+ALIASES = {"--max-nodes": ("--node-cap",)}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,8 +70,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--model", default="DeepSeek-V3", help=f"published configuration: {', '.join(MODEL_NAMES)}")
     p.add_argument("--hardware", default="H800", help=f"GPU: {', '.join(HARDWARE_NAMES)}")
-    for flag, (_, text) in {**HARDWARE_FLAGS, **SETTING_FLAGS}.items():
-        p.add_argument(flag, help=text)
+    for flag, (field, text) in {**HARDWARE_FLAGS, **SETTING_FLAGS}.items():
+        p.add_argument(flag, *ALIASES.get(flag, ()), dest=field, help=text)
     p.add_argument("--no-recompute", action="store_true", help="store norms and up-projections instead")
     p.add_argument("--no-fp8-cache", action="store_true", help="cache activations in BF16 instead of FP8")
     return p
@@ -85,6 +87,8 @@ def run(args: argparse.Namespace) -> ScaleResult:
         text = getattr(args, field)
         if text is not None:
             changes[field] = text if field.endswith(("dtype", "schedule")) else _value(text)
+    if "seq_len" in changes and "tokens_per_microbatch" not in changes:
+        changes["tokens_per_microbatch"] = changes["seq_len"]  # the assumption: one sequence per micro-batch
     if args.no_recompute:
         changes["recompute"] = False
     if args.no_fp8_cache:

@@ -50,6 +50,12 @@ def check_number(name: str, value, meaning: str, *, positive: bool = True, at_mo
     return value
 
 
+def check_counts(obj, rules: dict[str, tuple[str, int]]) -> None:
+    """Validate the int fields of frozen dataclass `obj`: field -> (what it counts, minimum); store them as ints."""
+    for name, (meaning, minimum) in rules.items():
+        object.__setattr__(obj, name, check_count(name, getattr(obj, name), minimum, meaning))
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Hyper-parameters of a DeepSeek-style MoE transformer (names follow the report, Sec. 4.2).
@@ -79,7 +85,7 @@ class ModelConfig:
     n_mtp: int = 0
 
     def __post_init__(self):
-        meanings = {
+        check_counts(self, {
             "n_layers": ("the number of transformer layers", 1),
             "n_dense_layers": ("the number of leading dense-FFN layers", 0),
             "hidden": ("the hidden size", 1),
@@ -96,9 +102,7 @@ class ModelConfig:
             "top_k": ("the number of routed experts per token", 0),
             "expert_ffn": ("the FFN width of one expert", 1),
             "n_mtp": ("the number of multi-token-prediction modules", 0),
-        }
-        for name, (meaning, minimum) in meanings.items():
-            object.__setattr__(self, name, check_count(name, getattr(self, name), minimum, meaning))
+        })
         if self.n_dense_layers > self.n_layers:
             raise ValueError(
                 f"n_dense_layers = {self.n_dense_layers} cannot exceed n_layers = {self.n_layers}: the dense "

@@ -17,7 +17,7 @@ import csv
 from dataclasses import dataclass, fields, replace
 from functools import cache
 
-from utils.scale.config import DATA, ModelConfig, check_count, check_number
+from utils.scale.config import DATA, ModelConfig, check_count, check_counts, check_number
 from utils.scale.hardware import DTYPES, Hardware
 
 SETTING_CSV = DATA / "scale_setting.csv"
@@ -28,9 +28,10 @@ MOMENT_DTYPES = {"bf16": 2, "fp32": 4}
 class TrainingSetting:
     """One training configuration; ``report_setting()`` is the report's (values and sources in data/).
 
-    ``tokens_per_microbatch`` tokens enter each pipeline per micro-batch (whole packed sequences of
-    ``seq_len``); ``global_batch`` sequences per step over all DP ranks fix the micro-batch count unless
-    ``microbatches`` is given. ``efficiency`` is the achieved fraction of peak FLOP/s (an assumption).
+    ``tokens_per_microbatch`` tokens enter each pipeline per micro-batch: one packed sequence of ``seq_len``
+    in the report's setting (an assumption), several, or part of one (then the sequence is pipelined in
+    pieces and its attention still spans ``seq_len``). ``global_batch`` sequences per step over all DP ranks
+    fix the micro-batch count unless ``microbatches`` is given. ``efficiency`` is the achieved fraction of peak FLOP/s (an assumption).
     ``max_nodes`` is the node cap M of node-limited routing. Byte sizes are per value.
     """
 
@@ -56,7 +57,7 @@ class TrainingSetting:
     microbatches: int | None = None
 
     def __post_init__(self):
-        counts = {
+        check_counts(self, {
             "pp": ("the number of pipeline stages (PP)", 1),
             "dp": ("the number of data-parallel GPUs per pipeline stage (DP)", 1),
             "ep": ("the number of GPUs the routed experts are sharded over (EP)", 1),
@@ -68,9 +69,7 @@ class TrainingSetting:
             "grad_bytes": ("bytes per stored gradient", 1),
             "master_bytes": ("bytes per master weight", 1),
             "zero_stage": ("the ZeRO stage (0: nothing sharded ... 3: weights sharded too)", 0),
-        }
-        for name, (meaning, minimum) in counts.items():
-            object.__setattr__(self, name, check_count(name, getattr(self, name), minimum, meaning))
+        })
         if self.microbatches is not None:
             object.__setattr__(
                 self,
@@ -98,12 +97,6 @@ class TrainingSetting:
                 raise ValueError(f"{name} is a yes/no choice (True or False); got {getattr(self, name)!r}.")
         if not isinstance(self.schedule, str) or not self.schedule:
             raise ValueError(f"schedule is the name of a pipeline schedule; got {self.schedule!r}.")
-        if self.tokens_per_microbatch % self.seq_len:
-            raise ValueError(
-                f"tokens_per_microbatch = {self.tokens_per_microbatch} is not a whole number of sequences of "
-                f"seq_len = {self.seq_len}: a micro-batch holds whole packed sequences (report Sec. 4.1), "
-                f"since no sequence is split across GPUs here (no context parallelism)."
-            )
 
     @property
     def moment_bytes(self) -> int:
@@ -165,16 +158,17 @@ class Layout:
                     f"with at most M = {setting.max_nodes} node(s) of {per_node} experts each, a token can reach "
                     f"{setting.max_nodes * per_node} experts, fewer than its top_k = {model.top_k}."
                 )
-        seqs = setting.tokens_per_microbatch // setting.seq_len
         microbatches = setting.microbatches
         if microbatches is None:
-            if setting.global_batch % (dp * seqs):
+            batch_tokens, per_step = setting.global_batch * setting.seq_len, dp * setting.tokens_per_microbatch
+            if batch_tokens % per_step:
                 raise ValueError(
-                    f"a global batch of {setting.global_batch} sequences does not split into whole "
-                    f"micro-batches of {seqs} sequence(s) on each of DP = {dp} ranks; choose a batch that is a "
-                    f"multiple of {dp * seqs} or give the micro-batch count."
+                    f"a global batch of {setting.global_batch} sequences x {setting.seq_len} tokens does not "
+                    f"split into whole micro-batches of {setting.tokens_per_microbatch} tokens on each of "
+                    f"DP = {dp} ranks: every rank runs the same number of micro-batches per step; choose "
+                    f"sizes that divide it or give the micro-batch count."
                 )
-            microbatches = setting.global_batch // (dp * seqs)
+            microbatches = batch_tokens // per_step
         return cls(
             gpus=pp * dp,
             ep_nodes=ep_nodes,
