@@ -49,6 +49,7 @@ def test_sized_pipeline_feeds_the_simulator_the_mean_chunk():
 def test_overlapped_schedules_are_detected_from_their_actions():
     assert overlaps_communication(make_schedule("dualpipe", 4, 8))
     assert overlaps_communication(make_schedule("dualpipev", 4, 8))
+    assert overlaps_communication(make_schedule("1f1b-overlap", 4, 8))
     assert not overlaps_communication(make_schedule("1f1b", 4, 8))
     assert not overlaps_communication(make_schedule("zb1p", 4, 8))
 

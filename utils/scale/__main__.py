@@ -109,11 +109,11 @@ def text_report(result: ScaleResult) -> str:
         f"one MoE layer, one micro-batch: F {result.layer_ms['F']:.2f} ms, dispatch "
         f"{result.layer_ms['dispatch']:.2f} ms, combine {result.layer_ms['combine']:.2f} ms -> "
         f"all-to-all : compute = {result.comm_to_compute:.2f} : 1",
-        f"{'schedule':<10} {'step s':>8} {'idle s':>8} {'a2a adds s':>10} {'GB/GPU':>7}",
+        f"{'schedule':<13} {'step s':>8} {'idle s':>8} {'a2a adds s':>10} {'GB/GPU':>7}",
     ]
     for name, r in result.schedules.items():
         lines.append(
-            f"{name:<10} {r.step_ms / 1e3:>8.2f} {r.worst_idle_ms / 1e3:>8.2f} {r.comm_exposed_ms / 1e3:>10.2f} "
+            f"{name:<13} {r.step_ms / 1e3:>8.2f} {r.worst_idle_ms / 1e3:>8.2f} {r.comm_exposed_ms / 1e3:>10.2f} "
             f"{r.memory.gb()['total']:>7.1f}"
         )
     parts = ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in mem.items() if k != "total")

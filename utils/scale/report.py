@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from utils.pipeline.registry import schedule_name
 from utils.scale.config import ModelConfig, load_model
 from utils.scale.hardware import Hardware, load_hardware
 from utils.scale.params import ParamCounts, layer_flops, model_flops, param_counts
@@ -116,8 +117,9 @@ def evaluate(
     model = load_model(model) if isinstance(model, str) else model
     hardware = load_hardware(hardware) if isinstance(hardware, str) else hardware
     setting = setting or report_setting()
+    setting = setting.with_changes(schedule=schedule_name(setting.schedule))  # "DualPipe" -> "dualpipe"
     layout = Layout.of(model, hardware, setting)
-    names = tuple(dict.fromkeys((*schedules, setting.schedule)))
+    names = tuple(dict.fromkeys((*map(schedule_name, schedules), setting.schedule)))
     results = {name: run_schedule(model, hardware, setting, layout, name) for name in names}
     overlap = results[setting.schedule].pipeline.overlap
     layer = compute_ms(layer_flops(model, True, setting.seq_len, setting.recompute),

@@ -6,7 +6,7 @@ For a schedule of the registry, sized for the setting (PP ranks, the setting's m
 2. price each chunk (``utils.scale.timing``) and give the simulator one cost per kind: the mean over chunks,
    i.e. a perfectly balanced cut (the simulator takes uniform costs and the report does not give its cut;
    ``SizedPipeline.imbalance`` says how much slower the costliest chunk of our cut is). A schedule with
-   overlapped F&B pairs (DualPipe, DualPipeV, 1F1B with overlapped pairs) computes on the SMs the all-to-all
+   overlapped F&B pairs (1F1B with overlapped pairs, DualPipe, DualPipeV) computes on the SMs the all-to-all
    leaves free (112 of 132 on H800, report Sec. 3.2.2); one that waits for its all-to-all computes on all.
    An F&B pair costs F + B of compute: overlapping hides communication, it saves no FLOPs;
 3. simulate (``utils.pipeline``'s rules: a plain chunk waits for its dispatch and combine, a pair hides
@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from utils.pipeline.costs import CostModel
-from utils.pipeline.registry import make_schedule
+from utils.pipeline.registry import COMPARED_SCHEDULES, make_schedule
 from utils.pipeline.schedule import OverlappedAction, Schedule, action_parts
 from utils.pipeline.simulate import simulate
 from utils.pipeline.timeline import Timeline
@@ -33,9 +33,9 @@ from utils.scale.setting import Layout, TrainingSetting
 from utils.scale.stages import Chunk, plan_chunks
 from utils.scale.timing import ChunkTimes, chunk_times, compute_ms, unit_flops
 
-#: The schedules compared at full scale, in one place: add "1f1b-overlap" (issue #12) here once the registry
-#: builds it; everything downstream (tables, figures, the widget) iterates over this tuple.
-SCHEDULES = ("1f1b", "zb1p", "dualpipe", "dualpipev")
+#: The schedules compared at full scale: the registry's fair comparison (1F1B, 1F1B with overlapped pairs,
+#: ZB1P, DualPipe, DualPipeV). Tables, figures and the widget iterate over this one tuple.
+SCHEDULES = COMPARED_SCHEDULES
 
 
 @lru_cache(maxsize=32)
