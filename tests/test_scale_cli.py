@@ -25,7 +25,7 @@ def test_json_of_the_report_preset(capsys):
     data = run_json(capsys)
     assert data["params_total"] == pytest.approx(671e9, rel=0.01)
     assert abs(data["params_activated"] - 37e9) <= 0.5e9
-    assert 0.8 < data["comm_to_compute"] < 1.25
+    assert 0.8 < data["comm_to_compute"] <= data["moe_layer_comm_to_compute"] < 1.25  # the report: about 1:1
     memory = data["memory_per_gpu_gb"]
     assert memory["total"] == pytest.approx(sum(v for k, v in memory.items() if k != "total"))
     assert {"weights", "gradients", "master_weights", "optimizer_moments", "activations"} <= set(memory)

@@ -108,7 +108,8 @@ def text_report(result: ScaleResult) -> str:
         f"(+{p.mtp / 1e9:.2f}B in the MTP module)",
         f"one MoE layer, one micro-batch: F {result.layer_ms['F']:.2f} ms, dispatch "
         f"{result.layer_ms['dispatch']:.2f} ms, combine {result.layer_ms['combine']:.2f} ms -> "
-        f"all-to-all : compute = {result.comm_to_compute:.2f} : 1",
+        f"all-to-all : compute = {result.moe_layer_comm_to_compute:.2f} : 1 "
+        f"({result.comm_to_compute:.2f} : 1 for the mean chunk, which holds dense layers and heads too)",
         f"{'schedule':<13} {'step s':>8} {'idle s':>8} {'a2a adds s':>10} {'GB/GPU':>7}",
     ]
     for name, r in result.schedules.items():

@@ -74,17 +74,17 @@ def plot_sweep(table: pd.DataFrame, x: str, x_label: str, marks: dict[str, float
     step time over 1F1B's (right axis), one point per row of `table`; `marks` draws labelled vertical lines."""
     fig = plt.figure(figsize=(8, 5), layout="constrained")
     ax = fig.subplots()
-    ax.plot(table[x], table["comm_to_compute"], marker="o", color=KIND_COLORS["comm"],
-            label="all-to-all : compute (left axis)")
+    ax.plot(table[x], table["moe_layer_comm_to_compute"], marker="o", color=KIND_COLORS["comm"],
+            label="all-to-all : compute of an MoE layer (left axis)")
     ax.axhline(1.0, color=KIND_COLORS["comm"], linestyle=":", linewidth=1, label="the report's 1 : 1")
     ax.set_xlabel(x_label)
-    ax.set_ylabel("all-to-all time / compute time of a chunk")
+    ax.set_ylabel("all-to-all time / forward compute time")
     twin = ax.twinx()
     twin.plot(table[x], table["dualpipe_over_1f1b"], marker="s", color=SCHEDULE_COLORS["dualpipe"],
               label="DualPipe step / 1F1B step (right axis)")
     twin.set_ylabel("DualPipe step time / 1F1B step time")
     twin.set_ylim(0, 1.1)
-    ax.set_ylim(0, max(2.0, float(table["comm_to_compute"].max()) * 1.15))
+    ax.set_ylim(0, max(2.0, float(table["moe_layer_comm_to_compute"].max()) * 1.15))
     for (label, value), style in zip((marks or {}).items(), ("--", "-.", (0, (1, 1))), strict=False):
         ax.axvline(value, color=EDGE_COLOR, linestyle=style, linewidth=1, label=label)
     handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]

@@ -37,6 +37,7 @@ class ScaleResult:
     flops_per_token: dict[str, float]
     layer_ms: dict[str, float]
     comm_to_compute: float
+    moe_layer_comm_to_compute: float
     nodes_per_token: float
     schedules: dict[str, ScheduleResult]
 
@@ -88,6 +89,7 @@ class ScaleResult:
             },
             "chunk_imbalance": chosen.pipeline.imbalance,
             "comm_to_compute": self.comm_to_compute,
+            "moe_layer_comm_to_compute": self.moe_layer_comm_to_compute,
             "nodes_per_token": self.nodes_per_token,
             "step_ms": chosen.step_ms,
             "memory_per_gpu_gb": chosen.memory.gb(),
@@ -110,9 +112,11 @@ def evaluate(
 ) -> ScaleResult:
     """Counts, times and memory of `model` trained on `hardware` with `setting` (default: the report's).
 
-    ``comm_to_compute`` is one MoE layer's dispatch + combine over its forward compute, on the SMs the
-    chosen schedule computes on; it is the same for any chunk of MoE layers. Every schedule in `schedules`
-    (plus the setting's own) is simulated on the same model, GPUs and micro-batches.
+    ``comm_to_compute`` is the all-to-all (dispatch + combine) of the chunk the simulator runs over its forward
+    compute, for the chosen schedule (``as_json()['chunk_ms']``: the mean chunk, which also holds the dense
+    layers and the output heads); ``moe_layer_comm_to_compute`` the same for one MoE layer (any chunk made of
+    MoE layers only). Every schedule in `schedules` (plus the setting's own) is simulated on the same model,
+    GPUs and micro-batches.
     """
     model = load_model(model) if isinstance(model, str) else model
     hardware = load_hardware(hardware) if isinstance(hardware, str) else hardware
@@ -121,7 +125,7 @@ def evaluate(
     layout = Layout.of(model, hardware, setting)
     names = tuple(dict.fromkeys((*map(schedule_name, schedules), setting.schedule)))
     results = {name: run_schedule(model, hardware, setting, layout, name) for name in names}
-    overlap = results[setting.schedule].pipeline.overlap
+    overlap, chunk = results[setting.schedule].pipeline.overlap, results[setting.schedule].pipeline.costs
     layer = compute_ms(layer_flops(model, True, setting.seq_len, setting.recompute),
                        setting.tokens_per_microbatch, hardware, setting, overlap)
     a2a = all_to_all_ms(model, hardware, setting, layout)
@@ -139,7 +143,8 @@ def evaluate(
             "total": flops.total,
         },
         layer_ms={"F": layer.F, "B": layer.B, "W": layer.W, "dispatch": a2a.dispatch, "combine": a2a.combine},
-        comm_to_compute=a2a.total / layer.F,
+        comm_to_compute=(chunk.dispatch + chunk.combine) / chunk.F,
+        moe_layer_comm_to_compute=a2a.total / layer.F,
         nodes_per_token=nodes_per_token(model, setting, layout),
         schedules=results,
     )
