@@ -84,6 +84,8 @@ BAD = [
     (["--dispatch-dtype", "fp4"], {"dispatch_dtype": "fp4"}),
     (["--schedule", "dualpipe", "--pp", "5"], {"pp": 5}),
     (["--microbatches", "6"], {"microbatches": 6}),
+    (["--schedule", "interleaved1f1b"], {"schedule": "interleaved1f1b"}),
+    (["--schedule", "gpipe2"], {"schedule": "gpipe2"}),
 ]
 
 

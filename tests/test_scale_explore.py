@@ -23,7 +23,9 @@ def view():
 def test_view_of_the_report(view):
     assert view.error is None and view.figure is not None
     table = view.table
-    assert list(table.index) == list(SCHEDULES)
+    # interleaved 1F1B cannot split 120 micro-batches on 16 ranks into equal rounds: left out, and said why
+    assert list(table.index) == [s for s in SCHEDULES if s != "interleaved1f1b"]
+    assert "interleaved1f1b cannot run this setting" in view.note and "equal rounds" in view.note
     parts = table["compute_s"] + table["bubble_s"] + table["exposed_a2a_s"]
     assert (parts - table["step_s"]).abs().max() < 1e-9
     assert table.loc["dualpipe", "exposed_a2a_s"] < table.loc["1f1b", "exposed_a2a_s"]

@@ -70,6 +70,17 @@ def test_the_reports_setting_fits_in_80_gb(report):
     assert all(m.total <= 80e9 for m in report.chosen.memory_by_rank)
 
 
+def test_overlap_needs_pairs_and_only_dualpipe_fits_with_it(report):
+    s = report.schedules
+    hidden = {name: s["1f1b"].comm_exposed_ms - r.comm_exposed_ms for name, r in s.items()}
+    # F&B pairs hide the all-to-all; the V placement alone (ZB-V) does not
+    assert hidden["1f1b-overlap"] > 0.8 * s["1f1b"].comm_exposed_ms and hidden["dualpipe"] > 0.8 * s["1f1b"].comm_exposed_ms
+    assert hidden["zbv"] < 0.1 * s["1f1b"].comm_exposed_ms
+    # 1F1B with overlapped pairs holds 2 PP chunk-activations and does not fit; DualPipe's PP + 1 does
+    assert s["1f1b-overlap"].peak_activations == 2 * 16
+    assert s["1f1b-overlap"].memory.total > 80e9 >= s["dualpipe"].memory.total
+
+
 def test_dualpipe_hides_the_all_to_all_and_pays_in_parameters(report):
     one, dual = report.schedules["1f1b"], report.schedules["dualpipe"]
     assert dual.comm_exposed_ms < 0.25 * one.comm_exposed_ms
@@ -91,7 +102,8 @@ def test_json_fields(report):
     assert data["moe_layer_comm_to_compute"] == pytest.approx((layer["dispatch"] + layer["combine"]) / layer["F"])
     # the mean chunk also holds the dense layers and the output heads (compute without all-to-all)
     assert data["comm_to_compute"] < data["moe_layer_comm_to_compute"]
-    assert set(data["schedules"]) == set(SCHEDULES)
+    assert set(data["schedules"]) | set(data["schedules_unavailable"]) == set(SCHEDULES)
+    assert {"1f1b", "1f1b-overlap", "zb1p", "dualpipe", "dualpipev"} <= set(data["schedules"])
     steps = 14.8e12 / data["tokens_per_step"]
     assert data["gpu_hours_14.8T_tokens"] == pytest.approx(steps * data["step_ms"] / 1e3 * 2048 / 3600)
 

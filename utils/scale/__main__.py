@@ -117,6 +117,8 @@ def text_report(result: ScaleResult) -> str:
             f"{name:<13} {r.step_ms / 1e3:>8.2f} {r.worst_idle_ms / 1e3:>8.2f} {r.comm_exposed_ms / 1e3:>10.2f} "
             f"{r.memory.gb()['total']:>7.1f}"
         )
+    for name, why in result.unavailable.items():
+        lines.append(f"{name:<13} not run here: {why.split(': ')[0]}")
     parts = ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in mem.items() if k != "total")
     verdict = "fits" if result.fits else "does NOT fit"
     lines.append(

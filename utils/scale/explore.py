@@ -111,7 +111,8 @@ def activation_table(changes: dict | None = None) -> pd.DataFrame:
 
 
 def schedule_table(result: ScaleResult) -> pd.DataFrame:
-    """Per schedule: step time split into compute, bubble and exposed all-to-all (s), and the fullest GPU (GB)."""
+    """Per schedule: step time split into compute, bubble and exposed all-to-all (s), and the fullest GPU (GB).
+    Schedules that cannot run the setting are left out (``result.unavailable`` says why)."""
     rows = []
     for name, r in result.schedules.items():
         gb = r.memory.gb()
@@ -238,4 +239,6 @@ def explore_scale(pp: int = 16, ib_gbps: float = 50.0, max_nodes: int = 4, dispa
         memory = memory_table(result)
         figure = scale_figure(table, memory, result.hardware.memory_gb, setting_text(result))
     note = "Efficiency and tokens per micro-batch are assumptions (the report does not state them)."
+    for name, why in result.unavailable.items():
+        note += f" {name} cannot run this setting: {why}"
     return ScaleView(figure=figure, table=table, summary=summary_lines(result), note=note)

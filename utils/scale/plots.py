@@ -34,6 +34,11 @@ def _stacked(ax: Axes, table: pd.DataFrame, parts: dict) -> None:
         ax.bar(table.index, table[column], bottom=bottom, color=color, hatch=hatch, edgecolor=EDGE_COLOR,
                linewidth=0.6, label=label)
         bottom = bottom + table[column]
+    # up to seven schedule names side by side: slanted so "interleaved1f1b" never runs into its neighbours
+    ax.tick_params(axis="x", labelrotation=25)
+    for tick in ax.get_xticklabels():
+        tick.set_horizontalalignment("right")
+        tick.set_rotation_mode("anchor")
 
 
 def plot_step_breakdown(ax: Axes, table: pd.DataFrame, title: str) -> None:

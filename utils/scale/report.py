@@ -9,7 +9,7 @@ for the chosen schedule. Bad input raises ValueError with the rule it breaks.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from utils.pipeline.registry import schedule_name
 from utils.scale.config import ModelConfig, load_model
@@ -40,6 +40,7 @@ class ScaleResult:
     moe_layer_comm_to_compute: float
     nodes_per_token: float
     schedules: dict[str, ScheduleResult]
+    unavailable: dict[str, str] = field(default_factory=dict)
 
     @property
     def chosen(self) -> ScheduleResult:
@@ -98,6 +99,7 @@ class ScaleResult:
             "fits": self.fits,
             "gpu_hours_14.8T_tokens": self.gpu_hours(),
             "schedules": {name: result.row() for name, result in self.schedules.items()},
+            "schedules_unavailable": self.unavailable,
             "setting": asdict(self.setting),
             "hardware_used": asdict(self.hardware),
             "assumptions": {row["name"]: row["value"] for row in assumptions()},
@@ -116,15 +118,25 @@ def evaluate(
     compute, for the chosen schedule (``as_json()['chunk_ms']``: the mean chunk, which also holds the dense
     layers and the output heads); ``moe_layer_comm_to_compute`` the same for one MoE layer (any chunk made of
     MoE layers only). Every schedule in `schedules` (plus the setting's own) is simulated on the same model,
-    GPUs and micro-batches.
+    GPUs and micro-batches; one that cannot run them (interleaved 1F1B needs the micro-batches in equal
+    rounds...) lands in ``unavailable`` with its rule, while a bad setting for the chosen schedule raises.
     """
     model = load_model(model) if isinstance(model, str) else model
     hardware = load_hardware(hardware) if isinstance(hardware, str) else hardware
     setting = setting or report_setting()
     setting = setting.with_changes(schedule=schedule_name(setting.schedule))  # "DualPipe" -> "dualpipe"
     layout = Layout.of(model, hardware, setting)
-    names = tuple(dict.fromkeys((*map(schedule_name, schedules), setting.schedule)))
-    results = {name: run_schedule(model, hardware, setting, layout, name) for name in names}
+    results = {setting.schedule: run_schedule(model, hardware, setting, layout, setting.schedule)}
+    unavailable = {}
+    for name in dict.fromkeys(map(schedule_name, schedules)):
+        if name in results:
+            continue
+        try:  # a compared schedule that cannot run this setting is reported with its rule, not fatal
+            results[name] = run_schedule(model, hardware, setting, layout, name)
+        except ValueError as error:
+            unavailable[name] = str(error)
+    order = [n for n in dict.fromkeys((*map(schedule_name, schedules), setting.schedule)) if n in results]
+    results = {name: results[name] for name in order}
     overlap, chunk = results[setting.schedule].pipeline.overlap, results[setting.schedule].pipeline.costs
     layer = compute_ms(layer_flops(model, True, setting.seq_len, setting.recompute),
                        setting.tokens_per_microbatch, hardware, setting, overlap)
@@ -147,4 +159,5 @@ def evaluate(
         moe_layer_comm_to_compute=a2a.total / layer.F,
         nodes_per_token=nodes_per_token(model, setting, layout),
         schedules=results,
+        unavailable=unavailable,
     )
