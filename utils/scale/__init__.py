@@ -13,4 +13,17 @@
 
 May import: pandas, matplotlib, ``utils.figures``, and the simulator's public parts in ``utils.pipeline``
 (costs, registry, schedule, simulate, timeline). Never widgets, the cluster or the executor.
+``from utils.scale import evaluate, load_model, report_setting`` gives the main entry points.
 """
+
+from utils._lazy import lazy_exports
+
+# ``from utils.scale import evaluate`` without importing the simulator until a name is used.
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "ModelConfig": "config", "load_model": "config",
+    "Hardware": "hardware", "load_hardware": "hardware",
+    "TrainingSetting": "setting", "Layout": "setting", "report_setting": "setting",
+    "param_counts": "params", "model_flops": "params",
+    "evaluate": "report", "ScaleResult": "report",
+    "SCHEDULES": "schedules",
+})
