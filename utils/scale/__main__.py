@@ -114,7 +114,7 @@ def text_report(result: ScaleResult) -> str:
     ]
     for name, r in result.schedules.items():
         lines.append(
-            f"{name:<13} {r.step_ms / 1e3:>8.2f} {r.worst_idle_ms / 1e3:>8.2f} {r.comm_exposed_ms / 1e3:>10.2f} "
+            f"{name:<13} {r.step_ms / 1e3:>8.2f} {r.worst_idle_ms / 1e3:>8.2f} {r.a2a_added_ms / 1e3:>10.2f} "
             f"{r.memory.gb()['total']:>7.1f}"
         )
     for name, why in result.unavailable.items():

@@ -14,9 +14,9 @@ from matplotlib.figure import Figure
 from utils.figures import EDGE_COLOR, KIND_COLORS, SCHEDULE_COLORS
 
 STEP_PARTS = {
-    "compute_s": ("compute (F, B, W of every chunk)", KIND_COLORS["B"], ""),
-    "bubble_s": ("pipeline bubble", KIND_COLORS["idle"], ""),
-    "exposed_a2a_s": ("all-to-all not hidden", KIND_COLORS["comm"], "//"),
+    "compute_s": ("compute (F, B, W of its chunks)", KIND_COLORS["B"], ""),
+    "comm_waited_s": ("waiting for communication", KIND_COLORS["comm"], "//"),
+    "idle_s": ("idle (pipeline bubble)", KIND_COLORS["idle"], ""),
 }
 # Okabe-Ito colours again; here they stand for kinds of bytes, told apart by the legend and by hatching.
 MEMORY_PARTS = {
@@ -42,7 +42,8 @@ def _stacked(ax: Axes, table: pd.DataFrame, parts: dict) -> None:
 
 
 def plot_step_breakdown(ax: Axes, table: pd.DataFrame, title: str) -> None:
-    """Stacked bars per schedule: compute, bubble and exposed all-to-all seconds (columns of `table`)."""
+    """Stacked bars per schedule: the time budget of the rank that computes least (compute, communication
+    waited for, idle; columns of `table`), which sums to the step time."""
     _stacked(ax, table, STEP_PARTS)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("schedule")
@@ -68,7 +69,7 @@ def scale_figure(steps: pd.DataFrame, memory: pd.DataFrame, capacity_gb: float, 
     """Two panels side by side: `steps` (seconds per schedule) and `memory` (GB per schedule)."""
     fig = plt.figure(figsize=(12, 4.6), layout="constrained")
     left, right = fig.subplots(1, 2)
-    plot_step_breakdown(left, steps, "Where a training step's time goes")
+    plot_step_breakdown(left, steps, "Where a training step's time goes (rank computing least)")
     plot_memory(right, memory, capacity_gb, "Where the fullest GPU's memory goes")
     fig.suptitle(f"DeepSeek-V3 at full scale: {setting_text}", fontsize=11)
     return fig

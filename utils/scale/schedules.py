@@ -116,8 +116,11 @@ def activation_peaks(timeline: Timeline, chunk_bytes: list[float]) -> list[float
 class ScheduleResult:
     """One schedule at full scale: times in ms, memory of the worst rank in bytes (``memory.gb()`` for GB).
 
-    The step splits into ``compute_ms`` (a rank's F, B and W), ``bubble_ms`` (pipeline idle time without
-    communication) and ``comm_exposed_ms`` (what the all-to-all adds): step = compute + bubble + exposed.
+    The step splits, on the rank that computes least (``Timeline.worst_budget``, the course's one time
+    budget), into ``compute_ms``, ``comm_waited_ms`` (all-to-all its compute did not hide, and pipeline
+    messages still in flight) and ``idle_ms`` (the bubble): step = compute + comm_waited + idle.
+    ``a2a_added_ms`` is another question: how much longer the step is than the same schedule without the
+    all-to-all (what the all-to-all costs the step, whichever rank waits).
     """
 
     name: str
@@ -125,8 +128,9 @@ class ScheduleResult:
     worst_idle_ms: float
     bubble_ratio: float
     compute_ms: float
-    bubble_ms: float
-    comm_exposed_ms: float
+    comm_waited_ms: float
+    idle_ms: float
+    a2a_added_ms: float
     peak_activations: int
     param_copies: int
     worst_rank: int
@@ -143,8 +147,9 @@ class ScheduleResult:
             "step_ms": self.step_ms,
             "worst_idle_ms": self.worst_idle_ms,
             "compute_ms": self.compute_ms,
-            "bubble_ms": self.bubble_ms,
-            "comm_exposed_ms": self.comm_exposed_ms,
+            "comm_waited_ms": self.comm_waited_ms,
+            "idle_ms": self.idle_ms,
+            "a2a_added_ms": self.a2a_added_ms,
             "bubble_ratio": self.bubble_ratio,
             "peak_activations": self.peak_activations,
             "param_copies": self.param_copies,
@@ -176,15 +181,16 @@ def run_schedule(
     )
     worst = max(range(schedule.n_ranks), key=lambda r: by_rank[r].total)
     ranks = range(timeline.n_ranks)
-    compute = max(quiet.busy(r) for r in ranks)  # every rank computes the same chunks' worth
+    budget = timeline.worst_budget()
     return ScheduleResult(
         name=name,
         step_ms=timeline.makespan,
         worst_idle_ms=timeline.worst_idle,
         bubble_ratio=timeline.bubble_ratio,
-        compute_ms=compute,
-        bubble_ms=quiet.makespan - compute,
-        comm_exposed_ms=timeline.makespan - quiet.makespan,
+        compute_ms=budget.compute,
+        comm_waited_ms=budget.comm_exposed,
+        idle_ms=budget.idle,
+        a2a_added_ms=timeline.makespan - quiet.makespan,
         peak_activations=max(timeline.peak_activations(r) for r in ranks),
         param_copies=max(timeline.param_copies(r) for r in ranks),
         worst_rank=worst,
