@@ -25,7 +25,7 @@ def test_view_of_the_report(view):
     table = view.table
     # interleaved 1F1B cannot split 120 micro-batches on 16 ranks into equal rounds: left out, and said why
     assert list(table.index) == [s for s in SCHEDULES if s != "interleaved1f1b"]
-    assert "interleaved1f1b cannot run this setting" in view.note and "equal rounds" in view.note
+    assert "interleaved1f1b cannot run this setting" in view.assumptions and "equal rounds" in view.assumptions
     parts = table["compute_s"] + table["comm_waited_s"] + table["idle_s"]
     assert (parts - table["step_s"]).abs().max() < 1e-9  # the time budget adds up to the step
     assert table.loc["dualpipe", "a2a_adds_s"] < table.loc["1f1b", "a2a_adds_s"]

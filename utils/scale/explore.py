@@ -7,10 +7,8 @@ controls to `explore_scale`. An impossible setting returns a view whose ``error`
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import pandas as pd
-from matplotlib.figure import Figure
 
 from utils.scale.config import ModelConfig, load_model, published_counts
 from utils.scale.hardware import hardware_sources, load_hardware
@@ -21,6 +19,7 @@ from utils.scale.report import REPORT_PRETRAINING_GPU_HOURS, ScaleResult, evalua
 from utils.scale.schedules import SCHEDULES
 from utils.scale.setting import Layout, report_setting, setting_rows
 from utils.scale.timing import all_to_all_ms
+from utils.view import View
 
 #: The learner's what-ifs (issue #14): each changes the hardware ("hw") or the setting, nothing else.
 WHAT_IFS: dict[str, dict] = {
@@ -185,15 +184,18 @@ def implied_efficiency(gpu_hours: float = REPORT_PRETRAINING_GPU_HOURS, toleranc
     return (low + high) / 2
 
 
-@dataclass
-class ScaleView:
-    """What the widget shows: a figure, the schedule table, summary sentences; or the rule a setting breaks."""
+class ScaleView(View):
+    """The course's ``View`` of the full-scale model: the figure (seconds and gigabytes per schedule), the
+    schedule table, and as its note the summary sentences (live numbers) followed by the assumptions line."""
 
-    figure: Figure | None
-    table: pd.DataFrame | None = None
-    summary: list[str] = field(default_factory=list)
-    error: str | None = None
-    note: str = ""
+    @property
+    def summary(self) -> list[str]:
+        """The summary sentences (the note without its last line, which states the assumptions)."""
+        return list(self.notes[:-1])
+
+    @property
+    def assumptions(self) -> str:
+        return self.notes[-1] if self.notes else ""
 
 
 def setting_text(result: ScaleResult) -> str:
@@ -244,4 +246,4 @@ def explore_scale(pp: int = 16, ib_gbps: float = 50.0, max_nodes: int = 4, dispa
     note = "Efficiency and tokens per micro-batch are assumptions (the report does not state them)."
     for name, why in result.unavailable.items():
         note += f" {name} cannot run this setting: {why}"
-    return ScaleView(figure=figure, table=table, summary=summary_lines(result), note=note)
+    return ScaleView(figure=figure, table=table, note=(*summary_lines(result), note))

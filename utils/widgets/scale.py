@@ -9,7 +9,6 @@ tests/test_scale_explore.py).
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable
 
 import ipywidgets as widgets
@@ -47,10 +46,6 @@ class ScaleExplorer(WiredWidget):
                                                       layout=_LAYOUT),
         }
         super().__init__(controls, compute)
-
-    def _table_html(self, view: explore.ScaleView) -> str:
-        summary = "".join(f"<li>{html.escape(line)}</li>" for line in view.summary)
-        return f"<ul>{summary}</ul>" + view.table.to_html(float_format=lambda x: f"{x:.3g}")
 
     def __repr__(self) -> str:
         s = self.settings()
