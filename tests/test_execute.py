@@ -285,7 +285,7 @@ def test_extra_ranks_stay_idle(clusters):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,m", [("1f1b", 8), ("1f1b", 16), ("dualpipe", 16), ("dualpipev", 16),
-                                    ("interleaved1f1b", 12), ("zbv", 17)])
+                                    ("interleaved1f1b", 12), ("zbv", 17), ("1f1b-overlap", 17)])
 def test_eight_ranks_match_reference(clusters, name, m):
     spec = mlp_spec()
     microbatches = spec.make_microbatches(m)

@@ -4,8 +4,10 @@ DualPipe hides the expert all-to-all of one chunk behind the computation of anot
 and a backward of *different* micro-batches as one overlapped pair (DeepSeek-V3 report, Sec. 3.2.1,
 Figure 4). Plain 1F1B has such pairs too: in its steady state every rank alternates a forward and a
 backward of two different micro-batches. Megatron-Core runs exactly those as one unit ("combined 1F1B",
-EP all-to-all overlap, ``--overlap-moe-expert-parallel-comm``); this module builds that schedule on a plain
-linear pipeline, one stage per rank, one copy of the parameters.
+EP all-to-all overlap, ``--overlap-moe-expert-parallel-comm``; ``megatron/core/pipeline_parallel/
+combined_1f1b.py``: without pipelining, micro-batch 0's forward alone, then pairs of one micro-batch's backward
+with the next one's forward, then the last backward alone, which is this schedule with PP = 1). This module
+builds that schedule on a plain linear pipeline of any depth, one stage per rank, one copy of the parameters.
 
 Why the warm-up is deeper than 1F1B's (the arrangement follows from two dependencies):
 
@@ -29,8 +31,9 @@ pair k, which waits for rank r's pair k-1: two pair-times per micro-batch, half 
 
 The price is memory: rank r holds ``w_r + 1 = 2 (PP - r)`` stage-activations at its peak (the pair's
 forward starts before its backward releases one), twice 1F1B's ``PP - r``: ``2 PP`` on rank 0.
-Megatron-Core avoids the deeper warm-up another way: it requires virtual pipeline stages (interleaving)
-when PP > 1.
+Megatron-Core avoids the deeper warm-up another way: its TransformerConfig requires virtual pipeline stages
+(``virtual_pipeline_model_parallel_size``) for EP all-to-all overlap when PP > 1, and interleaves them
+(``combined_1f1b_schedule_for_interleaved_pipelining``).
 
 Few micro-batches: a rank runs ``min(w_r, M)`` warm-up forwards and ``M - w_r`` pairs; where ``M <= w_r``
 no pair can form on that rank and it runs all its forwards, then all its backwards (GPipe's order there).
