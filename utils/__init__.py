@@ -10,7 +10,8 @@ Subpackages by concept (each ``__init__`` says what lives there and what it may 
     scale/      DeepSeek-V3 at full scale: parameters, FLOPs, ms per chunk and GB per GPU, fed to the simulator
     widgets/    controls wired to the pure functions above (only wiring)
 
-Course level: ``checks`` (exercise self-checks), ``capstone`` (the recipe dashboard), ``figures`` (the palette).
+Course level: ``checks`` (exercise self-checks), ``capstone`` (the recipe dashboard and the claims map) with
+``capstone_figure`` (its four panels), ``figures`` (the palette).
 Command lines: ``python -m utils.schedules``, ``utils.simulate``, ``utils.execute``, ``utils.launch``, ``utils.scale``.
 Layers (arrows point down only; enforced by import-linter, ``make lint``):
 
