@@ -339,3 +339,20 @@ def test_lesson_06_solves_the_fp8_puzzle():
     assert SCALING_PUZZLE.grade(namespace["my_scaling"]()).passed
     cells = json.loads((ROOT / "notebooks" / "06_fp8_mixed_precision.ipynb").read_text())["cells"]
     assert any(SCALING_PUZZLE.stub.splitlines()[0] in "".join(c["source"]) for c in cells)
+
+
+def test_overlap_idle_prediction_and_rank_lists():
+    """05's prediction (1F1B-overlap with an all-to-all: the last rank pairs most, hides most, idles most) and
+    07's lists (the fair baseline written by hand)."""
+    p = PUZZLES["overlap-idlest-rank"]
+    assert p.reference() == (3, "b") and "all-to-all of 1 per chunk" in p.statement
+    fails_with(p, (0, "a"), "rank 0 idles", "rank 3 idles")
+    fails_with(p, ("all", "c"), "not all ranks idle alike")
+    fails_with(p, (3, "a"), "right rank, but not (a)", "Count each rank's pairs")
+    lists = PUZZLES["1f1b-overlap-rank-lists"]
+    fails_with(lists, lines("1f1b", 4, 8), "rank 0, position", "Your schedule runs")
+    unpaired = lines("1f1b-overlap", 4, 8)
+    i = next(i for i, a in enumerate(unpaired[3]) if "OVERLAP" in a)
+    pair = make_schedule("1f1b-overlap", 4, 8).actions[3][i]
+    unpaired[3][i:i + 1] = [str(pair.forward), str(pair.backward)]
+    fails_with(lists, unpaired, f"rank 3, position {i}", "one F&B pair")

@@ -14,7 +14,9 @@ from utils.pipeline.timeline import Timeline
 from utils.pipeline.validation import validate
 
 UNIT_COSTS = CostModel(F=1.0, B=2.0, W=1.0)
-PAIR_COSTS = CostModel(F=1.0, B=2.0, W=1.0, FB=2.5)  # an overlapped pair saves half a unit
+# An expert all-to-all (dispatch + combine) of one unit per chunk: an overlapped F&B pair hides each chunk's
+# behind its partner's compute (the pair itself costs F + B).
+PAIR_COSTS = CostModel(F=1.0, B=2.0, W=1.0, dispatch=0.5, combine=0.5)
 TOL = 1e-9
 
 

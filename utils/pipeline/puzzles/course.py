@@ -1,8 +1,8 @@
-"""The puzzles of the course's notebooks (03, 04, 04b, 05), by key: ``PUZZLES["gpipe-memory-cap"]``."""
+"""The puzzles of the course's notebooks (03, 04, 04b, 05, 07), by key: ``PUZZLES["gpipe-memory-cap"]``."""
 
 from __future__ import annotations
 
-from utils.pipeline.puzzles.base import UNIT_COSTS, Puzzle
+from utils.pipeline.puzzles.base import PAIR_COSTS, UNIT_COSTS, Puzzle
 from utils.pipeline.puzzles.deadlock import deadlock_puzzle
 from utils.pipeline.puzzles.idle import Reason, idle_puzzle
 from utils.pipeline.puzzles.memory_cap import memory_cap_puzzle
@@ -24,6 +24,32 @@ GPIPE_IDLE_REASONS = {
 }
 
 
+OVERLAP_IDLE_REASONS = {
+    "a": Reason("rank 0: it runs the deepest warm-up and waits longest for its first backward", False,
+                "rank 0 does wait longest for its first backward, but it also computes the longest: its warm-up "
+                "forwards run alone, each with its all-to-all exposed. Count each rank's pairs."),
+    "b": Reason("the last rank: its warm-up is shortest, so it runs the most F&B pairs, whose all-to-all hides "
+                "behind the partner chunk; it is busy for the least time in the same step", True,
+                "the last rank runs the most pairs (its warm-up is the shortest), and inside a pair each chunk's "
+                "all-to-all runs while the other chunk computes: the same compute, less time busy, more time "
+                "waiting in a step every rank shares."),
+    "c": Reason("all ranks alike: every rank runs the same forwards and backwards", False,
+                "every rank computes the same, but not every rank hides the same communication: plain actions "
+                "wait for their all-to-all, pairs do not. Count each rank's pairs."),
+    "d": Reason("the middle ranks: they wait for both neighbours", False,
+                "a rank's idle time is the step time minus the time it is busy; look at what makes one rank "
+                "busy for less time than another."),
+}
+
+ONE_F_ONE_B_OVERLAP_HINTS = (
+    "Start from 1F1B's lists: warm-up forwards, then one forward and one backward, then the cool-down "
+    "backwards.",
+    "In the steady state the forward and the backward run as one pair: `(rF{w+k};rB{k})OVERLAP_F_B`.",
+    "The warm-up is deeper than 1F1B's: 2(PP-1-r)+1 forwards (never more than M), because a pair waits for a "
+    "gradient that the next rank computes in its own pair.",
+)
+
+
 def _course_puzzles() -> dict[str, Puzzle]:
     puzzles = [
         memory_cap_puzzle(4, 8, cap=3, split=False, key="gpipe-memory-cap"),             # notebook 03
@@ -32,6 +58,9 @@ def _course_puzzles() -> dict[str, Puzzle]:
         deadlock_puzzle("1f1b", 4, 8, key="1f1b-deadlock"),                              # 04
         deadlock_puzzle("interleaved1f1b", 4, 8, key="interleaved-deadlock"),            # 04b
         rank_list_puzzle("dualpipev", 4, 8, key="dualpipev-rank-lists"),                 # 05
+        idle_puzzle("1f1b-overlap", 4, 8, PAIR_COSTS, OVERLAP_IDLE_REASONS, key="overlap-idlest-rank"),  # 05
+        rank_list_puzzle("1f1b-overlap", 4, 8, key="1f1b-overlap-rank-lists",          # 07
+                         hints=ONE_F_ONE_B_OVERLAP_HINTS),
     ]
     return {p.key: p for p in puzzles}
 

@@ -71,8 +71,11 @@ def idle_puzzle(name: str, n_ranks: int, n_microbatches: int, costs: CostModel,
     options = "\n".join(f"- ({k}) {r.text}" for k, r in reasons.items())
     statement = (
         f"{name} on {n_ranks} ranks with {n_microbatches} micro-batches, costs F = {costs.F:g}, B = {costs.B:g}, "
-        f"W = {costs.W:g}, F&B = {costs.FB:g}. **Predict before you simulate:** which rank idles most during the "
-        f'step (the rank number, or "all" if they tie), and why?\n\n{options}'
+        f"W = {costs.W:g}, F&B = {costs.FB:g}"
+        + (f", an expert all-to-all of {costs.dispatch + costs.combine:g} per chunk (dispatch and combine)"
+           if costs.dispatch + costs.combine > 0 else "")
+        + ". **Predict before you simulate:** which rank idles most during the "
+        + f'step (the rank number, or "all" if they tie), and why?\n\n{options}'
     )
     stub = ("def my_prediction():\n"
             "    \"\"\"(rank or \\\"all\\\", reason letter), e.g. (0, \\\"a\\\").\"\"\"\n"

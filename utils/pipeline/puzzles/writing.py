@@ -18,12 +18,21 @@ from utils.pipeline.registry import make_schedule, schedule_name
 from utils.pipeline.schedule import Action, OverlappedAction, Schedule
 from utils.pipeline.simulate import simulate
 
+DUALPIPEV_HINTS = (
+    "Start from the picture: in which order does rank 0 see its two stages' forwards and backwards?",
+    "DualPipeV runs DualPipe's eight phases on every rank: warm-up forwards, forwards of both stages, "
+    "zero-bubble I W F, overlapped pairs, cool-down, backwards, deferred W.",
+    "Each phase's length is a formula of the rank: see dualpipe_phase_steps in utils.pipeline.generators "
+    "and count rank 0's warm-up: 2(PP-1-r) forwards of its first stage.",
+)
+
 
 def rank_list_puzzle(name: str = "dualpipev", n_ranks: int = 4, n_microbatches: int = 8,
-                     costs: CostModel = PAIR_COSTS,
-                     key: str | None = None) -> Puzzle:
+                     costs: CostModel = PAIR_COSTS, key: str | None = None,
+                     hints: tuple[str, ...] = DUALPIPEV_HINTS) -> Puzzle:
     """Write every rank's list of ``name`` for ``n_ranks`` and ``n_microbatches``; graded against the
-    library's schedule, with the validator's and the simulator's words on the way."""
+    library's schedule, with the validator's and the simulator's words on the way. ``hints``: the ladder
+    (DualPipeV's by default)."""
     reference = make_schedule(name, n_ranks, n_microbatches)
     label = schedule_name(name)
 
@@ -43,22 +52,16 @@ def rank_list_puzzle(name: str = "dualpipev", n_ranks: int = 4, n_microbatches: 
         return Verdict(False, _first_difference(schedule, reference, label) + f" (Your schedule runs: step "
                               f"{timeline.makespan:g} against {simulate(reference, costs).makespan:g}.)")
 
+    pair = next((a for acts in reference.actions for a in acts if isinstance(a, OverlappedAction)), None)
+    pairs = (f" Overlapped pairs are written as one action, e.g. `{pair}`." if pair is not None else "")
     statement = (
         f"Write {label}'s action lists for {n_ranks} ranks and {n_microbatches} micro-batches: rank r holds stages "
-        f"{', '.join(' and '.join(map(str, reference.stages_on(r))) for r in range(n_ranks))} (rank 0 first). "
-        f"Overlapped pairs are written as one action, e.g. `(0F4;7B0)OVERLAP_F_B`. The grader validates your "
-        f"lists, simulates them and compares them with the library's {label}."
+        f"{', '.join(' and '.join(map(str, reference.stages_on(r))) for r in range(n_ranks))} (rank 0 first)."
+        f"{pairs} The grader validates your lists, simulates them and compares them with the library's {label}."
     )
     stub = ("def my_lists():\n"
             f"    \"\"\"{n_ranks} lists of action strings, one per rank.\"\"\"\n"
             "    raise NotImplementedError  # your lists here")
-    hints = (
-        "Start from the picture: in which order does rank 0 see its two stages' forwards and backwards?",
-        "DualPipeV runs DualPipe's eight phases on every rank: warm-up forwards, forwards of both stages, "
-        "zero-bubble I W F, overlapped pairs, cool-down, backwards, deferred W.",
-        "Each phase's length is a formula of the rank: see dualpipe_phase_steps in utils.pipeline.generators "
-        "and count rank 0's warm-up: 2(PP-1-r) forwards of its first stage.",
-    )
     return Puzzle(key=key or f"{label}-rank-lists", title=f"Puzzle: write {label}'s rank lists",
                   statement=statement, stub=stub, hints=hints, goal=f"{label}'s lists, rank by rank",
                   reference=lambda: lines_of(reference), judge=judge, draw=draw_schedule(schedule_of, costs))
