@@ -31,7 +31,7 @@ import torch
 
 from utils.capstone_figure import plot_dashboard
 from utils.fp8.explore import outlier_activations, quantization_table
-from utils.fp8.formats import get_format
+from utils.fp8.formats import ACTIVATION_GRANULARITIES, get_format
 from utils.moe.expert_parallel import (
     DIRECTIONS,
     PHASES,
@@ -47,7 +47,8 @@ from utils.pipeline.registry import CHUNKS_PER_RANK, COMPARED_SCHEDULES
 from utils.view import View
 
 SCHEDULES = COMPARED_SCHEDULES
-GRANULARITIES = ("tensor", "row", "tile1x128", "mx1x32")
+#: The activation granularities the dashboard compares (utils.fp8.formats).
+GRANULARITIES = ACTIVATION_GRANULARITIES
 
 
 @dataclass(frozen=True)

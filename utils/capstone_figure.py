@@ -14,13 +14,12 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
 from utils import figures
+from utils.fp8.formats import GRANULARITY_LABELS as FP8_LABELS
+from utils.fp8.formats import WEIGHT_GRANULARITY
 
-GRANULARITY_LABELS = {
-    "tensor": "per tensor",
-    "row": "per row",
-    "tile1x128": "1x128 tiles (DeepSeek-V3)",
-    "mx1x32": "MX 1x32, power-of-two scales",
-}
+#: How the FP8 panel names each granularity (its group shape, from utils.fp8.formats; DeepSeek-V3's marked).
+GRANULARITY_LABELS = {g: label + (" (DeepSeek-V3)" if g in WEIGHT_GRANULARITY else "")
+                      for g, label in FP8_LABELS.items()}
 
 
 def _time_panel(ax, config, ok: pd.DataFrame) -> None:

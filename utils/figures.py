@@ -13,47 +13,49 @@ import io
 import numpy as np
 from matplotlib.figure import Figure
 
-# Okabe-Ito colours (Okabe & Ito, "Color Universal Design", 2008): distinguishable under
-# protanopia, deuteranopia and tritanopia; all light enough for black micro-batch numbers on top.
-KIND_COLORS: dict[str, str] = {
-    "F": "#56B4E9",     # forward: sky blue
-    "B": "#009E73",     # full backward (input + weights): bluish green
-    "I": "#E69F00",     # backward for input only: orange
-    "W": "#F0E442",     # backward for weights only: yellow
-    "FB": "#CC79A7",    # DualPipe's overlapped forward & backward pair: reddish purple
-    "comm": "#D55E00",  # communication (p2p, expert all-to-all): vermillion
-    "idle": "#E0E0E0",  # waiting: light grey
+# The course palette: Okabe & Ito's eight colours ("Color Universal Design", 2008), distinguishable under
+# protanopia, deuteranopia and tritanopia, and three greys. Every colour of every figure comes from here.
+OKABE_ITO: dict[str, str] = {
+    "black": "#000000",
+    "orange": "#E69F00",
+    "sky blue": "#56B4E9",
+    "bluish green": "#009E73",
+    "yellow": "#F0E442",
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "reddish purple": "#CC79A7",
 }
+GREYS: dict[str, str] = {"grey": "#999999", "light grey": "#E0E0E0", "dark grey": "#333333"}
 
-# Human-readable names for legends, in the order legends list them.
-KIND_LABELS: dict[str, str] = {
-    "F": "F: forward",
-    "B": "B: full backward",
-    "I": "I: backward for input",
-    "W": "W: backward for weights",
-    "FB": "F&B: overlapped pair",
-    "comm": "communication",
-    "idle": "idle",
+# One colour per op kind, all light enough for black micro-batch numbers on top.
+KIND_COLORS: dict[str, str] = {
+    "F": OKABE_ITO["sky blue"],          # forward
+    "B": OKABE_ITO["bluish green"],      # full backward (input + weights)
+    "I": OKABE_ITO["orange"],            # backward for input only
+    "W": OKABE_ITO["yellow"],            # backward for weights only
+    "FB": OKABE_ITO["reddish purple"],   # DualPipe's overlapped forward & backward pair
+    "comm": OKABE_ITO["vermillion"],     # communication (p2p, expert all-to-all)
+    "idle": GREYS["light grey"],         # waiting
 }
 
 # DualPipe feeds micro-batches from both ends. Direction 0 (left to right) is drawn plain,
 # direction 1 (right to left) hatched, so the two streams stay apart even in grey-scale print.
 DIRECTION_HATCH: dict[int, str] = {0: "", 1: "///"}
 DIRECTION_LABELS: dict[int, str] = {0: "direction 0 (plain)", 1: "direction 1 (hatched)"}
-EDGE_COLOR = "#333333"
+EDGE_COLOR = GREYS["dark grey"]
 
 # Colours for whole schedules (idle bars, comparison lines): also Okabe-Ito, so figures comparing
 # schedules stay readable for colour-blind learners. They never stand for an op kind.
 SCHEDULE_COLORS: dict[str, str] = {
-    "naive": "#000000",
-    "gpipe": "#999999",
-    "1f1b": "#0072B2",
-    "1f1b-overlap": "#56B4E9",
-    "zb1p": "#E69F00",
-    "dualpipe": "#CC79A7",
-    "dualpipev": "#009E73",
-    "interleaved1f1b": "#D55E00",  # vermillion
-    "zbv": "#9C8500",              # Okabe-Ito yellow, darkened so lines and bars show on white
+    "naive": OKABE_ITO["black"],
+    "gpipe": GREYS["grey"],
+    "1f1b": OKABE_ITO["blue"],
+    "1f1b-overlap": OKABE_ITO["sky blue"],
+    "zb1p": OKABE_ITO["orange"],
+    "dualpipe": OKABE_ITO["reddish purple"],
+    "dualpipev": OKABE_ITO["bluish green"],
+    "interleaved1f1b": OKABE_ITO["vermillion"],
+    "zbv": "#9C8500",  # Okabe-Ito yellow, darkened so lines and bars show on white
 }
 
 

@@ -15,10 +15,13 @@ import torch
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
+from utils.figures import GREYS, OKABE_ITO
 from utils.fp8.accumulation import accumulation_error, limited_accumulation_gemm
 from utils.fp8.formats import (
     FORMATS,
     GRANULARITIES,
+    GRANULARITY_LABELS,
+    WEIGHT_GRANULARITY,
     calc_diff,
     error_metrics,
     get_format,
@@ -28,19 +31,14 @@ from utils.fp8.linear import EmulatedLinear, convert_linears
 from utils.view import View
 
 # Okabe-Ito colours (as utils.pipeline.plots), one per thing compared in this notebook's line plots.
-COLORS = {"fp32": "#000000", "bf16": "#0072B2", "fp8": "#D55E00", "e4m3": "#0072B2", "e5m2": "#E69F00",
-          "limited": "#D55E00", "promoted": "#009E73",
-          "tensor": "#000000", "row": "#999999", "tile1x128": "#0072B2", "block128x128": "#56B4E9",
-          "mx1x32": "#D55E00"}
-GRANULARITY_LABELS = {"tensor": "per tensor", "row": "per row", "tile1x128": "1 x 128 tiles",
-                      "block128x128": "128 x 128\nblocks", "mx1x32": "MX 1 x 32"}
+COLORS = {"fp32": OKABE_ITO["black"], "bf16": OKABE_ITO["blue"], "fp8": OKABE_ITO["vermillion"],
+          "e4m3": OKABE_ITO["blue"], "e5m2": OKABE_ITO["orange"], "limited": OKABE_ITO["vermillion"],
+          "promoted": OKABE_ITO["bluish green"], "tensor": OKABE_ITO["black"], "row": GREYS["grey"],
+          "tile1x128": OKABE_ITO["blue"], "block128x128": OKABE_ITO["sky blue"], "mx1x32": OKABE_ITO["vermillion"]}
 LOG_PROFILE_RANGE = (1.0, 100.0)  # column profiles: mean relative error per channel, 1% to 100% (flushed)
 HEATMAP_CMAP = "magma"
 LOG_ERROR_RANGE = (-4.0, 0.0)   # heatmaps show log10 relative error from 0.01% to 100% (flushed to zero)
 HEATMAP_CHANNELS = 256          # the explorer's heatmaps show the first two 1x128 tiles of each row
-# What each granularity pairs with on the weight side of a GEMM: DeepSeek-V3 tiles activations 1x128 and
-# blocks weights 128x128; the other schemes use the same groups on both sides.
-WEIGHT_GRANULARITY = {"tile1x128": "block128x128"}
 
 
 def outlier_activations(rows: int = 64, cols: int = 512, outlier: float = 1.0, n_outlier_channels: int = 4,
@@ -174,7 +172,8 @@ def plot_granularity_errors(x: torch.Tensor | dict[str, torch.Tensor], fmt: str 
             ax.set_yticks([1, 10, 100], ["1%", "10%", "100%"])
             ax.grid(axis="y", color="#CCCCCC", linewidth=0.5)
             ax.set_xlim(channels[0] - 0.5, channels[-1] + 0.5)
-            ax.set_ylabel(GRANULARITY_LABELS.get(g, g), rotation=0, ha="right", va="center", fontsize=9)
+            label = GRANULARITY_LABELS.get(g, g).replace(" blocks", "\nblocks")  # the longest: two lines
+            ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
             ax.set_xlabel("channel (column)")
             ax.xaxis.label.set_visible(row == len(granularities) - 1)   # one x label per column of panels
         axes[0, col].set_title(title or f"{fmt.upper()}, {len(profile)} channels", fontsize=10)

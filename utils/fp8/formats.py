@@ -82,9 +82,31 @@ GRANULARITIES: dict[str, tuple[int | None, int | None]] = {
     "mx1x32": (1, 32),
 }
 
+# What each granularity pairs with on the weight side of a GEMM: DeepSeek-V3 tiles activations 1x128 and
+# blocks weights 128x128 (report Sec. 3.3.2); the other schemes use the same groups on both sides.
+WEIGHT_GRANULARITY = {"tile1x128": "block128x128"}
+# The granularities an activation is scaled with (128x128 blocks are DeepSeek-V3's weight side only).
+ACTIVATION_GRANULARITIES = tuple(g for g in GRANULARITIES if g not in WEIGHT_GRANULARITY.values())
+
 SCALE_RULES = ("fp32", "pow2")
 # MX formats store their shared scale as E8M0: a bare power of two. Everything else uses an FP32 scale.
 DEFAULT_SCALE_RULE = {"mx1x32": "pow2"}
+
+
+def granularity_label(granularity: str) -> str:
+    """How figures name a granularity, read off its group shape: "per tensor", "per row", "1 x 128 tiles",
+    "128 x 128 blocks", "MX 1 x 32" (MX groups share a power-of-two scale)."""
+    rows, cols = GRANULARITIES[granularity]
+    if rows is None:
+        return "per tensor"
+    if cols is None:
+        return "per row"
+    if DEFAULT_SCALE_RULE.get(granularity) == "pow2":
+        return f"MX {rows} x {cols}"
+    return f"{rows} x {cols} {'tiles' if rows == 1 else 'blocks'}"
+
+
+GRANULARITY_LABELS = {g: granularity_label(g) for g in GRANULARITIES}
 E8M0_EXPONENT_RANGE = (-127, 127)
 _LARGE = 1 << 16   # elements above which max-abs avoids copying |x|
 

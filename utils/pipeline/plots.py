@@ -20,11 +20,10 @@ from utils.figures import (
     DIRECTION_LABELS,
     EDGE_COLOR,
     KIND_COLORS,
-    KIND_LABELS,
     SCHEDULE_COLORS,
     png_from_rgba,
 )
-from utils.pipeline.schedule import OverlappedAction, Schedule
+from utils.pipeline.schedule import KIND_NAMES, KINDS, OverlappedAction, Schedule
 from utils.pipeline.timeline import Interval, Timeline
 
 _BAR_HEIGHT = 0.8          # fraction of a rank's row covered by compute blocks
@@ -32,6 +31,14 @@ _COMM_HEIGHT = 0.22        # communication is a thin strip under the compute blo
 _LABEL_MIN_PX = 7.0        # a micro-batch number needs this many pixels per character to be readable
 _FADED_ALPHA = 0.2         # intervals outside `highlight`
 _HIDDEN_ALPHA = 0.35       # communication hidden behind compute is drawn faint: it costs no time
+
+#: Legend names of the palette's keys, in the order legends list them (the kinds' names are the schedule's).
+KIND_LABELS: dict[str, str] = {
+    **{kind: f"{kind}: {KIND_NAMES[kind]}" for kind in KINDS},
+    "FB": "F&B: overlapped pair",
+    "comm": "communication",
+    "idle": "idle",
+}
 
 
 # Schedules with one route and several stages per rank (DualPipeV, interleaved 1F1B, ZB-V) hatch the stages
