@@ -136,3 +136,17 @@ def test_good_schedules_pass_including_hand_written_pairs():
     validate(edit(s, 1, "1F0 (1F1;1B0)OVERLAP_F_B (1F2;1B1)OVERLAP_F_B 1B2"))
     assert isinstance(parse_action("(1F1;1B0)OVERLAP_F_B"), OverlappedAction)
     assert Action(1, "B", 0) in s.actions[1]
+
+
+def test_the_same_schedule_object_is_checked_once_a_changed_one_again():
+    from utils.pipeline.validation import _check_structure_once
+
+    s = make_schedule("1f1b", 4, 8)
+    check_structure(s)
+    hits = _check_structure_once.cache_info().hits
+    check_structure(s)
+    assert _check_structure_once.cache_info().hits == hits + 1
+    swapped = replace(s, actions=(s.actions[1], s.actions[0], *s.actions[2:]))
+    for _ in range(2):  # a broken schedule is never remembered as checked
+        with pytest.raises(ValueError, match="rank that holds its stage"):
+            check_structure(swapped)

@@ -37,6 +37,8 @@ makespan).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import sys
 
@@ -56,8 +58,34 @@ def simulate(schedule: Schedule, costs: CostModel, check: bool = True) -> Timeli
     """
     if not isinstance(costs, CostModel):
         raise ValueError(f"simulate needs a CostModel for its costs; got {type(costs).__name__}.")
-    if check:
-        check_structure(schedule)  # the deadlock rule is checked by running it, below
+    with _cyclic_gc_paused():
+        if check:
+            check_structure(schedule)  # the deadlock rule is checked by running it, below
+        return _simulate(schedule, costs)
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused():
+    """Pause Python's cyclic garbage collector (if it runs) for the duration of the block.
+
+    The simulation allocates a few hundred thousand small tuples and floats and makes no reference cycles,
+    so the collector finds nothing to free; yet every collection it triggers scans the growing plan and, in
+    a notebook, the kernel's whole heap (torch, pandas and matplotlib hold about 250,000 tracked objects):
+    up to about 1.5x the simulation's own time on a large schedule (``python -m benchmarks simulate``). Pausing it
+    here, rather than ``gc.freeze()`` at import, leaves the learner's kernel exactly as it was: memory is
+    still freed by reference counting, and the collector resumes when the simulation returns or raises.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _simulate(schedule: Schedule, costs: CostModel) -> Timeline:
+    """The event-driven simulation of ``simulate`` (rules in this module's docstring)."""
     n_ranks = schedule.n_ranks
     # the dependency rule, for every action (utils.pipeline.schedule.Schedule.dependency_plan); kept on the
     # (immutable) schedule, so re-running it under other costs (a widget's slider) skips that pass
@@ -72,23 +100,21 @@ def simulate(schedule: Schedule, costs: CostModel, check: bool = True) -> Timeli
     pos = [0] * n_ranks
     starts: list[list[float]] = [[] for _ in range(n_ranks)]
     ends: list[list[float]] = [[] for _ in range(n_ranks)]
-    in_flight: list[list[float]] = [[] for _ in range(n_ranks)]  # waits for a message in flight (p2p_wait)
 
     todo = list(range(n_ranks))
     while todo:
         rank = todo.pop()
         plan, i, t_free = plans[rank], pos[rank], free[rank]
-        rank_starts, rank_ends, rank_in_flight = starts[rank], ends[rank], in_flight[rank]
-        while i < len(plan):
+        rank_starts, rank_ends = starts[rank], ends[rank]
+        n_plan = len(plan)
+        while i < n_plan:
             needs, makes, code = plan[i]
-            ready = produced = t_free
+            ready = t_free
             for key, remote in needs:  # the latest arrival among the inputs, unless one is missing
                 t = done_at[key]
                 if t < 0:
                     waiting.setdefault(key, []).append(rank)
                     break
-                if t > produced:
-                    produced = t
                 if remote:
                     t += p2p
                 if t > ready:
@@ -97,7 +123,6 @@ def simulate(schedule: Schedule, costs: CostModel, check: bool = True) -> Timeli
                 t_free = ready + length[code]
                 rank_starts.append(ready)
                 rank_ends.append(t_free)
-                rank_in_flight.append(ready - produced)  # inputs all produced, one still in flight
                 i += 1
                 for key in makes:
                     done_at[key] = t_free
@@ -115,17 +140,37 @@ def simulate(schedule: Schedule, costs: CostModel, check: bool = True) -> Timeli
         raise ValueError(
             "The schedule cannot finish: every unfinished rank waits for an input; " + ", ".join(stuck)
         )
-    # the time budget's comm_wait (utils.pipeline.timeline): the all-to-all an action waits for inside it
-    waits = {code: length[code] - costs.duration(code) for code in length}
     intervals = tuple(
-        tuple(map(Interval, [r] * len(acts), acts, starts[r], ends[r], [waits[c] for _, _, c in plans[r]],
-                  in_flight[r]))
+        tuple(map(Interval, [r] * len(acts), acts, starts[r], ends[r],
+                  *_budget_waits(plans[r], starts[r], ends[r], done_at, costs, length)))
         for r, acts in enumerate(schedule.actions)
     )
     comms = (
         _comms(schedule, costs, intervals, done_at) if p2p > 0 or costs.dispatch + costs.combine > 0 else ()
     )
     return Timeline(schedule, intervals, comms=comms, time_unit="time units")
+
+
+def _budget_waits(plan, starts, ends, done_at, costs: CostModel, length) -> tuple[list[float], ...]:
+    """One rank's waits for the time budget (``utils.pipeline.timeline``), per action: ``comm_wait``, the
+    all-to-all it waits for inside it (the part of its length beyond ``costs.duration``), and ``p2p_wait``,
+    the time before it when its inputs were all produced but one was still in flight (p2p latency).
+
+    Both are 0 without all-to-all and p2p latency; then nothing is returned and the Intervals keep their
+    defaults (the common case costs nothing).
+    """
+    comm = [length[code] - costs.duration(code) for _, _, code in plan] \
+        if costs.dispatch + costs.combine > 0 else [0.0] * len(plan)
+    if costs.p2p <= 0:
+        return (comm,) if costs.dispatch + costs.combine > 0 else ()
+    in_flight = []
+    for i, (needs, _, _) in enumerate(plan):
+        produced = ends[i - 1] if i else 0.0  # when the rank was free, as in the simulation's loop
+        for key, _remote in needs:
+            if done_at[key] > produced:
+                produced = done_at[key]
+        in_flight.append(starts[i] - produced)
+    return comm, in_flight
 
 
 def _lengths(costs: CostModel) -> dict[str, float]:

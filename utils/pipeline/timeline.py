@@ -15,6 +15,7 @@ or an idle share reads them from here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from utils.pipeline.schedule import ActionLike, OverlappedAction, Schedule, action_parts
 
@@ -103,24 +104,25 @@ class Timeline:
     def n_ranks(self) -> int:
         return len(self.intervals)
 
-    def _span(self) -> tuple[float, float]:
-        """(earliest start, latest end) over all intervals, remembered until ``intervals`` is replaced
-        (idle(r) for every rank would otherwise rescan every interval)."""
-        cached = self.__dict__.get("_span_cache")
-        if cached is not None and cached[0] is self.intervals:
-            return cached[1]
+    @cached_property
+    def span(self) -> tuple[float, float]:
+        """(earliest start, latest end) over all intervals, computed once (idle(r) for every rank would
+        otherwise rescan every interval) and again after ``intervals`` is replaced."""
         starts = [iv.start for row in self.intervals for iv in row]
-        span = (min(starts), max(iv.end for row in self.intervals for iv in row)) if starts else (0.0, 0.0)
-        self.__dict__["_span_cache"] = (self.intervals, span)
-        return span
+        return (min(starts), max(iv.end for row in self.intervals for iv in row)) if starts else (0.0, 0.0)
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if name == "intervals" and "span" in self.__dict__:
+            del self.span  # a replaced list of intervals has its own span
 
     @property
     def start(self) -> float:
-        return self._span()[0]
+        return self.span[0]
 
     @property
     def end(self) -> float:
-        return self._span()[1]
+        return self.span[1]
 
     @property
     def makespan(self) -> float:

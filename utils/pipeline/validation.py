@@ -17,6 +17,9 @@ Ground layer: imports only ``utils.pipeline.schedule``.
 
 from __future__ import annotations
 
+import functools
+import weakref
+
 from utils.pipeline.schedule import ACT, KIND_NAMES, Action, OverlappedAction, Schedule
 
 
@@ -37,9 +40,37 @@ def validate(schedule: Schedule) -> None:
 
 
 def check_structure(schedule: Schedule) -> None:
-    """Rules 1-4 (everything but the deadlock check), in time linear in the number of actions."""
+    """Rules 1-4 (everything but the deadlock check), in time linear in the number of actions.
+
+    A schedule is immutable, so one that passed stays passed: the same object is checked once (a widget
+    re-simulating it under other costs skips the check), a new or changed one (``dataclasses.replace``)
+    again.
+    """
     if not isinstance(schedule, Schedule):
         raise ValueError(f"validate expects a Schedule; got {type(schedule).__name__}.")
+    _check_structure_once(_ThisObject(schedule))
+
+
+class _ThisObject:
+    """A key for ``functools.lru_cache`` that means this very object (not an equal one): it hashes and
+    compares by identity through a weak reference, so the cache never keeps a schedule alive, and a new
+    schedule that happens to reuse a dead one's id is not taken for it."""
+
+    __slots__ = ("ref", "id")
+
+    def __init__(self, obj):
+        self.ref, self.id = weakref.ref(obj), id(obj)
+
+    def __hash__(self) -> int:
+        return self.id
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _ThisObject) and self.ref() is not None and self.ref() is other.ref()
+
+
+@functools.lru_cache(maxsize=32)
+def _check_structure_once(key: _ThisObject) -> None:
+    schedule = key.ref()
     _check_shape(schedule)
     where = _check_placement(schedule)
     _check_counts(schedule, where)
