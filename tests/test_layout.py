@@ -123,3 +123,11 @@ def test_without_a_shadow_the_guard_lets_the_kit_through(tmp_path):
     res = _guard_run(tmp_path, "import utils.pipeline.costs as c; print(c.__file__)")
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == str(ROOT / "utils" / "pipeline" / "costs.py")
+
+
+def test_colours_come_from_the_course_palette():
+    """Every figure takes its colours from utils.figures (OKABE_ITO, GREYS and the keys built on them)."""
+    hex_colour = re.compile(r"[\"']#[0-9A-Fa-f]{6}[\"']")
+    typed = [f"{p.relative_to(ROOT)}:{n}" for p in library_modules() if p.name != "figures.py"
+             for n, line in enumerate(p.read_text().splitlines(), 1) if hex_colour.search(line)]
+    assert not typed, "colours typed outside utils/figures.py (name them there):\n" + "\n".join(typed)

@@ -166,11 +166,11 @@ def plot_granularity_errors(x: torch.Tensor | dict[str, torch.Tensor], fmt: str 
             ax = axes[row, col]
             percent = np.clip(100 * profile[g].to_numpy(), LOG_PROFILE_RANGE[0], LOG_PROFILE_RANGE[1])
             ax.fill_between(channels, percent, LOG_PROFILE_RANGE[0], step="mid", linewidth=0,
-                            color=COLORS.get(g, "#000000"))
+                            color=COLORS.get(g, OKABE_ITO["black"]))
             ax.set_yscale("log")
             ax.set_ylim(*LOG_PROFILE_RANGE)
             ax.set_yticks([1, 10, 100], ["1%", "10%", "100%"])
-            ax.grid(axis="y", color="#CCCCCC", linewidth=0.5)
+            ax.grid(axis="y", color=GREYS["light grey"], linewidth=0.5)
             ax.set_xlim(channels[0] - 0.5, channels[-1] + 0.5)
             label = GRANULARITY_LABELS.get(g, g).replace(" blocks", "\nblocks")  # the longest: two lines
             ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
@@ -342,8 +342,8 @@ def plot_loss_curves(histories: dict, window: int = 10) -> Figure:
             if precision != "bf16":
                 gap = 100 * (curve - smoothed["bf16"]) / smoothed["bf16"]
                 axes[1].plot(steps, gap, color=COLORS.get(precision), label=f"{precision.upper()} vs BF16")
-        axes[1].axhline(0.25, color="#999999", linestyle="--", label="report's bound: 0.25%")
-        axes[1].axhline(-0.25, color="#999999", linestyle="--")
+        axes[1].axhline(0.25, color=GREYS["grey"], linestyle="--", label="report's bound: 0.25%")
+        axes[1].axhline(-0.25, color=GREYS["grey"], linestyle="--")
         axes[1].set(xlabel="training step", ylabel="relative loss gap (%)", title="Gap to the BF16 run")
         axes[1].legend()
     fig.tight_layout()

@@ -19,7 +19,7 @@ import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 
-from utils.figures import KIND_COLORS
+from utils.figures import EDGE_COLOR, KIND_COLORS
 from utils.moe.data import TASKS, make_dataset
 from utils.moe.expert_parallel import (
     DIRECTIONS,
@@ -450,7 +450,7 @@ def plot_node_cap(sweep: pd.DataFrame, highlight: int | None = None) -> Figure:
     bytes_ax.bar(m - width / 2, sweep["cross-node MB (two-hop)"], width, color=KIND_COLORS["comm"],
                  label="two-hop dispatch (each node once, then NVLink)")
     bytes_ax.bar(m + width / 2, sweep["cross-node MB (direct)"], width, color=KIND_COLORS["comm"], alpha=0.4,
-                 hatch="//", edgecolor="#333333", label="direct dispatch (every expert's GPU)")
+                 hatch="//", edgecolor=EDGE_COLOR, label="direct dispatch (every expert's GPU)")
     bytes_ax.set(title="Cross-node traffic of one pass", xlabel="node cap M (nodes per token)",
                  ylabel="bytes across nodes (MB)", xticks=m)
     loss_ax.plot(m, sweep["held-out loss"], marker="o", color="black", label="held-out loss after training")

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
+from utils.figures import OKABE_ITO
 from utils.pipeline import plots, virtual_stages
 from utils.pipeline.costs import CostModel
 from utils.pipeline.explore import closed_form, simulated_quantities
@@ -116,7 +117,7 @@ def compare_schedules(
     table = comparison_table(ranks, microbatches, costs, vary=vary, schedules=schedules)
     names = [schedule_name(s) for s in schedules]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
-    palette = {s: plots.SCHEDULE_COLORS.get(s, "#56B4E9") for s in names}
+    palette = {s: plots.SCHEDULE_COLORS.get(s, OKABE_ITO["sky blue"]) for s in names}
     shown = table.dropna(subset=["worst_idle"])
     values = sorted(set(shown[vary]))
     width = 0.8 / max(len(names), 1)

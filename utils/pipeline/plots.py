@@ -20,6 +20,7 @@ from utils.figures import (
     DIRECTION_LABELS,
     EDGE_COLOR,
     KIND_COLORS,
+    OKABE_ITO,
     SCHEDULE_COLORS,
     png_from_rgba,
 )
@@ -444,7 +445,7 @@ def plot_idle_bars(timelines_by_schedule: Mapping[str, Timeline], ax: Axes | Non
     if ax is None:
         _, ax = plt.subplots(figsize=(10, 4), layout="constrained")
     names = list(timelines_by_schedule)
-    palette = {n: SCHEDULE_COLORS.get(n.split()[0].lower(), "#56B4E9") for n in names}
+    palette = {n: SCHEDULE_COLORS.get(n.split()[0].lower(), OKABE_ITO["sky blue"]) for n in names}
     sns.barplot(data=frame, x="rank", y="idle", hue="schedule", hue_order=names, palette=palette, ax=ax,
                 edgecolor=EDGE_COLOR, linewidth=0.5, saturation=1.0)
     units = sorted(set(frame["time_unit"])) or ["time units"]

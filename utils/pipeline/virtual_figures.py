@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
-from utils.figures import EDGE_COLOR, SCHEDULE_COLORS
+from utils.figures import EDGE_COLOR, GREYS, SCHEDULE_COLORS
 from utils.pipeline.registry import make_schedule
 
 
@@ -46,7 +46,7 @@ def plot_placements(n_ranks: int = 4, names: Sequence[str] = ("1f1b", "interleav
         ax.set_xticks(range(len(route)))
         ax.set_xlabel("stage along the route (forward: left to right)")
         ax.set_title(f"{name}: {len(route)} stages, {hops} messages\nper micro-batch each way", fontsize=10)
-        ax.grid(axis="y", color="#E0E0E0", zorder=0)
+        ax.grid(axis="y", color=GREYS["light grey"], zorder=0)
     axes[0, 0].set_ylabel("rank holding the stage")
     fig.suptitle(f"Where the stages live on {n_ranks} ranks (solid: a message; dotted: same rank, no message)",
                  fontsize=11)

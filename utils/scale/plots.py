@@ -11,7 +11,7 @@ from matplotlib import pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from utils.figures import EDGE_COLOR, KIND_COLORS, SCHEDULE_COLORS
+from utils.figures import EDGE_COLOR, KIND_COLORS, OKABE_ITO, SCHEDULE_COLORS
 
 STEP_PARTS = {
     "compute_s": ("compute (F, B, W of its chunks)", KIND_COLORS["B"], ""),
@@ -20,11 +20,11 @@ STEP_PARTS = {
 }
 # Okabe-Ito colours again; here they stand for kinds of bytes, told apart by the legend and by hatching.
 MEMORY_PARTS = {
-    "weights": ("BF16 weights", "#0072B2", ""),
-    "gradients": ("FP32 gradients", "#56B4E9", ".."),
-    "master_weights": ("FP32 master weights (ZeRO-1 shard)", "#E69F00", ""),
-    "optimizer_moments": ("Adam moments (ZeRO-1 shard)", "#F0E442", "xx"),
-    "activations": ("cached activations (peak)", "#CC79A7", "//"),
+    "weights": ("BF16 weights", OKABE_ITO["blue"], ""),
+    "gradients": ("FP32 gradients", OKABE_ITO["sky blue"], ".."),
+    "master_weights": ("FP32 master weights (ZeRO-1 shard)", OKABE_ITO["orange"], ""),
+    "optimizer_moments": ("Adam moments (ZeRO-1 shard)", OKABE_ITO["yellow"], "xx"),
+    "activations": ("cached activations (peak)", OKABE_ITO["reddish purple"], "//"),
 }
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 
-from utils.figures import figure_png
+from utils.figures import OKABE_ITO, figure_png
 from utils.view import View
 
 SLIDER_STYLE = {"description_width": "90px"}
@@ -23,7 +23,7 @@ CONTROL_LAYOUT = widgets.Layout(width="320px")
 
 def error_html(message: str) -> str:
     """The message of a bad setting, as the widgets show it."""
-    return ("<div style='border-left:4px solid #D55E00;padding:6px 10px;background:#fff4ec'>"
+    return (f"<div style='border-left:4px solid {OKABE_ITO['vermillion']};padding:6px 10px;background:#fff4ec'>"
             f"<b>This combination is not allowed.</b><br>{html.escape(message)}</div>")
 
 
