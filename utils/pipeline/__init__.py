@@ -4,7 +4,8 @@
     generators   naive, GPipe, 1F1B, 1F1B-overlap, ZB1P, DualPipe, DualPipeV...: one function per schedule
     validation   the validator: is a schedule runnable? (messages name the rank, the action and the rule)
     registry     names -> generators (``make_schedule``), and ``python -m utils.schedules``
-    costs        CostModel: how long F, B, I, W, F&B and the all-to-all take
+    costs        CostModel: how long F, B, I, W, F&B, F&I and the all-to-all take (``duration``: the one rule
+                 the simulator and paced execution use)
     timeline     Timeline: what each rank did and when (the common result of simulator and executor), and
                  its time budget: compute + exposed communication + idle = makespan, per rank
     simulate     the event-driven simulator, and ``python -m utils.simulate``
