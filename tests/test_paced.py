@@ -2,6 +2,18 @@
 
 The benchmark (benchmarks/bench_execute.py) holds the 5% target at 4 ranks; these tests use loose bounds
 that hold on two busy cores.
+
+Why the worst-idle bound allows for late starts: a paced action ends at its scheduled time, but it can only
+start when its rank gets the CPU back (after a sleep, a received message, the executor's own Python work).
+Each late start shortens that action's measured interval and shows up as extra idle time on its rank. On a
+quiet machine late starts are hundredths of a millisecond; on two cores shared with other work a rank now
+and then waits milliseconds for the CPU, which alone broke the fixed 5 ms bound on the worst idle (this made
+test_measured_idle_tracks_simulated[dualpipe] flaky). So the test measures the late starts of the run
+(``late_starts``: how much shorter each measured interval is than its paced duration), keeps the quietest
+of up to three runs, and allows the worst rank's own late starts on top of the original bound. Two
+assertions keep it meaningful: the late starts of every rank stay below a tenth of the step (the
+executor's overhead is small), and the step time matches the simulator to 10% (the critical path is
+right), so idle time the schedule does not explain still fails.
 """
 
 from __future__ import annotations
@@ -37,17 +49,44 @@ def cluster4():
         yield cluster
 
 
+#: A run whose actions started late by less than this in total (all ranks) counts as undisturbed.
+QUIET_MS = 5.0
+
+
+def late_starts(measured, costs) -> list[float]:
+    """Per rank, the total of how much shorter each measured interval is than its paced duration."""
+    pacing = pacing_from_costs(costs, UNIT_MS)
+    return [sum(max(0.0, pacing.duration_ms(iv.action) - iv.duration) for iv in row)
+            for row in measured.intervals]
+
+
+def quietest_run(cluster, schedule, costs, tries: int = 3):
+    """The measured timeline of the least disturbed of up to ``tries`` paced runs, and its late starts."""
+    best, best_late = None, None
+    for _ in range(tries):
+        measured = execute(cluster, schedule, mlp_spec(), paced=costs, unit_ms=UNIT_MS).timeline
+        late = late_starts(measured, costs)
+        if best is None or sum(late) < sum(best_late):
+            best, best_late = measured, late
+        if sum(late) <= QUIET_MS:
+            break
+    return best, best_late
+
+
 @pytest.mark.parametrize("name", ["1f1b", "zb1p", "dualpipe"])
 def test_measured_idle_tracks_simulated(cluster4, name):
     costs = CostModel(F=1, B=2, W=1, FB=2.5)
     schedule = make_schedule(name, 4, 8)
     simulated = simulate(schedule, costs)
-    measured = execute(cluster4, schedule, mlp_spec(), paced=costs, unit_ms=UNIT_MS).timeline
+    measured, late = quietest_run(cluster4, schedule, costs)
     sim_idle, sim_span = simulated.worst_idle * UNIT_MS, simulated.makespan * UNIT_MS
-    print(f"{name}: worst idle {measured.worst_idle:.1f} ms measured, {sim_idle:.1f} ms simulated; "
-          f"step {measured.makespan:.1f} ms vs {sim_span:.1f} ms")
+    worst = max(range(4), key=measured.idle)
+    print(f"{name}: worst idle {measured.worst_idle:.1f} ms measured (rank {worst}, late starts "
+          f"{late[worst]:.1f} ms), {sim_idle:.1f} ms simulated; step {measured.makespan:.1f} ms vs "
+          f"{sim_span:.1f} ms")
+    assert max(late) < 0.1 * sim_span  # the executor's own overhead stays small
     assert measured.makespan == pytest.approx(sim_span, rel=0.1)
-    assert measured.worst_idle == pytest.approx(sim_idle, rel=0.3, abs=5.0)
+    assert abs(measured.worst_idle - sim_idle) <= max(0.3 * sim_idle, 5.0) + late[worst]
     # Every rank is busy for about the cost model's total (actions never end before their duration).
     for r in range(4):
         assert measured.busy(r) == pytest.approx(simulated.busy(r) * UNIT_MS, rel=0.1)

@@ -102,7 +102,8 @@ def routing_cases(draw):
     k = draw(st.integers(1, n_experts))
     max_nodes = draw(st.integers(math.ceil(k / per_node), n_nodes))
     tokens = draw(st.integers(1, 5))
-    unit = st.floats(0.0, 1.0, allow_nan=False, width=32)
+    # Affinities are sigmoid outputs: in (0, 1], never exactly 0 (gates divide by their sum).
+    unit = st.floats(2.0**-20, 1.0, allow_nan=False, width=32)
     affinity = torch.tensor(draw(st.lists(st.lists(unit, min_size=n_experts, max_size=n_experts),
                                           min_size=tokens, max_size=tokens)))
     bias = None

@@ -11,8 +11,9 @@ Subpackages by concept (each ``__init__`` says what lives there and what it may 
     widgets/    controls wired to the pure functions above (only wiring)
 
 Course level: ``checks`` (exercise self-checks), ``capstone`` (the recipe dashboard and the claims map) with
-``capstone_figure`` (its four panels). Ground: ``figures`` (the palette), ``view`` (``View``: what a widget
-shows, returned by the pure functions behind the widgets).
+``capstone_figure`` (its four panels) and ``recipe`` (its configuration). Ground: ``figures`` (the palette),
+``view`` (``View``: what a widget shows, returned by the pure functions behind the widgets). Below all:
+``inputs`` (the argument checks and size limits every module shares).
 Command lines: ``python -m utils.schedules``, ``utils.simulate``, ``utils.execute``, ``utils.launch``, ``utils.scale``.
 Layers (arrows point down only; enforced by import-linter, ``make lint``):
 
@@ -20,7 +21,8 @@ Layers (arrows point down only; enforced by import-linter, ``make lint``):
     checks, capstone, scale       course level (scale reads the simulator)
     pipeline.executor             runs schedules on the cluster (never imports the simulator)
     pipeline, moe, fp8            the models of the course
-    cluster, figures, view        ground: no imports of the kit
+    cluster, figures, view        ground: no imports of the kit but ``inputs``
+    inputs                        below all: the argument checks and size limits every module shares
 
 Pipelines: a ``Schedule`` (pipeline.schedule) is what each rank will do; a ``Timeline`` (pipeline.timeline)
 is what each rank did and when. The simulator and the executor both turn the first into the second.

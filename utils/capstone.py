@@ -22,14 +22,15 @@ English in lessons/claims.md) against these measurements.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import torch
 
 from utils.capstone_figure import plot_dashboard
+from utils import figures
+from utils import inputs as arg
 from utils.fp8.explore import outlier_activations, quantization_table
 from utils.fp8.formats import ACTIVATION_GRANULARITIES, get_format
 from utils.moe.expert_parallel import (
@@ -42,91 +43,13 @@ from utils.moe.expert_parallel import (
 )
 from utils.moe.routing import route
 from utils.pipeline.compare import comparison_table
-from utils.pipeline.costs import CostModel
 from utils.pipeline.registry import CHUNKS_PER_RANK, COMPARED_SCHEDULES
+from utils.recipe import PRESETS, RecipeConfig  # noqa: F401 - the dashboard's configuration, by its old name
 from utils.view import View
 
 SCHEDULES = COMPARED_SCHEDULES
 #: The activation granularities the dashboard compares (utils.fp8.formats).
 GRANULARITIES = ACTIVATION_GRANULARITIES
-
-
-@dataclass(frozen=True)
-class RecipeConfig:
-    """One configuration of the recipe. Costs are per pipeline stage, in simulated time units.
-
-    `comm_ratio` is the expert all-to-all time of one chunk (dispatch + combine) over its forward compute F.
-    `ep_ranks` GPUs in `nodes` nodes hold `experts` routed experts; each token picks `top_k` of them on at
-    most `node_cap` nodes. `d_model` sets the bytes per token. `outlier` multiplies a few activation channels.
-    """
-
-    pp: int = 16
-    microbatches: int = 64
-    F: float = 1.0
-    B: float = 2.0
-    W: float = 1.0
-    FB: float = 3.0
-    comm_ratio: float = 1.0
-    ep_ranks: int = 64
-    nodes: int = 8
-    experts: int = 256
-    top_k: int = 8
-    node_cap: int = 4
-    d_model: int = 7168
-    tokens_per_rank: int = 32
-    outlier: float = 1000.0
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.comm_ratio < 0 or math.isnan(self.comm_ratio):
-            raise ValueError(
-                f"comm_ratio is communication time over compute time, so it is >= 0; got {self.comm_ratio}."
-            )
-        if self.ep_ranks % self.nodes:
-            raise ValueError(
-                f"{self.ep_ranks} expert-parallel GPUs do not fill {self.nodes} equal nodes: "
-                f"ep_ranks must be a multiple of nodes."
-            )
-        if not 1 <= self.node_cap <= self.nodes:
-            raise ValueError(
-                f"node_cap M = {self.node_cap} must lie in 1..{self.nodes}: a token cannot use "
-                f"more nodes than there are."
-            )
-
-    @property
-    def costs(self) -> CostModel:
-        """Stage costs with the all-to-all split evenly into dispatch and combine."""
-        a2a = self.comm_ratio * self.F
-        return CostModel(F=self.F, B=self.B, W=self.W, FB=self.FB, dispatch=a2a / 2, combine=a2a / 2)
-
-    @property
-    def comm_label(self) -> str:
-        """What the model charges, in words: the all-to-all of one chunk against a forward's and a backward's
-        compute (a backward sends as much as a forward but computes B, not F)."""
-        a2a = self.comm_ratio * self.F
-        return (f"all-to-all {a2a:g} per chunk: comm:compute {a2a / self.F:.3g}:1 in a forward, "
-                f"{a2a / self.B:.3g}:1 in a backward")
-
-
-PRESETS: dict[str, RecipeConfig] = {
-    # The report: 16-way pipeline, 64-way expert parallelism over 8 nodes, 256 routed experts, 8 per token
-    # on at most 4 nodes, hidden size 7168, computation : communication about 1 : 1 (Sec. 3.2.1).
-    "DeepSeek-V3 (report)": RecipeConfig(),
-    # A classroom-sized version of the same recipe: the toy MoE's scale from notebooks 01-02.
-    "classroom (small)": RecipeConfig(
-        pp=4,
-        microbatches=8,
-        ep_ranks=8,
-        nodes=4,
-        experts=16,
-        top_k=4,
-        node_cap=2,
-        d_model=64,
-        tokens_per_rank=64,
-    ),
-    # Communication twice as expensive as compute: where the article says DualPipe matters most.
-    "slow network (2x comm)": RecipeConfig(comm_ratio=2.0),
-}
 
 
 #: The dashboard's three tables, by title (the widget shows them in this order).
@@ -168,7 +91,7 @@ def pipeline_table(config: RecipeConfig) -> pd.DataFrame:
     stages are half that size (they cut the model in 2 PP), so on the same devices they hold 1x the
     parameters; Table 2's "2x" for DualPipeV compares it, on PP/2 devices, with 1F1B on PP devices.
     """
-    costs = config.costs
+    costs = _config(config, "pipeline_table").costs
     table = comparison_table([config.pp], config.microbatches, costs, vary="ranks", schedules=SCHEDULES)
     no_comm = comparison_table([config.pp], config.microbatches, replace(costs, dispatch=0.0, combine=0.0),
                                vary="ranks", schedules=SCHEDULES)
@@ -190,6 +113,9 @@ def routed_experts(config: RecipeConfig, max_nodes: int) -> list[torch.Tensor]:
     Affinities are sigmoid of standard normal logits: an untrained router. A trained one concentrates
     tokens on fewer nodes, so these bytes are an upper estimate for the uncapped case.
     """
+    _config(config, "routed_experts")
+    arg.whole(max_nodes, "max_nodes", low=1, high=config.nodes, where="routed_experts",
+              why=f"a token uses 1..{config.nodes} nodes")
     generator = torch.Generator().manual_seed(config.seed)
     logits = torch.randn(config.ep_ranks * config.tokens_per_rank, config.experts, generator=generator)
     expert_idx, _ = route(torch.sigmoid(logits), config.top_k, n_nodes=config.nodes, max_nodes=max_nodes)
@@ -213,6 +139,7 @@ def node_cap_table(config: RecipeConfig) -> pd.DataFrame:
     FP8 (E4M3 with one FP32 scale per 1x128 tile) where the report sends FP8 (`FP8_PARTS`: the dispatch and
     the activation gradient before the down-projection), the combines in BF16.
     """
+    _config(config, "node_cap_table")
     layout = ExpertLayout(config.experts, config.ep_ranks, config.ep_ranks // config.nodes)
     per_node = config.experts // config.nodes
     n_tokens = config.ep_ranks * config.tokens_per_rank
@@ -246,6 +173,7 @@ def node_cap_table(config: RecipeConfig) -> pd.DataFrame:
 
 def fp8_table(config: RecipeConfig) -> pd.DataFrame:
     """E4M3 quantisation error of activations with outlier channels, per scaling granularity."""
+    _config(config, "fp8_table")
     x, mask = outlier_activations(rows=64, cols=512, outlier=config.outlier, seed=config.seed)
     table = quantization_table(x, mask, "e4m3", GRANULARITIES)
     keep = ["mean_rel_error", "nonoutlier_rel_error", "flushed_to_zero", "calc_diff"]
@@ -254,6 +182,8 @@ def fp8_table(config: RecipeConfig) -> pd.DataFrame:
 
 def bytes_per_value(granularity: str = "tile1x128") -> dict[str, float]:
     """Bytes per value moved or stored: BF16, and FP8 E4M3 plus its share of one FP32 scale per group."""
+    arg.choice(granularity, "granularity", ("tensor", "row", "tile1x128", "block128x128", "mx1x32"),
+               where="bytes_per_value")
     group = {"tile1x128": 128, "block128x128": 128 * 128, "mx1x32": 32}.get(granularity)
     scale = 0.0 if group is None else (1 if granularity == "mx1x32" else 4) / group
     fp8 = get_format("e4m3").dtype.itemsize + scale
@@ -312,8 +242,18 @@ def recipe_dashboard(config: RecipeConfig | None = None, plot: bool = True, **ov
     whose `error` states the rule instead of raising, so the widget can show it.
     """
     try:
-        config = replace(config or PRESETS["DeepSeek-V3 (report)"], **overrides)
-        pipe, cap, fp8 = pipeline_table(config), node_cap_table(config), fp8_table(config)
+        config = _config(config, "recipe_dashboard")
+        unknown = sorted(set(overrides) - set(RecipeConfig.__dataclass_fields__))
+        if unknown:
+            raise arg.InputTypeError(f"recipe_dashboard has no setting {', '.join(unknown)}; the settings are "
+                                     f"{', '.join(RecipeConfig.__dataclass_fields__)}.")
+        config = replace(config, **overrides)
+        arg.flag(plot, "plot", where="recipe_dashboard")
+        pipe = pipeline_table(config)
+        failed = [s for s in ("1f1b", "dualpipe") if pipe.loc[s, "note"]]
+        if failed:  # the dashboard compares DualPipe with 1F1B: without either row it would show NaN
+            raise arg.InputError(pipe.loc[failed[0], "note"])
+        cap, fp8 = node_cap_table(config), fp8_table(config)
     except ValueError as error:
         return DashboardView(error=str(error))
     figure = plot_dashboard(config, pipe, cap, fp8) if plot else None
@@ -357,7 +297,7 @@ def claims_table(config: RecipeConfig | None = None) -> pd.DataFrame:
     of the MoE (report Sec. 2.1.2) and FP8 a separate precision technique (Sec. 3.3); neither is part of the
     DualPipe schedule (Sec. 3.2.1).
     """
-    config = config or PRESETS["DeepSeek-V3 (report)"]
+    config = _config(config, "claims_table")
     by_ratio = {r: pipeline_table(replace(config, comm_ratio=r)) for r in (0.0, 1.0, 2.0)}
     step = {r: t["makespan"] for r, t in by_ratio.items()}
     vs_plain = {r: s["dualpipe"] / s["1f1b"] for r, s in step.items()}
@@ -416,3 +356,9 @@ def claims_table(config: RecipeConfig | None = None) -> pd.DataFrame:
             "verdict": verdicts,
         }
     )
+
+
+def _config(config, where: str) -> RecipeConfig:
+    """``config`` (None: the report's preset) if it is a RecipeConfig."""
+    config = PRESETS["DeepSeek-V3 (report)"] if config is None else config
+    return arg.instance(config, "config", RecipeConfig, "a RecipeConfig (capstone.PRESETS)", where=where)

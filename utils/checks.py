@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from utils import inputs as arg
+
 _MAX_SHOWN = 300  # characters of a value shown in a "yours vs expected" report
 
 
@@ -64,8 +66,25 @@ def check(
     "yours vs expected" lines with its own words (a puzzle's grader: it says what is wrong without printing
     the solution), and adds them after a pass.
     """
+    where = "check"
     if inputs is not None and not callable(reference):
-        raise ValueError("check(): with `inputs`, the reference must be a function to call on each input")
+        raise arg.InputError("check(): with `inputs`, the reference must be a function to call on each input")
+    if inputs is not None and not callable(answer):
+        arg.fail("answer", "your function (not its result): check() calls it on each of the inputs", answer,
+                 where=where, error=arg.InputTypeError)
+    if inputs is not None:
+        arg.sequence(inputs, "inputs", where=where, why="a list of cases, each a tuple of arguments")
+    arg.text(name, "name", where=where)
+    for label, fn in (("compare", compare), ("show", show), ("explain", explain)):
+        if fn is not None and not callable(fn):
+            arg.fail(label, "a function (or None)", fn, where=where, error=arg.InputTypeError)
+    hints = arg.sequence(hints, "hints", where=where, nonempty=False)
+    for text in hints:
+        arg.instance(text, "every hint", str, "a string", where=where)
+    if not isinstance(hint, bool):
+        arg.whole(hint, "hint", low=0, where=where, why="True for the first hint, or how many hints to show")
+    rtol = arg.real(rtol, "rtol", low=0, where=where, why="a relative tolerance cannot be negative")
+    atol = arg.real(atol, "atol", low=0, where=where, why="an absolute tolerance cannot be negative")
     cases: list[tuple | None] = (
         [tuple(c) if isinstance(c, (tuple, list)) else (c,) for c in inputs] if inputs is not None else [None]
     )
@@ -137,6 +156,12 @@ def check_puzzle(puzzle: Any, answer: Callable[[], Any], *, hint: bool | int = F
     solution) and says, in words, what is wrong, without printing the solution; ``hint=1``, 2, 3 climbs the
     puzzle's hint ladder; on a wrong answer ``puzzle.show`` draws the learner's design.
     """
+    if not all(hasattr(puzzle, name) for name in ("goal", "title", "hints", "grade", "show")):
+        arg.fail("puzzle", "a puzzle of utils.pipeline.puzzles (e.g. PUZZLES['deadlock'])", puzzle,
+                 where="check_puzzle", error=arg.InputTypeError)
+    if not callable(answer):
+        arg.fail("answer", "your function that returns your design (not the design itself)", answer,
+                 where="check_puzzle", error=arg.InputTypeError)
     return check(answer, lambda: puzzle.goal, name=puzzle.title, inputs=[()], hints=puzzle.hints, hint=hint,
                  compare=lambda yours, _goal: puzzle.grade(yours).passed,
                  explain=lambda yours, _goal: puzzle.grade(yours).message, show=puzzle.show)

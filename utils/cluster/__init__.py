@@ -7,7 +7,7 @@
     jobs        small demonstration jobs (ring, all-to-all, ...)
     launch      the same jobs under torchrun (``python -m utils.launch``)
 
-May import: torch, psutil. Nothing else of the kit (ground layer).
+May import: torch, psutil, and of the kit only ``utils.inputs`` (the shared checks; ground layer).
 ``from utils.cluster import SimulatedCluster`` works as it always did.
 """
 

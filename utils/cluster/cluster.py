@@ -56,10 +56,10 @@ from pathlib import Path
 from utils.cluster.inputs import (
     BACKENDS,
     MAX_WORLD_SIZE,
-    _check_backend,
-    _check_timeout,
-    _check_world_size,
+    check_backend,
     check_job,
+    check_timeout,
+    check_world_size,
     resolve_job,
 )
 from utils.cluster.processes import _describe_exit, _RankFactory, _RankGroup, _ranks_text
@@ -116,10 +116,10 @@ class SimulatedCluster:
 
     def __init__(self, world_size: int, backend: str = "gloo", timeout: float = 60.0,
                  start_timeout: float = 120.0):
-        self._world_size = _check_world_size(world_size)
-        self._backend = _check_backend(backend, self._world_size)
-        self._timeout = _check_timeout(timeout, "timeout")
-        self._start_timeout = _check_timeout(start_timeout, "start_timeout")
+        self._world_size = check_world_size(world_size)
+        self._backend = check_backend(backend, self._world_size)
+        self._timeout = check_timeout(timeout, "timeout")
+        self._start_timeout = check_timeout(start_timeout, "start_timeout")
         if os.name != "posix":
             raise RuntimeError("SimulatedCluster needs a POSIX system (Linux or macOS); on Windows use WSL.")
         self._lock = threading.Lock()
@@ -152,8 +152,9 @@ class SimulatedCluster:
 
     @property
     def running(self) -> bool:
-        """True while rank processes are up (False after close() or after a fault, until the next run)."""
-        return self._group is not None and not self._group.stopped
+        """True while every rank process is up (False after close(), after a fault until the next run, and
+        as soon as the cluster learns that a rank or its factory died between jobs)."""
+        return self._group is not None and not self._group.stopped and not self._group.dead()
 
     @property
     def pids(self) -> list[int]:
@@ -223,7 +224,7 @@ class SimulatedCluster:
         them again. (`timeout` belongs to `run`: a job cannot receive a keyword argument of that name.)
         """
         spec = check_job(fn)
-        timeout = self._timeout if timeout is None else _check_timeout(timeout, "timeout")
+        timeout = self._timeout if timeout is None else check_timeout(timeout, "timeout")
         try:
             payload = pickle.dumps((args, kwargs))
         except Exception as exc:
@@ -232,7 +233,7 @@ class SimulatedCluster:
                              f"{type(exc).__name__}: {exc}") from None
         with self._lock:
             self._check_open()
-            if not self.running:
+            if self._group is None or self._group.stopped:  # stopped after a fault (or never started)
                 self._start()
             group = self._group
             try:
@@ -245,14 +246,23 @@ class SimulatedCluster:
 
     def _run_job(self, group: _RankGroup, spec: str, payload: bytes, timeout: float) -> list:
         n = self._world_size
-        for conn in group.conns:
-            conn.send(("job", spec, payload))
-        deadline = time.monotonic() + timeout
-        pending = set(range(n))
         # rank -> ("ok", result bytes, out, err) or ("error", summary, traceback, out, err)
         done: dict[int, tuple] = {}
         died: dict[int, int | None] = {}
+        gone = group.dead()
+        if gone:  # a rank (or the factory) died since the last job: say so rather than send it work
+            raise _fault(group, spec, timeout, [], gone, set(), done, before_start=True)
         first_fault: float | None = None
+        pending = set(range(n))
+        for rank, conn in enumerate(group.conns):
+            try:
+                conn.send(("job", spec, payload))
+            except OSError:  # its end of the pipe is closed: the rank is dead
+                died[rank] = group.exit_code(rank)
+                pending = set(range(rank))  # the ranks after it never got the job: nothing to wait for
+                first_fault = time.monotonic()
+                break
+        deadline = time.monotonic() + timeout
         while pending:
             now = time.monotonic()
             stop_at = deadline if first_fault is None else min(deadline, first_fault + _FAULT_GRACE_S)
@@ -296,13 +306,21 @@ def _echo(done: dict[int, tuple]) -> None:
 
 
 def _fault(group: _RankGroup, spec: str, timeout: float, raised: list[int], died: dict[int, int | None],
-           pending: set[int], done: dict[int, tuple]) -> RankError:
-    """Build the error for a failed job. Its first line names the failed ranks and how they failed."""
+           pending: set[int], done: dict[int, tuple], before_start: bool = False) -> RankError:
+    """Build the error for a failed job. Its first line names the failed ranks and how they failed; then
+    come the ranks that did not finish with the last progress they noted, and what dead ranks printed."""
     tracebacks = {rank: done[rank][2] for rank in raised}
     by_summary: dict[str, list[int]] = {}  # ranks that raised, grouped by what they raised
     for rank in raised:
         by_summary.setdefault(done[rank][1], []).append(rank)
-    causes = [f"rank {rank} {_describe_exit(died[rank])}" for rank in sorted(died)]
+    factory_gone = bool(died) and not group.factory.alive
+    when = " between jobs, before this one started" if before_start else ""
+    if factory_gone:
+        how = _describe_exit(group.factory.proc.poll())
+        causes = [f"{_ranks_text(died)} died{when}: the rank factory process (the helper that starts "
+                  f"the ranks) {how}, and its ranks end with it"]
+    else:
+        causes = [f"rank {rank} {_describe_exit(died[rank])}{when}" for rank in sorted(died)]
     if died and raised:
         # Errors on the survivors are echoes of the death (a collective lost a member): name them, but keep
         # their tracebacks in `.tracebacks` rather than burying the cause under them.
@@ -316,19 +334,35 @@ def _fault(group: _RankGroup, spec: str, timeout: float, raised: list[int], died
             text += f"\n{_ranks_text(pending)} had not finished and were stopped"
     else:
         error_type, failed = RankTimeoutError, tuple(sorted(pending))
-        text = f"{spec}: {_ranks_text(pending)} did not finish within {timeout:g} s"
-        if done:
-            text += f" ({_ranks_text(done)} finished)"
-    if died and group.factory.dead:
+        finished = f"{_ranks_text(done)} finished" if done else "no rank finished"
+        text = f"{spec}: {_ranks_text(pending)} did not finish within {timeout:g} s ({finished})"
+    unfinished = sorted(set(pending) | set(died))
+    notes = {rank: note for rank in unfinished if (note := group.progress(rank))}
+    located = group.where(sorted(pending)) if pending and group.factory.alive else {}
+    doing = {rank: "; ".join(part for part in (notes.get(rank) and f"last noted {notes[rank]}",
+                                               located.get(rank) and f"now {located[rank]}") if part)
+             for rank in unfinished}
+    if factory_gone and not before_start:
         text += "\nThe rank factory process had died, and its ranks with it."
     text += "\nAll rank processes were stopped; the next run() starts fresh ones."
-    for rank in sorted(died):
-        tail = group.log_tail(rank)
-        tracebacks[rank] = f"rank {rank} {_describe_exit(died[rank])}{tail}"
-        text += tail
+    if any(doing.values()):
+        text += "\nWhat each unfinished rank was doing:" + "".join(
+            f"\n  rank {rank}: {what}" for rank, what in doing.items() if what)
+    for rank in sorted(set(pending) | set(died)):
+        printed = group.output(rank)
+        state = f"rank {rank} {_describe_exit(died[rank])}" if rank in died else f"rank {rank} did not finish"
+        tracebacks[rank] = state + (f"; {doing[rank]}" if doing[rank] else "")
+        if printed:
+            part = f"\n--- what rank {rank} printed during the job ---\n{printed}"
+            tracebacks[rank] += part
+            if rank in died:
+                text += part
+        if rank in died and not factory_gone:
+            tail = group.log_tail(rank)
+            tracebacks[rank] += tail
+            text += tail
     if not died:
         for ranks in by_summary.values():
             same = f" (the same error as {_ranks_text(ranks[1:])})" if len(ranks) > 1 else ""
             text += f"\n\n--- traceback from rank {ranks[0]}{same} ---\n{tracebacks[ranks[0]].rstrip()}"
     return error_type(text, ranks=failed, tracebacks=tracebacks, job=spec)
-

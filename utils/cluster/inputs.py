@@ -12,9 +12,11 @@ import numbers
 from collections.abc import Callable
 from typing import Any
 
+from utils import inputs as arg
+
 #: Each rank is a process with its own copy of torch (a few hundred MB of memory and about a second of
-#: start-up), so a laptop runs out long before a real cluster would.
-MAX_WORLD_SIZE = 32
+#: start-up), so a laptop runs out long before a real cluster would (one of the course's limits).
+MAX_WORLD_SIZE = arg.MAX_WORLD_SIZE
 #: gloo runs on CPUs (every machine); nccl needs one CUDA GPU per rank.
 BACKENDS = ("gloo", "nccl")
 
@@ -23,20 +25,33 @@ BACKENDS = ("gloo", "nccl")
 
 def resolve_job(spec: str) -> Callable:
     """Import and return the function named by `module:qualname` (what each rank does with a job)."""
+    if not isinstance(spec, str):
+        raise arg.InputTypeError(f"a job is named by a string 'module:function' (e.g. 'utils.cluster.jobs:ring_demo'); "
+                                 f"got {arg.describe(spec)}")
     module_name, sep, qualname = spec.partition(":")
     if not sep or not module_name or not qualname:
-        raise ValueError("a job is named 'module:function' (e.g. 'utils.cluster.jobs:ring_demo'); "
-                         f"got {spec!r}")
-    obj: Any = importlib.import_module(module_name)
+        raise arg.InputError("a job is named 'module:function' (e.g. 'utils.cluster.jobs:ring_demo'); "
+                             f"got {spec!r}")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise arg.InputError(f"cannot import the job's module {module_name!r} ({exc}): a job is named "
+                             "'module:function' with a module the ranks can import, e.g. "
+                             "'utils.cluster.jobs:ring_demo'") from None
     for part in qualname.split("."):
+        if not hasattr(obj, part):
+            raise arg.InputError(f"{module_name} has no {qualname!r}: the job {spec!r} names a function that "
+                                 "does not exist")
         obj = getattr(obj, part)
+    if not callable(obj):
+        raise arg.InputError(f"{spec!r} is not a function: a job is a function every rank calls")
     return obj
 
 
 def check_job(fn: Callable) -> str:
     """Return `fn`'s `module:qualname` if rank processes can import it; else raise ValueError saying why."""
     if not callable(fn):
-        raise ValueError(f"cluster.run needs a function to run on every rank, got {type(fn).__name__} {fn!r}")
+        raise arg.InputTypeError(f"cluster.run needs a function to run on every rank; got {arg.describe(fn)}")
     module = getattr(fn, "__module__", None)
     qualname = getattr(fn, "__qualname__", None)
     if module is None or qualname is None:
@@ -70,7 +85,7 @@ def check_job(fn: Callable) -> str:
 
 # ------------------------------------------------------------------------------------------ input checking
 
-def _check_world_size(world_size: Any) -> int:
+def check_world_size(world_size: Any) -> int:
     if isinstance(world_size, bool) or not isinstance(world_size, numbers.Integral):
         raise ValueError(f"world_size is the number of ranks, a whole number from 1 to {MAX_WORLD_SIZE}; "
                          f"got {world_size!r}")
@@ -79,13 +94,13 @@ def _check_world_size(world_size: Any) -> int:
         raise ValueError(f"world_size must be at least 1 (a cluster needs a rank to run on); "
                          f"got {world_size}")
     if world_size > MAX_WORLD_SIZE:
-        raise ValueError(f"world_size must be at most {MAX_WORLD_SIZE}: each simulated rank is a real "
+        raise ValueError(f"world_size must be at most {MAX_WORLD_SIZE} (MAX_WORLD_SIZE): each simulated rank is a real "
                          "process with its own copy of torch (a few hundred MB, about a second to start), "
                          f"so {world_size} would swamp this machine; got {world_size}")
     return world_size
 
 
-def _check_timeout(value: Any, name: str) -> float:
+def check_timeout(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} is a number of seconds greater than 0; got {value!r}")
     value = float(value)
@@ -95,7 +110,7 @@ def _check_timeout(value: Any, name: str) -> float:
     return value
 
 
-def _check_backend(backend: Any, world_size: int) -> str:
+def check_backend(backend: Any, world_size: int) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)} (gloo runs on CPUs, nccl on CUDA "
                          f"GPUs); got {backend!r}")

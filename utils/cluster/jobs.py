@@ -22,6 +22,8 @@ import time
 import torch
 import torch.distributed as dist
 
+from utils import inputs as arg
+
 REDUCE_OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
 
 
@@ -50,12 +52,19 @@ def echo(*args, **kwargs) -> tuple:
 
 def ring_next(rank: int, world_size: int) -> int:
     """The rank that `rank` sends to in a ring: the next one, wrapping from the last back to 0."""
+    rank, world_size = _rank_of(rank, world_size, "ring_next")
     return (rank + 1) % world_size
 
 
 def ring_prev(rank: int, world_size: int) -> int:
     """The rank that `rank` receives from in a ring: the previous one, wrapping from 0 to the last."""
+    rank, world_size = _rank_of(rank, world_size, "ring_prev")
     return (rank - 1) % world_size
+
+
+def _rank_of(rank, world_size, where: str) -> tuple[int, int]:
+    world_size = arg.whole(world_size, "world_size", low=1, where=where, why="a ring has at least one rank")
+    return arg.whole(rank, "rank", low=0, high=world_size - 1, where=where), world_size
 
 
 def ring_demo() -> int:
@@ -85,6 +94,7 @@ def ring_demo() -> int:
 
 def all_to_all_expected(rank: int, world_size: int) -> list[int]:
     """What `all_to_all_demo` returns on `rank`: chunk `rank` of every rank j, i.e. 10 * j + rank."""
+    rank, world_size = _rank_of(rank, world_size, "all_to_all_expected")
     return [10 * source + rank for source in range(world_size)]
 
 
@@ -105,10 +115,12 @@ def all_to_all_demo() -> list[int]:
 
 def all_reduce_reference(values: list[float], op: str = "sum") -> list[float]:
     """What every rank holds after an all-reduce of `values` (one number per rank) with `op`."""
-    if op not in REDUCE_OPS:
+    if not isinstance(op, str) or op not in REDUCE_OPS:
         raise ValueError(f"op must be one of {', '.join(REDUCE_OPS)}; got {op!r}")
+    values = arg.sequence(values, "values", where="all_reduce_reference", nonempty=False)
     if not values:
-        raise ValueError("values needs one number per rank, so at least one")
+        raise arg.InputError("values needs one number per rank, so at least one")
+    values = [arg.real(v, "every value", where="all_reduce_reference") for v in values]
     total = {"sum": sum, "max": max, "min": min}[op](values)
     return [total] * len(values)
 
@@ -120,10 +132,12 @@ def all_reduce_demo(values: list[float] | None = None, op: str = "sum") -> float
     hold the same sum.
     """
     rank, world_size = dist.get_rank(), dist.get_world_size()
-    if op not in REDUCE_OPS:
+    if not isinstance(op, str) or op not in REDUCE_OPS:
         raise ValueError(f"op must be one of {', '.join(REDUCE_OPS)}; got {op!r}")
-    if values is not None and len(values) != world_size:
-        raise ValueError(f"values needs one number per rank ({world_size}); got {len(values)}")
+    if values is not None and len(arg.sequence(values, "values", where="all_reduce_demo")) != world_size:
+        raise arg.InputError(f"values needs one number per rank ({world_size}); got {len(values)}")
+    if values is not None:
+        values = [arg.real(v, "every value", where="all_reduce_demo") for v in values]
     mine = float(rank + 1) if values is None else float(values[rank])
     tensor = torch.tensor([mine], dtype=torch.float64, device=rank_device())
     dist.all_reduce(tensor, op=REDUCE_OPS[op])
@@ -138,8 +152,8 @@ def ring_all_reduce_bytes_sent(num_bytes: int, world_size: int) -> float:
     The ring splits the tensor into n chunks; a reduce-scatter pass and an all-gather pass each forward
     n - 1 chunks. Dividing by a link bandwidth turns it into the time a real GPU link would need.
     """
-    if world_size < 1:
-        raise ValueError(f"world_size must be at least 1; got {world_size}")
+    world_size = arg.whole(world_size, "world_size", low=1, where="ring_all_reduce_bytes_sent")
+    num_bytes = arg.real(num_bytes, "num_bytes", low=0, where="ring_all_reduce_bytes_sent", why="a size")
     return 2 * (world_size - 1) / world_size * num_bytes
 
 
@@ -147,6 +161,8 @@ def ring_all_reduce_bytes_sent(num_bytes: int, world_size: int) -> float:
 
 def timed_all_reduce(numel: int = 1 << 20, repeats: int = 5) -> float:
     """Median wall-clock seconds this rank spends in an all-reduce of `numel` float32 numbers."""
+    numel = arg.whole(numel, "numel", low=1, high=arg.MAX_ELEMENTS, where="timed_all_reduce")
+    repeats = arg.whole(repeats, "repeats", low=1, high=1000, where="timed_all_reduce")
     tensor = torch.ones(numel, dtype=torch.float32, device=rank_device())
     dist.barrier()
     times = []
@@ -166,6 +182,8 @@ def timed_matmul(n: int = 256, repeats: int = 5) -> float:
     start-up cost. Each simulated rank runs torch on one thread; time the notebook's own process with
     `torch.set_num_threads(1)` too, or the comparison measures threads, not ranks.
     """
+    n = arg.whole(n, "n", low=1, high=4096, where="timed_matmul", why="an n x n matmul, seconds at most")
+    repeats = arg.whole(repeats, "repeats", low=1, high=1000, where="timed_matmul")
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=generator).to(rank_device())
     b = torch.randn(n, n, generator=generator).to(rank_device())
@@ -215,6 +233,37 @@ def hang_on_rank(bad_rank: int, seconds: float = 3600.0) -> int:
     if rank == bad_rank:
         time.sleep(seconds)
     return rank
+
+
+def stall_on_rank(bad_rank: int, seconds: float = 3600.0) -> int:
+    """`bad_rank` sleeps for `seconds` before a barrier that every rank enters: one stuck rank, the others
+    waiting for it. A timeout then says which rank is where (the stuck one in this function, the others in
+    the barrier)."""
+    rank = dist.get_rank()
+    if rank == bad_rank:
+        time.sleep(seconds)
+    dist.barrier()
+    return rank
+
+
+def exit_on_rank(bad_rank: int, code: int = 3) -> int:
+    """`bad_rank` prints two lines and ends its process with `os._exit(code)` (no clean-up, no goodbye);
+    the others wait in a barrier. What it printed still reaches the error."""
+    rank = dist.get_rank()
+    if rank == bad_rank:
+        print(f"rank {rank} is about to exit")
+        print(f"rank {rank} exits with code {code}", file=sys.stderr)
+        os._exit(code)
+    dist.barrier()
+    return rank
+
+
+def start_child(seconds: float = 600.0) -> int:
+    """Start a child process that sleeps for `seconds` and return its pid, leaving it running: it must end
+    with its rank (at `close()` or after a fault), not outlive it."""
+    import subprocess
+
+    return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({float(seconds)!r})"]).pid
 
 
 def kill_rank(bad_rank: int) -> int:

@@ -24,6 +24,7 @@ import sys
 import traceback
 from datetime import timedelta
 
+from utils import inputs as arg
 from utils.cluster.inputs import BACKENDS, resolve_job
 
 _TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -31,7 +32,7 @@ _TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTE
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line (see the module docstring); JSON arguments are checked here."""
-    parser = argparse.ArgumentParser(prog="torchrun --nproc-per-node N -m utils.launch",
+    parser = arg.ArgumentParser(prog="torchrun --nproc-per-node N -m utils.launch",
                                      description="Run a course job on every rank under torchrun.")
     parser.add_argument("job", help="the job to run, as module:function (e.g. utils.cluster.jobs:ring_demo)")
     parser.add_argument("--backend", choices=BACKENDS, default="gloo",
@@ -48,8 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--args and --kwargs must be JSON (a list and an object): {exc}")
     if not isinstance(args.args, list) or not isinstance(args.kwargs, dict):
         parser.error("--args must be a JSON list and --kwargs a JSON object")
-    if not args.timeout > 0:
-        parser.error(f"--timeout must be a number of seconds greater than 0; got {args.timeout}")
+    if not (args.timeout > 0 and args.timeout < float("inf")):
+        parser.error(f"--timeout must be a finite number of seconds greater than 0; got {args.timeout}")
     return args
 
 
@@ -64,14 +65,19 @@ def _call_captured(fn, args: list, kwargs: dict) -> tuple[bool, object, str, str
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Join the default process group from torchrun's environment, run the job, print results on rank 0."""
+    """Join the default process group from torchrun's environment, run the job, print results on rank 0.
+
+    Bad input (or no torchrun) gives exit status 2 and one line ``error: <the rule>``, before any group forms."""
+    return arg.run_command(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
+    fn = resolve_job(args.job)  # a job that cannot be found is refused before anything starts
     missing = [name for name in _TORCHRUN_VARIABLES if name not in os.environ]
     if missing:
-        print(f"utils.cluster.launch must be started by torchrun, which sets {', '.join(missing)}; for example\n"
-              f"  torchrun --nproc-per-node 4 -m utils.launch {args.job}", file=sys.stderr)
-        return 2
-    fn = resolve_job(args.job)
+        raise arg.InputError(f"utils.launch must be started by torchrun, which sets {', '.join(missing)}; for "
+                             f"example: torchrun --nproc-per-node 4 -m utils.launch {args.job}")
 
     import torch
     import torch.distributed as dist

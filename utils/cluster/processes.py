@@ -67,6 +67,30 @@ def _log_tail(path: Path, title: str, lines: int = 15) -> str:
     return f"\n--- last output of {title} ---\n" + "\n".join(text.splitlines()[-lines:]) if text else ""
 
 
+def _innermost(path: Path) -> str:
+    """From a faulthandler dump: "in f (file:line)", plus ", called from g (file:line)" for the innermost
+    frame of the job's own code when the innermost frame is in a library (torch) or the cluster's loop."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    frames = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("File "):  # File "/x/y.py", line 12 in name
+            where, _, name = line[5:].rpartition(" in ")
+            file, _, number = where.rpartition(", line ")
+            frames.append((name, f"{Path(file.strip(chr(34))).name}:{number}", file))
+    if not frames:
+        return ""
+    text = f"in {frames[0][0]} ({frames[0][1]})"
+    own = [f for f in frames if "site-packages" not in f[2] and not f[2].endswith("/utils/cluster/rank.py")
+           and "/lib/python" not in f[2]]
+    if own and own[0] is not frames[0]:
+        text += f", called from {own[0][0]} ({own[0][1]})"
+    return text
+
+
 def _child_environment() -> dict[str, str]:
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[2])
@@ -159,10 +183,11 @@ class _RankFactory:
         """Start a rank: the factory forks a child that runs `_rank_main(config, fd)`; return its pid."""
         return self.request({"op": "fork", "config": config}, fd)["pid"]
 
-    def signal(self, pids: list[int], sig: int) -> None:
+    def signal(self, pids: list[int], sig: int, group: bool = True) -> None:
+        """Send `sig` to the ranks `pids` (with `group`, to what their jobs started too)."""
         if pids and self.alive:
             with contextlib.suppress(RuntimeError):
-                self.request({"op": "signal", "pids": pids, "sig": int(sig)}, timeout=5.0)
+                self.request({"op": "signal", "pids": pids, "sig": int(sig), "group": group}, timeout=5.0)
 
     def wait_exits(self, pids: list[int], timeout: float) -> list[int]:
         """Wait up to `timeout` seconds for the ranks `pids` to end; return those still running."""
@@ -224,6 +249,8 @@ class _RankGroup:
                 parent_conn, child_conn = mp_connection.Pipe(duplex=True)
                 config = {"rank": rank, "world_size": world_size, "backend": backend, "port": self.store.port,
                           "timeout": timeout, "log": str(logdir / f"rank{rank}.log"),
+                          "note": str(self._path(rank, "note")), "output": str(self._path(rank, "out")),
+                          "stack": str(self._path(rank, "stack")),
                           "sys_path": [p for p in sys.path if isinstance(p, str)]}
                 self.conns.append(parent_conn)
                 self.pids.append(factory.fork(config, child_conn.fileno()))
@@ -255,6 +282,58 @@ class _RankGroup:
 
     def exit_code(self, rank: int) -> int | None:
         return self.factory.exit_code(self.pids[rank])
+
+    def _path(self, rank: int, kind: str) -> Path:
+        return self.logdir / f"rank{rank}.{kind}"
+
+    def where(self, ranks, wait_s: float = 0.5) -> dict[int, str]:
+        """Where each of `ranks` is in its Python code now, as "in f (file:line), called from g (...)".
+
+        Each rank dumps its stack (faulthandler, on SIGUSR1) into a file; this reads the innermost frame and
+        the innermost one of the job's own code (outside torch and the cluster's loop)."""
+        ranks = [r for r in ranks if self.pids[r] not in self.factory.exits]
+        for rank in ranks:
+            with contextlib.suppress(OSError):
+                self._path(rank, "stack").write_text("")
+        self.factory.signal([self.pids[r] for r in ranks], signal.SIGUSR1, group=False)
+        found: dict[int, str] = {}
+        deadline = time.monotonic() + wait_s
+        while len(found) < len(ranks) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            for rank in ranks:
+                if rank not in found and (text := _innermost(self._path(rank, "stack"))):
+                    found[rank] = text
+        return found
+
+    def progress(self, rank: int) -> str | None:
+        """The last note rank `rank` left in this job (`utils.cluster.rank.progress`), with its age."""
+        try:
+            raw = self._path(rank, "note").read_bytes().rstrip(b"\0").decode(errors="replace")
+        except OSError:
+            return None
+        stamp, sep, text = raw.partition("\t")
+        if not sep:
+            return None
+        try:
+            age = time.monotonic() - float(stamp)
+        except ValueError:
+            return text
+        return f"{text} ({age:.1f} s ago)"
+
+    def output(self, rank: int, lines: int = 20) -> str:
+        """The last `lines` lines rank `rank` printed during this job ("" if none)."""
+        try:
+            text = self._path(rank, "out").read_text(errors="replace").rstrip()
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def dead(self) -> dict[int, int | None]:
+        """Ranks that are gone, as far as the factory has reported (all of them if the factory is gone)."""
+        if not self.factory.alive:
+            return dict.fromkeys(range(self.world_size))
+        self.factory.pump(0)
+        return {rank: self.factory.exits[pid] for rank, pid in enumerate(self.pids) if pid in self.factory.exits}
 
     def ended(self) -> set[int]:
         """Ranks whose process has ended, as far as the factory has reported."""

@@ -4,11 +4,17 @@ The factory imports torch once and forks ranks on request, reaps them and report
 started by `utils.cluster.processes._RankFactory` as
 `python -c "import utils.cluster.rank as c; c._factory_main()" CONFIG`. A rank joins the process group, then
 runs jobs named `module:qualname` and sends back their results and what they printed.
+
+Each rank is the leader of its own process group, so processes a job starts end with their rank: the
+factory kills the group when it reaps the rank. What a job prints also goes, line by line, to a file the
+owner reads if the rank dies (an `os._exit` leaves no time to send it), and `progress(text)` leaves a note
+of what the rank is doing, which the owner quotes if the job hangs or the rank dies.
 """
 
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import io
 import json
 import os
@@ -27,6 +33,33 @@ from utils.cluster.inputs import resolve_job
 
 #: How often the factory and the ranks check that the process that started them is still alive.
 _WATCHDOG_PERIOD_S = 0.5
+#: Bytes of the progress note a rank keeps (the owner reads the file when a job hangs or a rank dies).
+_NOTE_BYTES = 512
+_files: dict[str, int] = {}  # in a rank: "note" and "output" -> file descriptors (absent elsewhere)
+
+
+def progress(text: str) -> None:
+    """Note what this rank is doing now (e.g. "action 3 of 12: 1F0, waiting for its input from rank 0").
+
+    The owner of a simulated cluster quotes the last note of every rank that hangs or dies. One write of a
+    few hundred bytes, no flush needed; outside a simulated rank (under torchrun) it does nothing.
+    """
+    fd = _files.get("note")
+    if fd is None:
+        return
+    data = f"{time.monotonic():.3f}\t{text}".encode(errors="replace")[:_NOTE_BYTES]
+    os.pwrite(fd, data.ljust(_NOTE_BYTES, b"\0"), 0)
+
+
+class _Tee(io.StringIO):
+    """Captures a job's prints for the owner and writes them through to the output file at once."""
+
+    def write(self, text: str) -> int:
+        fd = _files.get("output")
+        if fd is not None and text:
+            with contextlib.suppress(OSError):
+                os.write(fd, text.encode(errors="replace"))
+        return super().write(text)
 
 
 # ------------------------------------------------------------------------------------- the factory side
@@ -63,8 +96,11 @@ def _factory_main() -> None:
                 elif request["op"] == "signal":
                     for pid in request["pids"]:
                         if pid in children:  # never signal a pid that is no longer our child
-                            with contextlib.suppress(ProcessLookupError):
-                                os.kill(pid, request["sig"])
+                            if request.get("group", True):
+                                _kill_group(pid, request["sig"])
+                            else:
+                                with contextlib.suppress(ProcessLookupError):
+                                    os.kill(pid, request["sig"])
                 ctrl.sendall((json.dumps(reply) + "\n").encode())
                 if request["op"] == "quit":
                     return
@@ -73,9 +109,8 @@ def _factory_main() -> None:
     except Exception:  # noqa: BLE001 - into the factory's log, which error messages quote
         traceback.print_exc()
     finally:
-        for pid in children:  # no rank outlives its factory
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        for pid in children:  # no rank (nor what its jobs started) outlives its factory
+            _kill_group(pid, signal.SIGKILL)
         for pid in children:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
@@ -85,16 +120,37 @@ def _factory_main() -> None:
 
 
 def _reap(children: set[int], ctrl: socket.socket) -> None:
-    """Collect ranks that ended and tell the owner how (the exit code names a killing signal)."""
+    """Collect ranks that ended and tell the owner how (the exit code names a killing signal).
+
+    Before a rank is reaped, its process group (what its jobs started) is killed: while the rank is an
+    unreaped zombie its pid, and so the group's id, cannot belong to anyone else.
+    """
     while children:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            if hasattr(os, "waitid"):
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                if info is None:
+                    return
+                _kill_group(info.si_pid, signal.SIGKILL)
+                pid, status = os.waitpid(info.si_pid, 0)
+            else:  # pragma: no cover - POSIX systems without waitid
+                pid, status = os.waitpid(-1, os.WNOHANG)
+                if pid == 0:
+                    return
+                _kill_group(pid, signal.SIGKILL)
         except ChildProcessError:
-            return
-        if pid == 0:
             return
         children.discard(pid)
         ctrl.sendall((json.dumps({"exit": pid, "code": os.waitstatus_to_exitcode(status)}) + "\n").encode())
+
+
+def _kill_group(pid: int, sig: int) -> None:
+    """Signal rank ``pid`` and every process of its group (what its jobs started)."""
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
 
 
 def _fork_rank(config: dict, fd: int, ctrl: socket.socket) -> int:
@@ -102,9 +158,12 @@ def _fork_rank(config: dict, fd: int, ctrl: socket.socket) -> int:
     pid = os.fork()
     if pid:
         os.close(fd)
+        with contextlib.suppress(OSError):  # the child does it too; whichever runs first wins the race
+            os.setpgid(pid, pid)
         return pid
     code = 1
     try:
+        os.setpgid(0, 0)  # a process group of its own: what its jobs start is killed with it
         ctrl.close()
         log = os.open(config["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(log, 1)  # what the rank prints outside jobs (crashes, C++ warnings) goes to its log
@@ -126,6 +185,8 @@ def _watch_parent(parent_pid: int) -> None:
     """Exit this process when its parent is gone: no rank outlives its factory, no factory its owner."""
     while True:
         if os.getppid() != parent_pid:
+            with contextlib.suppress(OSError):
+                os.killpg(os.getpgrp(), signal.SIGKILL)  # this rank and what its jobs started
             os._exit(3)
         time.sleep(_WATCHDOG_PERIOD_S)
 
@@ -140,6 +201,12 @@ def _rank_main(config: dict, conn: mp_connection.Connection) -> int:
         if path not in sys.path:
             sys.path.insert(0, path)
     rank, world_size = config["rank"], config["world_size"]
+    for name in ("note", "output"):
+        _files[name] = os.open(config[name], os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    # SIGUSR1 writes where this rank's Python code is (even inside a C call such as a collective): the owner
+    # asks for it when a job hangs, to say which rank is stuck and which ones wait for it.
+    stacks = open(config["stack"], "a")  # noqa: SIM115 - kept open for the life of the rank
+    faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=False)
     try:
         torch.set_num_threads(1)
         timeout = timedelta(seconds=config["timeout"])
@@ -167,7 +234,10 @@ def _rank_main(config: dict, conn: mp_connection.Connection) -> int:
 
 def _run_one(spec: str, payload: bytes) -> tuple:
     """Run one job, capturing its prints: ("ok", result, out, err) or ("error", summary, tb, out, err)."""
-    out, err = io.StringIO(), io.StringIO()
+    for fd in _files.values():  # a fresh note and output for this job
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+    out, err = _Tee(), _Tee()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             fn = resolve_job(spec)

@@ -31,6 +31,8 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from utils import inputs as arg
+
 ROUNDINGS = ("truncate", "nearest")
 _FLOAT64_MANTISSA_BITS = 52
 _STEPS_PER_BLOCK = 64        # accumulator steps whose partial sums are computed in one batched matmul
@@ -43,10 +45,12 @@ def round_mantissa(x: torch.Tensor, mantissa_bits: int, rounding: str = "truncat
     truncates the magnitude toward zero; adding half a unit first rounds to nearest (ties away from zero).
     A carry into the exponent is exactly the right result (e.g. 1.111b rounds up to 10.00b).
     """
-    if not 0 <= mantissa_bits <= _FLOAT64_MANTISSA_BITS:
+    arg.tensor(x, "x", where="round_mantissa", finite=False, nonempty=False)
+    if isinstance(mantissa_bits, bool) or not isinstance(mantissa_bits, int) or \
+            not 0 <= mantissa_bits <= _FLOAT64_MANTISSA_BITS:
         raise ValueError(f"mantissa_bits must be in 0..{_FLOAT64_MANTISSA_BITS} (the model holds the "
                          f"accumulator in float64), got {mantissa_bits}.")
-    if rounding not in ROUNDINGS:
+    if not isinstance(rounding, str) or rounding not in ROUNDINGS:
         raise ValueError(f"Unknown rounding {rounding!r}: use 'truncate' (toward zero, as tensor cores "
                          f"are measured to do) or 'nearest'.")
     if x.dtype != torch.float64:
@@ -69,9 +73,17 @@ def limited_accumulation_gemm(a: torch.Tensor, b: torch.Tensor, mantissa_bits: i
     promotion, every `promote_every` elements the accumulator is added to an FP32 sum and reset to zero
     (§3.3.2, N_C = 128). Returns float64 (M, N). Assumptions: module docstring.
     """
+    where = "limited_accumulation_gemm"
+    arg.tensor(a, "A", where=where)
+    arg.tensor(b, "B", where=where)
     if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"A @ B.T needs A (M, K) and B (N, K) with the same K, got {tuple(a.shape)} and "
+        raise arg.InputError(f"A @ B.T needs A (M, K) and B (N, K) with the same K, got {tuple(a.shape)} and "
                          f"{tuple(b.shape)}.")
+    products_per_add = arg.whole(products_per_add, "products_per_add", where=where,
+                                 why="products summed per accumulator step")
+    if promote_every is not None:
+        promote_every = arg.whole(promote_every, "promote_every", where=where, why="elements of K between "
+                                  "promotions to FP32, or None for never")
     if products_per_add < 1:
         raise ValueError(f"products_per_add must be >= 1 (products summed per accumulator step), got "
                          f"{products_per_add}.")
@@ -81,6 +93,8 @@ def limited_accumulation_gemm(a: torch.Tensor, b: torch.Tensor, mantissa_bits: i
     round_mantissa(torch.zeros(1, dtype=torch.float64), mantissa_bits, rounding)   # validates both
     a, b = a.double(), b.double()
     m, n, k = a.shape[0], b.shape[0], a.shape[1]
+    arg.product_limit((m, n, -(-k // products_per_add)), "M x N x K / products_per_add (accumulator adds)",
+                      arg.MAX_ACCUMULATOR_ADDS, where=where)
     steps = -(-k // products_per_add)
     if steps * products_per_add != k:        # zero products change nothing: pad K to whole steps
         a = torch.nn.functional.pad(a, (0, steps * products_per_add - k))
@@ -112,6 +126,12 @@ def limited_accumulation_gemm(a: torch.Tensor, b: torch.Tensor, mantissa_bits: i
 def random_positive_operands(m: int, n: int, k: int, seed: int = 0,
                              fmt_dtype: torch.dtype = torch.float8_e4m3fn) -> tuple[torch.Tensor, ...]:
     """A (m, k) and B (n, k) uniform in [0, 1), rounded to FP8 (assumption 5 of the module docstring)."""
+    where = "random_positive_operands"
+    m, n, k = (arg.whole(v, name, low=1, where=where) for v, name in ((m, "m"), (n, "n"), (k, "k")))
+    arg.whole(seed, "seed", low=0, where=where, why="seeds are whole numbers >= 0")
+    arg.product_limit((max(m, n), k), "max(m, n) x k (one operand)", arg.MAX_ELEMENTS, where=where)
+    arg.choice(fmt_dtype, "fmt_dtype", (torch.float8_e4m3fn, torch.float8_e5m2), where=where,
+               why="the two FP8 formats")
     generator = torch.Generator().manual_seed(seed)
     a = torch.rand(m, k, generator=generator).to(fmt_dtype).double()
     b = torch.rand(n, k, generator=generator).to(fmt_dtype).double()
@@ -120,14 +140,23 @@ def random_positive_operands(m: int, n: int, k: int, seed: int = 0,
 
 def max_relative_error(c: torch.Tensor, reference: torch.Tensor) -> float:
     """max |c - reference| / |reference| over the elements (reference non-zero), in float64."""
+    arg.tensor(c, "c", where="max_relative_error")
+    arg.tensor(reference, "reference", where="max_relative_error")
+    if c.shape != reference.shape:
+        arg.fail("c", f"a tensor of reference's shape {tuple(reference.shape)}", c, where="max_relative_error")
     c, reference = c.double(), reference.double()
     nonzero = reference != 0
+    if not bool(nonzero.any()):
+        arg.fail("reference", "a tensor with a non-zero value", reference, where="max_relative_error",
+                 why="a relative error divides by the reference")
     return float(((c - reference).abs()[nonzero] / reference.abs()[nonzero]).max())
 
 
 def accumulation_error(k: int, mantissa_bits: int = 14, promote_every: int | None = None, size: int = 128,
                        products_per_add: int = 4, rounding: str = "truncate", seed: int = 0) -> float:
     """Worst-case relative error of the model for a size x size x K GEMM of random positive FP8 matrices."""
+    k = arg.whole(k, "k", low=1, where="accumulation_error", why="the reduction length K")
+    size = arg.whole(size, "size", low=1, where="accumulation_error", why="rows and columns of the output")
     a, b = random_positive_operands(size, size, k, seed)
     reference = a @ b.T                                    # float64: exact for these K
     c = limited_accumulation_gemm(a, b, mantissa_bits, promote_every, products_per_add, rounding)
@@ -138,6 +167,7 @@ def accumulation_error_vs_k(ks: tuple[int, ...] = (256, 512, 1024, 2048, 4096, 8
                             promote_every: int = 128, size: int = 64, products_per_add: int = 4,
                             rounding: str = "truncate", seed: int = 0) -> pd.DataFrame:
     """Worst-case relative error (model) for each K, without and with promotion every `promote_every`."""
+    arg.sequence(ks, "ks", where="accumulation_error_vs_k", why="the values of K to try")
     rows = []
     for k in ks:
         for label, every in (("limited accumulator only", None), (f"promoted to FP32 every {promote_every}",
@@ -153,6 +183,8 @@ def accumulation_sensitivity(k: int = 4096, bits: tuple[int, ...] = (13, 14),
                              seed: int = 0) -> pd.DataFrame:
     """Worst-case error at K (no promotion) as each assumption of the model changes: mantissa bits, products
     summed per add, rounding. Shows which assumptions give the report's "nearly 2%"."""
+    for name, values in (("bits", bits), ("per_adds", per_adds)):
+        arg.sequence(values, name, where="accumulation_sensitivity")
     rows = []
     for mantissa_bits in bits:
         for per_add in per_adds:

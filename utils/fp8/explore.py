@@ -15,6 +15,7 @@ import torch
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
+from utils import inputs as arg
 from utils.figures import GREYS, OKABE_ITO
 from utils.fp8.accumulation import accumulation_error, limited_accumulation_gemm
 from utils.fp8.formats import (
@@ -51,10 +52,17 @@ def outlier_activations(rows: int = 64, cols: int = 512, outlier: float = 1.0, n
     into the first 128 columns (3, 34, 65, 96), one in each 32-wide MX group of the first tile; a spacing of
     256 spreads them out, one per 256 channels, as a handful of channels among thousands would be.
     """
-    if outlier < 1:
-        raise ValueError(f"outlier magnitude must be >= 1 (a multiplier on some channels), got {outlier}.")
-    if spacing < 1:
-        raise ValueError(f"spacing = {spacing}: outlier channels are `spacing` columns apart, so it must be >= 1.")
+    where = "outlier_activations"
+    rows = arg.whole(rows, "rows", low=1, where=where, why="tokens")
+    cols = arg.whole(cols, "cols", low=1, where=where, why="channels")
+    arg.product_limit((rows, cols), "rows x cols", arg.MAX_ELEMENTS, where=where)
+    outlier = arg.real(outlier, "outlier", low=1, high=1e30, where=where,
+                       why="outlier magnitude must be >= 1 (a multiplier on some channels), and the activations "
+                           "stay within float32's range")
+    arg.whole(n_outlier_channels, "n_outlier_channels", low=0, high=cols, where=where)
+    arg.whole(seed, "seed", low=0, where=where, why="seeds are whole numbers >= 0")
+    if isinstance(spacing, bool) or not isinstance(spacing, int) or spacing < 1:
+        raise arg.InputError(f"spacing = {spacing}: outlier channels are `spacing` columns apart, so it must be >= 1.")
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(rows, cols, generator=generator)
     mask = torch.zeros(rows, cols, dtype=torch.bool)
@@ -69,6 +77,7 @@ def quantization_table(x: torch.Tensor, mask: torch.Tensor | None = None, fmt: s
                        granularities: tuple[str, ...] = tuple(GRANULARITIES), scale_rule: str | None = None
                        ) -> pd.DataFrame:
     """One row per granularity: error_metrics of quantising `x` (outliers given by `mask`)."""
+    arg.sequence(granularities, "granularities", where="quantization_table")
     rows = [{"granularity": g, **error_metrics(x, quantize_dequantize(x, fmt, g, scale_rule), mask)}
             for g in granularities]
     return pd.DataFrame(rows).set_index("granularity")
@@ -91,6 +100,7 @@ def _heatmap(ax, values: np.ndarray, title: str, xlabel: str, ylabel: str, label
 
 def plot_number_line(formats: tuple[str, ...] = tuple(FORMATS)) -> Figure:
     """Every positive value of each format on a log axis, with the normal/subnormal boundary marked."""
+    formats = [get_format(name).name for name in arg.sequence(formats, "formats", where="plot_number_line")]
     fig, ax = plt.subplots(figsize=(11, 2.6))
     for row, name in enumerate(formats):
         f = get_format(name)
@@ -119,6 +129,8 @@ def column_error_profile(x: torch.Tensor, fmt: str = "e4m3",
     profile shows *where* each granularity puts the damage an outlier channel causes (DeepSeek-V3 §3.3.2:
     a smaller group confines an outlier's scale to fewer values).
     """
+    arg.tensor(x, "x", where="column_error_profile", dims=2)
+    arg.sequence(granularities, "granularities", where="column_error_profile")
     x = x.detach()
     if x.ndim != 2:
         raise ValueError(f"x has shape {tuple(x.shape)}: a column profile needs a 2-D (tokens, channels) tensor.")
@@ -135,6 +147,10 @@ def column_error_profile(x: torch.Tensor, fmt: str = "e4m3",
 def damaged_channels(profile: pd.DataFrame, factor: float = 1.5) -> pd.Series:
     """Per granularity, how many channels an outlier damaged: channels whose mean relative error exceeds
     `factor` times the typical (median) channel error of the best granularity, i.e. E4M3's own rounding."""
+    if not isinstance(profile, pd.DataFrame) or profile.empty:
+        arg.fail("profile", "the table column_error_profile() returns", profile, where="damaged_channels",
+                 error=arg.InputTypeError)
+    arg.real(factor, "factor", low=1, high=1e6, where="damaged_channels", why="times the typical channel error")
     floor = float(profile.median().min())
     return (profile > factor * floor).sum().rename("damaged channels")
 
@@ -143,6 +159,9 @@ def damaged_channels_table(layouts: dict[str, torch.Tensor], fmt: str = "e4m3",
                            granularities: tuple[str, ...] = tuple(GRANULARITIES), factor: float = 1.5
                            ) -> pd.DataFrame:
     """Damaged channels (see `damaged_channels`) per granularity (rows) for each input layout (columns)."""
+    if not isinstance(layouts, dict) or not layouts:
+        arg.fail("layouts", "a non-empty dict {title: (tokens, channels) tensor}", layouts,
+                 where="damaged_channels_table", error=arg.InputTypeError)
     return pd.DataFrame({name: damaged_channels(column_error_profile(x, fmt, granularities), factor)
                          for name, x in layouts.items()}).rename_axis("granularity")
 
@@ -157,6 +176,9 @@ def plot_granularity_errors(x: torch.Tensor | dict[str, torch.Tensor], fmt: str 
     where per-tensor, per-row, 1x128 tiles, 128x128 blocks and MX 1x32 groups put an outlier's damage.
     """
     layouts = x if isinstance(x, dict) else {"": x}
+    for title, t in layouts.items():
+        arg.tensor(t, f"x[{title!r}]" if title else "x", where="plot_granularity_errors", dims=2)
+    arg.sequence(granularities, "granularities", where="plot_granularity_errors")
     profiles = {title: column_error_profile(t, fmt, granularities, scale_rule) for title, t in layouts.items()}
     fig, axes = plt.subplots(len(granularities), len(layouts), figsize=(5.5 * len(layouts) + 0.5,
                              1.05 * len(granularities) + 1.1), sharex="col", sharey=True, squeeze=False)
@@ -185,6 +207,10 @@ def plot_granularity_errors(x: torch.Tensor | dict[str, torch.Tensor], fmt: str 
 
 def plot_accumulation_vs_k(table: pd.DataFrame, mantissa_bits: int = 14) -> Figure:
     """Worst-case relative error against K from accumulation_error_vs_k (a model, not a measurement)."""
+    if not isinstance(table, pd.DataFrame) or not {"K", "accumulation", "max_rel_error"} <= set(table.columns):
+        arg.fail("table", "the table accumulation_error_vs_k() returns", table, where="plot_accumulation_vs_k",
+                 error=arg.InputTypeError)
+    arg.whole(mantissa_bits, "mantissa_bits", low=0, high=52, where="plot_accumulation_vs_k")
     fig, ax = plt.subplots(figsize=(7, 3.6))
     colors = (COLORS["limited"], COLORS["promoted"])
     for (label, group), color in zip(table.groupby("accumulation", sort=False), colors, strict=True):
@@ -213,6 +239,15 @@ def explore_fp8(fmt: str = "e4m3", granularity: str = "tile1x128", scale_rule: s
     scales at promotion, which is why fine-grained scales need promotion at group boundaries).
     """
     try:
+        where = "explore_fp8"
+        k = arg.whole(k, "k", low=1, where=where, why="the reduction length K of the GEMM")
+        rows = arg.whole(rows, "rows", low=1, where=where, why="tokens (rows of A and of B)")
+        arg.whole(accum_bits, "accum_bits", low=0, high=52, where=where, why="mantissa bits of the accumulator")
+        if promote_every is not None:
+            arg.whole(promote_every, "promote_every", low=1, where=where, why="N_C, or None for no promotion")
+        arg.product_limit((rows, rows, k), "rows x rows x k (accumulator adds of the model)",
+                          arg.MAX_ACCUMULATOR_ADDS, where=where)
+        get_format(fmt)
         x, mask = outlier_activations(rows, k, outlier, seed=seed)
         weights = torch.randn(rows, k, generator=torch.Generator().manual_seed(seed + 1)) / k ** 0.5
         x_hat = quantize_dequantize(x, fmt, granularity, scale_rule)
@@ -263,6 +298,12 @@ def linear_gemm_errors(in_features: int = 512, out_features: int = 256, tokens: 
                        ) -> pd.DataFrame:
     """calc_diff against FP32 of the three GEMM outputs of one linear layer (Fprop y, Dgrad dx, Wgrad dW),
     for the FP8 recipe and for BF16 inputs, on random activations and output gradients."""
+    where = "linear_gemm_errors"
+    in_features, out_features, tokens = (arg.whole(v, n, low=1, where=where) for v, n in (
+        (in_features, "in_features"), (out_features, "out_features"), (tokens, "tokens")))
+    arg.whole(seed, "seed", low=0, where=where, why="seeds are whole numbers >= 0")
+    arg.product_limit((tokens, max(in_features, out_features)), "tokens x max(in_features, out_features)",
+                      arg.MAX_ELEMENTS, where=where)
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(tokens, in_features, generator=generator)
     grad_y = torch.randn(tokens, out_features, generator=generator)
@@ -297,8 +338,15 @@ def train_in_precisions(steps: int = 100, precisions: tuple[str, ...] = ("fp32",
     EmulatedLinear of that precision (utils.fp8.linear). Returns {precision: TrainingHistory}.
     """
     # Imported here: only this experiment needs the trainer.
-    from utils.moe.toy_decoder import build_toy_decoder
+    from utils.moe.toy_decoder import ToyDecoderConfig, build_toy_decoder
     from utils.moe.train import train
+
+    where = "train_in_precisions"
+    arg.whole(steps, "steps", low=1, high=arg.MAX_TRAIN_STEPS, where=where)
+    for precision in arg.sequence(precisions, "precisions", where=where):
+        arg.choice(precision, "every precision", ("fp32", "bf16", "fp8"), where=where)
+    if config is not None:
+        arg.instance(config, "config", ToyDecoderConfig, "a ToyDecoderConfig (or None)", where=where)
 
     histories = {}
     for precision in precisions:
@@ -312,6 +360,11 @@ def train_in_precisions(steps: int = 100, precisions: tuple[str, ...] = ("fp32",
 def loss_gap_table(histories: dict, baseline: str = "bf16", window: int = 20) -> pd.DataFrame:
     """Relative loss gap of each run against `baseline`: mean training loss over the last `window` steps,
     and held-out loss and accuracy after training. Positive gap = worse than the baseline."""
+    from utils.moe.inputs import check_histories
+
+    check_histories(histories, "loss_gap_table", ("loss", "eval_loss", "eval_accuracy"))
+    arg.choice(baseline, "baseline", list(histories), where="loss_gap_table", why="a run of histories")
+    window = arg.whole(window, "window", low=1, where="loss_gap_table", why="steps to average over")
     base = histories[baseline]
     base_train = float(np.mean(base.loss[-window:]))
     rows = []
@@ -328,6 +381,12 @@ def loss_gap_table(histories: dict, baseline: str = "bf16", window: int = 20) ->
 def plot_loss_curves(histories: dict, window: int = 10) -> Figure:
     """Training loss per step (moving average over `window` steps) of each precision, and the relative gap
     of each to BF16 when there is a BF16 run."""
+    from utils.moe.inputs import check_histories
+
+    check_histories(histories, "plot_loss_curves")
+    shortest = min(len(h.loss) for h in histories.values())
+    window = arg.whole(window, "window", low=1, high=shortest, where="plot_loss_curves",
+                       why="steps to average over, at most the shortest run")
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
     kernel = np.ones(window) / window
     smoothed = {p: np.convolve(h.loss, kernel, mode="valid") for p, h in histories.items()}

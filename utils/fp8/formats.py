@@ -39,6 +39,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from utils import inputs as arg
+
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 
 
@@ -118,9 +120,10 @@ def get_format(fmt: str | torch.dtype | FP8Format) -> FP8Format:
     if isinstance(fmt, str) and fmt in FORMATS:    # the common case, first: this runs on every quantise
         return FORMATS[fmt]
     for candidate in FORMATS.values():
-        if fmt == candidate.dtype or (isinstance(fmt, str) and fmt.lower() == candidate.name):
+        if (isinstance(fmt, torch.dtype) and fmt == candidate.dtype) or \
+                (isinstance(fmt, str) and fmt.lower() == candidate.name):
             return candidate
-    raise ValueError(f"Unsupported FP8 format {fmt!r}: use one of {sorted(FORMATS)} (E4M3 for precision, "
+    raise arg.InputError(f"Unsupported FP8 format {fmt!r}: use one of {sorted(FORMATS)} (E4M3 for precision, "
                      f"E5M2 for range); they are the two formats hardware implements.")
 
 
@@ -147,8 +150,14 @@ def representable_values(fmt: str | FP8Format = "e4m3") -> torch.Tensor:
 
 
 def cast_to_fp8(x: torch.Tensor, fmt: str | FP8Format = "e4m3") -> torch.Tensor:
-    """Clamp `x` to the format's range, then cast (round to nearest even). Never cast unclamped values."""
+    """Clamp `x` to the format's range, then cast (round to nearest even). Never cast unclamped values.
+
+    +-inf clamp to +-max like any value out of range; NaN has no place on the number line: ValueError."""
     f = get_format(fmt)
+    arg.tensor(x, "x", where="cast_to_fp8", finite=False)
+    if x.is_floating_point() and bool(torch.isnan(x).any()):
+        arg.fail("x", "free of NaN", x, where="cast_to_fp8", why="clamping gives every number, even inf, a "
+                 "value in the format's range, but NaN has none")
     return x.float().clamp(-f.max, f.max).to(f.dtype)
 
 
@@ -159,9 +168,13 @@ def round_to_fp8(x: torch.Tensor, fmt: str | FP8Format = "e4m3") -> torch.Tensor
 
 def group_shape(granularity: str, shape: tuple[int, int]) -> tuple[int, int]:
     """(rows, cols) of one scaling group of `granularity` for a 2-D `shape`; ValueError for unknown names."""
-    if granularity not in GRANULARITIES:
+    if not isinstance(granularity, str) or granularity not in GRANULARITIES:
         raise ValueError(f"Unknown granularity {granularity!r}: use one of {list(GRANULARITIES)} "
                          f"(each names the group of values that shares one scale).")
+    shape = arg.sequence(shape, "shape", where="group_shape", why="(rows, cols) of a 2-D tensor")
+    if len(shape) != 2:
+        arg.fail("shape", "(rows, cols)", shape, where="group_shape")
+    shape = tuple(arg.whole(n, "every entry of shape", low=1, where="group_shape") for n in shape)
     rows, cols = GRANULARITIES[granularity]
     return (rows or shape[0], cols or shape[1])
 
@@ -176,8 +189,11 @@ def scale_from_amax(amax: torch.Tensor, fmt: str | FP8Format = "e4m3",
     (The OCP MX spec rounds down and saturates the few values that overflow; we prefer never clipping.)
     All-zero groups get scale 1, so no scale is ever 0, inf or NaN.
     """
-    if scale_rule not in SCALE_RULES:
-        raise ValueError(f"Unknown scale rule {scale_rule!r}: use 'fp32' (exact max-abs scale) or 'pow2' "
+    arg.tensor(amax, "amax", where="scale_from_amax", finite=False, nonempty=False)
+    if amax.is_complex() or bool((amax < 0).any()) or bool(torch.isnan(amax).any()):
+        arg.fail("amax", "non-negative max-abs values (no NaN)", amax, where="scale_from_amax")
+    if not isinstance(scale_rule, str) or scale_rule not in SCALE_RULES:
+        raise arg.InputError(f"Unknown scale rule {scale_rule!r}: use 'fp32' (exact max-abs scale) or 'pow2' "
                          f"(power-of-two E8M0 scale, so applying it is an exponent shift).")
     f = get_format(fmt)
     ratio = amax / f.max
@@ -230,8 +246,13 @@ def _quantize_grid(x: torch.Tensor, f: FP8Format, granularity: str, scale_rule: 
     The grid has shape (groups down, group rows, groups across, group cols) of the zero-padded 2-D view.
     """
     scale_rule = scale_rule or DEFAULT_SCALE_RULE.get(granularity, "fp32")
+    arg.tensor(x, "x", where="quantize", finite=False, nonempty=False)
+    arg.flag(pad, "pad", where="quantize")
     if x.dim() == 0:
-        raise ValueError("quantize() needs at least one dimension: scales are shared along rows and columns.")
+        raise arg.InputError("quantize() needs at least one dimension: scales are shared along rows and columns.")
+    if x.numel() == 0:
+        arg.fail("x", "a non-empty tensor", x, where="quantize",
+                 why="a group's scale comes from its max-abs value, and an empty tensor has none")
     if granularity == "block128x128" and x.dim() != 2:
         raise ValueError(f"Granularity 'block128x128' needs a 2-D weight matrix, got shape {tuple(x.shape)}: "
                          f"a block spans rows and columns of one matrix.")
@@ -296,6 +317,9 @@ def quantize_dequantize(x: torch.Tensor, fmt: str | FP8Format = "e4m3", granular
 
 def outlier_mask(x: torch.Tensor, threshold: float = 10.0) -> torch.Tensor:
     """True where |x| exceeds `threshold` times the median |x| (robust: outliers do not move the median)."""
+    arg.tensor(x, "x", where="outlier_mask")
+    arg.real(threshold, "threshold", low=0, low_open=True, where="outlier_mask",
+             why="how many times the median magnitude makes a value an outlier")
     magnitude = x.detach().abs().float()
     return magnitude > threshold * magnitude.flatten().median()
 
@@ -305,6 +329,7 @@ def calc_diff(x: torch.Tensor, y: torch.Tensor) -> float:
 
     Computed in float64. Two all-zero tensors are identical: 0.0 rather than 0/0.
     """
+    _same_shape(x, y, "calc_diff")
     x, y = x.detach().double(), y.detach().double()
     denominator = (x * x + y * y).sum()
     if denominator == 0:
@@ -324,6 +349,11 @@ def error_metrics(x: torch.Tensor, x_hat: torch.Tensor,
     flushed_to_zero       fraction of non-zero values that became exactly zero;
     calc_diff             DeepGEMM's 1 - cosine-like similarity (see calc_diff).
     """
+    _same_shape(x, x_hat, "error_metrics", "x_hat")
+    if outliers is not None:
+        arg.tensor(outliers, "outliers", where="error_metrics", finite=False)
+        if outliers.dtype != torch.bool or outliers.shape != x.shape:
+            arg.fail("outliers", f"a bool mask of x's shape {tuple(x.shape)}", outliers, where="error_metrics")
     x, x_hat = x.detach().double(), x_hat.detach().double()
     if outliers is None:
         outliers = outlier_mask(x)
@@ -341,3 +371,12 @@ def error_metrics(x: torch.Tensor, x_hat: torch.Tensor,
         "flushed_to_zero": float((nonzero & (x_hat == 0)).sum() / nonzero.sum()) if nonzero.any() else 0.0,
         "calc_diff": calc_diff(x, x_hat),
     }
+
+
+def _same_shape(x, y, where: str, y_name: str = "y") -> None:
+    """Two real, finite, non-empty tensors of one shape (what every error metric compares)."""
+    arg.tensor(x, "x", where=where)
+    arg.tensor(y, y_name, where=where)
+    if x.shape != y.shape:
+        arg.fail(y_name, f"a tensor of x's shape {tuple(x.shape)}", y, where=where,
+                 why="the two are compared value by value")

@@ -26,6 +26,7 @@ import math
 import pandas as pd
 import torch
 
+from utils import inputs as arg
 from utils.fp8.formats import QuantizedTensor, calc_diff, get_format, quantize
 
 SCHEMES: dict[str, tuple[str, str]] = {
@@ -38,19 +39,29 @@ SCHEMES: dict[str, tuple[str, str]] = {
 _SCALED_MM_GRANULARITIES = {"tensor", "row"}
 
 
-def _check_operands(a: torch.Tensor, b: torch.Tensor) -> None:
+def _check_operands(a: torch.Tensor, b: torch.Tensor, where: str = "fp8 GEMM", finite: bool = True) -> None:
+    arg.tensor(a, "A", where=where, finite=finite)  # FP8 data (finite=False) were checked when quantised
+    arg.tensor(b, "B", where=where, finite=finite)
     if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"fp8 GEMM computes A @ B.T with A (M, K) and B (N, K): got A {tuple(a.shape)} and "
                          f"B {tuple(b.shape)}; both must be 2-D with the same K (the reduction dimension).")
+    arg.product_limit((a.shape[0], b.shape[0], a.shape[1]), "M x N x K", arg.MAX_GEMM_MACS, where=where)
+
+
+def _quantized(q, name: str, where: str) -> QuantizedTensor:
+    return arg.instance(q, name, QuantizedTensor, "a QuantizedTensor (from quantize(...))", where=where)
 
 
 def scaled_mm(qa: QuantizedTensor, qb: QuantizedTensor, use_fast_accum: bool = False) -> torch.Tensor:
     """A @ B.T through `torch._scaled_mm` for per-tensor or per-row scales; float32 (M, N)."""
+    _quantized(qa, "qa", "scaled_mm")
+    _quantized(qb, "qb", "scaled_mm")
+    arg.flag(use_fast_accum, "use_fast_accum", where="scaled_mm")
     if {qa.granularity, qb.granularity} - _SCALED_MM_GRANULARITIES or qa.granularity != qb.granularity:
         raise ValueError(f"torch._scaled_mm takes tensorwise or rowwise scales (both operands alike), got "
                          f"{qa.granularity!r} and {qb.granularity!r}: finer groups change scale along K, "
                          f"use blockwise_gemm.")
-    _check_operands(qa.data, qb.data)
+    _check_operands(qa.data, qb.data, "scaled_mm", finite=False)
     # Row scales of B (N, 1) become column scales of the output: _scaled_mm wants them as (1, N).
     scale_b = qb.scale.reshape(()) if qb.granularity == "tensor" else qb.scale.reshape(1, -1)
     scale_a = qa.scale.reshape(()) if qa.granularity == "tensor" else qa.scale.reshape(-1, 1)
@@ -71,7 +82,9 @@ def blockwise_gemm(qa: QuantizedTensor, qb: QuantizedTensor) -> torch.Tensor:
     The K-group is the largest run of K over which both operands keep one scale (the gcd of their group
     widths: 128 for the DeepSeek scheme, 32 for MX). Works for every granularity pair.
     """
-    _check_operands(qa.data, qb.data)
+    _quantized(qa, "qa", "blockwise_gemm")
+    _quantized(qb, "qb", "blockwise_gemm")
+    _check_operands(qa.data, qb.data, "blockwise_gemm", finite=False)
     k = qa.data.shape[1]
     k_group = math.gcd(qa.group[1], qb.group[1])
     a_values, b_values = qa.data.float(), qb.data.float()
@@ -86,6 +99,8 @@ def blockwise_gemm(qa: QuantizedTensor, qb: QuantizedTensor) -> torch.Tensor:
 
 def gemm_quantized(qa: QuantizedTensor, qb: QuantizedTensor) -> torch.Tensor:
     """A @ B.T of two quantised operands: `scaled_mm` when scales factor out of K, else `blockwise_gemm`."""
+    _quantized(qa, "qa", "gemm_quantized")
+    _quantized(qb, "qb", "gemm_quantized")
     if qa.granularity == qb.granularity and qa.granularity in _SCALED_MM_GRANULARITIES:
         return scaled_mm(qa, qb)
     return blockwise_gemm(qa, qb)
@@ -98,10 +113,10 @@ def fp8_gemm(a: torch.Tensor, b: torch.Tensor, scheme: str = "deepseek", fmt: st
     `b_fmt` (default `fmt`) lets the two operands use different formats, e.g. E5M2 gradients.
     `scale_rule` None uses each granularity's default (pow2 for MX, fp32 otherwise).
     """
-    if scheme not in SCHEMES:
-        raise ValueError(f"Unknown FP8 GEMM scheme {scheme!r}: use one of {list(SCHEMES)} (each pairs a "
+    if not isinstance(scheme, str) or scheme not in SCHEMES:
+        raise arg.InputError(f"Unknown FP8 GEMM scheme {scheme!r}: use one of {list(SCHEMES)} (each pairs a "
                          f"scaling granularity for A with one for B).")
-    _check_operands(a, b)
+    _check_operands(a, b, "fp8_gemm")
     a_groups, b_groups = SCHEMES[scheme]
     qa = quantize(a, fmt, a_groups, scale_rule)
     qb = quantize(b, b_fmt or fmt, b_groups, scale_rule)
@@ -110,6 +125,7 @@ def fp8_gemm(a: torch.Tensor, b: torch.Tensor, scheme: str = "deepseek", fmt: st
 
 def reference_gemm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """A @ B.T of the unquantised inputs, computed in float64 and returned as float32: the yardstick."""
+    _check_operands(a, b, "reference_gemm")
     return (a.double() @ b.double().T).float()
 
 
@@ -121,6 +137,9 @@ def gemm_error_table(a: torch.Tensor, b: torch.Tensor, schemes: tuple[str, ...] 
     rel_error" is the relative error of a typical output row (token), which outliers cannot hide.
     """
     get_format(fmt)
+    for scheme in arg.sequence(schemes, "schemes", where="gemm_error_table"):
+        if not isinstance(scheme, str) or scheme not in SCHEMES:
+            raise arg.InputError(f"Unknown FP8 GEMM scheme {scheme!r}: use one of {list(SCHEMES)}.")
     reference = reference_gemm(a, b).double()
     rows = []
     for scheme in schemes:

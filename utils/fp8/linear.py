@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from utils import inputs as arg
 from utils.fp8.formats import get_format, quantize_dequantize
 
 PRECISIONS = ("fp8", "bf16", "fp32")
@@ -40,6 +41,8 @@ DEFAULT_SKIP = ("router", "head", "lm_head")
 
 def _rounders(precision: str, fmt: str, grad_fmt: str) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     """How each GEMM operand is rounded: keys x_fwd, w, dy_dgrad, dy_wgrad, x_wgrad (2-D tensors)."""
+    if not isinstance(precision, str):
+        raise arg.InputTypeError(f"Unknown precision {precision!r}: use one of {PRECISIONS}.")
     if precision == "fp8":
         fmt, grad_fmt = get_format(fmt).name, get_format(grad_fmt).name   # fail at conversion, not mid-step
 
@@ -59,7 +62,7 @@ def _rounders(precision: str, fmt: str, grad_fmt: str) -> dict[str, Callable[[to
         return dict.fromkeys(("x_fwd", "w", "dy_dgrad", "dy_wgrad", "x_wgrad"), to_bf16)
     if precision == "fp32":
         return dict.fromkeys(("x_fwd", "w", "dy_dgrad", "dy_wgrad", "x_wgrad"), lambda t: t)
-    raise ValueError(f"Unknown precision {precision!r}: use one of {PRECISIONS}.")
+    raise arg.InputError(f"Unknown precision {precision!r}: use one of {PRECISIONS}.")
 
 
 class _EmulatedLinearFunction(torch.autograd.Function):
@@ -97,7 +100,11 @@ class EmulatedLinear(nn.Linear):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, precision: str = "fp8",
                  fmt: str = "e4m3", grad_fmt: str = "e4m3"):
-        super().__init__(in_features, out_features, bias=bias)
+        in_features = arg.whole(in_features, "in_features", low=1, where="EmulatedLinear")
+        out_features = arg.whole(out_features, "out_features", low=1, where="EmulatedLinear")
+        arg.product_limit((in_features + 1, out_features), "(in_features + 1) x out_features (the parameters)",
+                          arg.MAX_PARAMETERS, where="EmulatedLinear")
+        super().__init__(in_features, out_features, bias=arg.flag(bias, "bias", where="EmulatedLinear"))
         self.rounders = _rounders(precision, fmt, grad_fmt)      # validates the names now, not mid-training
         self.precision, self.fmt, self.grad_fmt = precision, fmt, grad_fmt
 
@@ -105,6 +112,7 @@ class EmulatedLinear(nn.Linear):
     def from_linear(cls, linear: nn.Linear, precision: str = "fp8", fmt: str = "e4m3",
                     grad_fmt: str = "e4m3") -> EmulatedLinear:
         """An EmulatedLinear sharing `linear`'s Parameter objects (so an existing optimizer still works)."""
+        arg.instance(linear, "linear", nn.Linear, "an nn.Linear", where="EmulatedLinear.from_linear")
         new = cls.__new__(cls)
         nn.Module.__init__(new)
         new.in_features, new.out_features = linear.in_features, linear.out_features
@@ -115,6 +123,10 @@ class EmulatedLinear(nn.Linear):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        arg.tensor(x, "x", where="EmulatedLinear", min_dims=1, floating=True, finite=False)
+        if x.shape[-1] != self.in_features:
+            arg.fail("x", f"a tensor whose last dimension is in_features = {self.in_features}", x,
+                     where="EmulatedLinear")
         return _EmulatedLinearFunction.apply(x, self.weight, self.bias, self.rounders)
 
     def extra_repr(self) -> str:
@@ -136,7 +148,14 @@ def convert_linears(model: nn.Module, precision: str = "fp8", skip: Iterable[str
     "router" keeps `blocks.0.moe.router` and anything inside a module called router. Embeddings and norms are
     not nn.Linear, so they always stay in FP32.
     """
-    skip = tuple(skip)
+    arg.instance(model, "model", nn.Module, "a torch model (nn.Module)", where="convert_linears")
+    if isinstance(skip, str):  # one pattern, not its letters
+        skip = (skip,)
+    elif isinstance(skip, (set, frozenset)):
+        skip = tuple(skip)
+    skip = arg.sequence(skip, "skip", where="convert_linears", nonempty=False, why="name patterns to keep")
+    for pattern in skip:
+        arg.text(pattern, "every skip pattern", where="convert_linears")
     _rounders(precision, fmt, grad_fmt)
     targets = [(name, module) for name, module in model.named_modules()
                if type(module) is nn.Linear and not _skipped(name, skip)]
@@ -155,6 +174,7 @@ def convert_linears_to_fp8(model: nn.Module, skip: Iterable[str] = DEFAULT_SKIP,
 
 def precision_summary(model: nn.Module) -> dict[str, int]:
     """How many parameters sit in modules of each compute precision ("fp8", "bf16", "fp32")."""
+    arg.instance(model, "model", nn.Module, "a torch model (nn.Module)", where="precision_summary")
     counts = dict.fromkeys(PRECISIONS, 0)
     for module in model.modules():
         own = sum(p.numel() for p in module.parameters(recurse=False))

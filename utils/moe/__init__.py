@@ -7,6 +7,8 @@
     train            its training loop
     expert_parallel  experts over ranks: layout, all-to-all dispatch and combine, traffic accounting
     explore          the pure functions behind the MoE widgets
+    inputs           checks of what the MoE experiments accept (histories, sweeps, clusters)
+    traffic_tables   notebook 02's tables of the expert layout and of the bytes each rank sends
 
 May import: torch, numpy, pandas, matplotlib, ``utils.figures``, ``utils.cluster`` (expert_parallel only).
 Knows nothing of pipelines or FP8. ``from utils.moe import DeepSeekMoE`` works as it always did.

@@ -25,12 +25,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from utils import inputs as arg
+
 TASKS = ("copy", "reverse", "sort", "add")
 IGNORE_INDEX = -100  # positions the loss skips (torch's cross_entropy default)
 
 
 def answer_for(task: str, digits: list[int], n_symbols: int) -> list[int]:
     """The answer digits of `task` for the input `digits`."""
+    n_symbols = arg.whole(n_symbols, "n_symbols", low=2, where="answer_for", why="digits need two symbols")
+    digits = arg.sequence(digits, "digits", where="answer_for", nonempty=False)
+    for d in digits:
+        arg.whole(d, "every digit", low=0, high=n_symbols - 1, where="answer_for")
     if task == "copy":
         return list(digits)
     if task == "reverse":
@@ -48,11 +54,18 @@ class TaskVocabulary:
 
     n_symbols: int = 10
 
+    def __post_init__(self):
+        arg.whole(self.n_symbols, "n_symbols", low=2, high=1000, where="TaskVocabulary",
+                  why="digits 0..n_symbols-1 need at least two symbols; the vocabulary has one row each")
+
     @property
     def sep(self) -> int:
         return self.n_symbols
 
     def task_token(self, task_id: int) -> int:
+        """The token id of task `task_id` (an index into TASKS)."""
+        task_id = arg.whole(task_id, "task_id", low=0, high=len(TASKS) - 1, where="task_token",
+                            why=f"an index into TASKS {TASKS}")
         return self.n_symbols + 1 + task_id
 
     @property
@@ -86,18 +99,24 @@ class TaskDataset:
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(inputs, targets, task) for the sequences at `index`."""
+        arg.tensor(index, "index", where="TaskDataset.batch", dims=1, integer=True)
+        if int(index.min()) < 0 or int(index.max()) >= len(self):
+            arg.fail("index", f"row numbers from 0 to {len(self) - 1}", index, where="TaskDataset.batch")
         return self.inputs[index], self.targets[index], self.task[index]
 
     def sample_batches(self, batch_size: int, steps: int, seed: int):
         """Yield `steps` random batches (inputs, targets, task), the same ones for the same seed."""
-        if not 1 <= batch_size <= len(self):
-            raise ValueError(f"batch_size = {batch_size} must lie in 1..{len(self)} (the dataset size)")
+        where = "sample_batches"
+        arg.whole(batch_size, "batch_size", low=1, high=len(self), where=where, why="the dataset's size")
+        arg.whole(steps, "steps", low=0, high=arg.MAX_TRAIN_STEPS, where=where)
+        seed = arg.whole(seed, "seed", low=0, where=where, why="seeds are whole numbers >= 0")
         generator = torch.Generator().manual_seed(seed)
         for _ in range(steps):
             yield self.batch(torch.randint(len(self), (batch_size,), generator=generator))
 
     def describe(self, i: int) -> dict:
         """Row `i` in readable form: task, input digits, answer digits."""
+        i = arg.whole(i, "i", low=0, high=len(self) - 1, where="TaskDataset.describe")
         row = self.tokens[i].tolist()
         n = self.n_digits
         return {
@@ -109,10 +128,15 @@ class TaskDataset:
 
 def make_dataset(n_sequences: int, n_digits: int = 6, n_symbols: int = 10, seed: int = 0) -> TaskDataset:
     """`n_sequences` sequences, tasks in equal shares (cycled, then shuffled), digits uniform."""
-    if n_sequences < 1:
-        raise ValueError(f"n_sequences = {n_sequences}: a dataset needs at least one sequence")
-    if n_digits < 1 or n_symbols < 2:
-        raise ValueError(f"n_digits = {n_digits}, n_symbols = {n_symbols}: need >= 1 digit from >= 2 symbols")
+    where = "make_dataset"
+    n_sequences = arg.whole(n_sequences, "n_sequences", low=1, high=arg.MAX_SEQUENCES, where=where,
+                            why="a dataset needs at least one sequence")
+    n_digits = arg.whole(n_digits, "n_digits", low=1, high=64, where=where,
+                         why="each sequence holds at least one digit; attention over sequences longer than "
+                             "about 130 tokens is slow on a CPU")
+    n_symbols = arg.whole(n_symbols, "n_symbols", low=2, high=1000, where=where,
+                          why="need >= 1 digit from >= 2 symbols")
+    seed = arg.whole(seed, "seed", low=0, where=where, why="seeds are whole numbers >= 0 (numpy's rule)")
     vocab = TaskVocabulary(n_symbols)
     rng = np.random.default_rng(seed)
     task_ids = rng.permutation(np.arange(n_sequences) % len(TASKS))
@@ -130,6 +154,7 @@ HEAD_ROWS = 32
 
 def head_rows(n_rows: int = HEAD_ROWS) -> list[dict]:
     """The first `n_rows` training sequences in readable form (what data/toy_tasks_seed0_head.csv holds)."""
+    n_rows = arg.whole(n_rows, "n_rows", low=1, high=4096, where="head_rows", why="rows of a 4096-row dataset")
     data = make_dataset(4096, seed=0)
     return [data.describe(i) for i in range(n_rows)]
 
@@ -137,17 +162,37 @@ def head_rows(n_rows: int = HEAD_ROWS) -> list[dict]:
 def write_head_csv(path) -> None:
     """Write `head_rows()` as CSV (task,input,answer) to `path`; `python -m utils.moe.data data/` does this."""
     import csv
+    import os
 
+    arg.instance(path, "path", (str, os.PathLike), "a file path (a string or a pathlib.Path)",
+                 where="write_head_csv")
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["task", "input", "answer"])
         writer.writeheader()
         writer.writerows(head_rows())
 
 
-if __name__ == "__main__":
-    import sys
+def main(argv: list[str] | None = None) -> int:
+    """``python -m utils.moe.data [FOLDER]``: write the first rows of the training set as CSV into FOLDER
+    (default data/). Bad input gives exit status 2 and one line ``error: <the rule>``."""
+    return arg.run_command(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     from pathlib import Path
 
-    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "data")
+    parser = arg.ArgumentParser(prog="python -m utils.moe.data", description=main.__doc__)
+    parser.add_argument("folder", nargs="?", default="data", help="an existing folder (default data/)")
+    folder = Path(parser.parse_args(argv).folder)
+    if not folder.is_dir():
+        raise arg.InputError(f"{folder} is not a folder: the CSV is written into an existing folder "
+                             "(the course's is data/)")
     write_head_csv(folder / HEAD_CSV)
     print(f"wrote {folder / HEAD_CSV}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -36,6 +36,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from utils import inputs as arg
 from utils.moe.layer import DeepSeekMoE
 from utils.moe.routing import route
 
@@ -53,10 +54,9 @@ class ExpertLayout:
     gpus_per_node: int
 
     def __post_init__(self):
-        if self.n_experts < 1:
-            raise ValueError(f"n_experts = {self.n_experts}: expert parallelism needs at least one expert")
-        if self.world_size < 1 or self.gpus_per_node < 1:
-            raise ValueError("world_size and gpus_per_node must be at least 1")
+        arg.whole(self.n_experts, "n_experts", low=1, where="ExpertLayout", why="expert parallelism needs at least one expert")
+        arg.whole(self.world_size, "world_size", low=1, high=arg.MAX_EXPERT_RANKS, where="ExpertLayout")
+        arg.whole(self.gpus_per_node, "gpus_per_node", low=1, where="ExpertLayout")
         if self.world_size % self.gpus_per_node:
             raise ValueError(
                 f"{self.world_size} ranks do not fill whole nodes of {self.gpus_per_node} GPUs: "
@@ -80,17 +80,27 @@ class ExpertLayout:
     def experts_per_node(self) -> int:
         return self.n_experts // self.n_nodes
 
+    def check_rank(self, rank, where: str, name: str = "rank") -> int:
+        if type(rank) is int and 0 <= rank < self.world_size:  # the fast path: traffic loops call these a lot
+            return rank
+        return arg.whole(rank, name, low=0, high=self.world_size - 1, where=f"ExpertLayout.{where}",
+                         why=f"the layout has ranks 0..{self.world_size - 1}")
+
     def node_of_rank(self, rank: int) -> int:
-        return rank // self.gpus_per_node
+        return self.check_rank(rank, "node_of_rank") // self.gpus_per_node
 
     def local_index(self, rank: int) -> int:
         """Position of `rank` inside its node (its in-node index)."""
-        return rank % self.gpus_per_node
+        return self.check_rank(rank, "local_index") % self.gpus_per_node
 
     def rank_of_expert(self, expert: int) -> int:
+        if type(expert) is not int or not 0 <= expert < self.n_experts:
+            expert = arg.whole(expert, "expert", low=0, high=self.n_experts - 1, where="ExpertLayout.rank_of_expert",
+                               why=f"the layout has experts 0..{self.n_experts - 1}")
         return expert // self.experts_per_rank
 
     def experts_of_rank(self, rank: int) -> range:
+        rank = self.check_rank(rank, "experts_of_rank")
         return range(rank * self.experts_per_rank, (rank + 1) * self.experts_per_rank)
 
     def scope(self, src: int, dst: int) -> int:
@@ -102,7 +112,8 @@ class TrafficLedger:
     """Bytes one rank sends to other ranks, as `bytes[phase, direction, scope]` (see PHASES, ...)."""
 
     def __init__(self, layout: ExpertLayout, rank: int):
-        self.layout, self.rank = layout, rank
+        _layout(layout, "TrafficLedger")
+        self.layout, self.rank = layout, layout.check_rank(rank, "TrafficLedger")
         self.bytes = np.zeros((len(PHASES), len(DIRECTIONS), len(SCOPES)), dtype=np.int64)
 
     def record(self, phase: str, direction: str, send_counts: list[int], row_bytes: int) -> None:
@@ -184,6 +195,9 @@ class ExpertParallelMoE(nn.Module):
 
     def __init__(self, layer: DeepSeekMoE, layout: ExpertLayout, rank: int, hierarchical: bool = True):
         super().__init__()
+        arg.instance(layer, "layer", DeepSeekMoE, "a DeepSeekMoE layer", where="ExpertParallelMoE")
+        rank = _layout(layout, "ExpertParallelMoE").check_rank(rank, "ExpertParallelMoE")
+        hierarchical = arg.flag(hierarchical, "hierarchical", where="ExpertParallelMoE")
         if layout.n_experts != layer.n_routed:
             raise ValueError(f"the layout places {layout.n_experts} experts but the layer has "
                              f"{layer.n_routed}")
@@ -217,7 +231,7 @@ class ExpertParallelMoE(nn.Module):
         tokens = x.reshape(-1, x.shape[-1])
         affinity = torch.sigmoid(self.router(tokens))
         bias = self.expert_bias if self.balancing == "bias" else None
-        expert_idx, gates = route(affinity, self.k, self.n_nodes, self.max_nodes, bias)
+        expert_idx, gates = route(affinity, self.k, self.n_nodes, self.max_nodes, bias, check_values=False)
         dense_gates = torch.zeros_like(affinity).scatter(1, expert_idx, gates)
         selected = torch.zeros_like(affinity, dtype=torch.bool).scatter(1, expert_idx, True)
         layout, g = self.layout, self.layout.gpus_per_node
@@ -294,6 +308,8 @@ def run_expert_parallel(cluster, layer: DeepSeekMoE, tokens_per_rank: list, gpus
     The output gradient is random (seeded) so every parameter gets a non-trivial gradient.
     Returns (per-rank results, reference).
     """
+    _cluster_inputs(cluster, layer, tokens_per_rank, gpus_per_node, hierarchical, "run_expert_parallel")
+    arg.whole(grad_seed, "grad_seed", low=0, where="run_expert_parallel")
     generator = torch.Generator().manual_seed(grad_seed)
     grads = [torch.randn(t.shape, generator=generator) for t in tokens_per_rank]
     results = cluster.run(ep_forward_backward_job, layer.init_kwargs, layer.state_dict(), tokens_per_rank,
@@ -353,6 +369,7 @@ def ep_step_time_job(layer_kwargs: dict, layer_state: dict, tokens_per_rank: lis
 def measure_traffic(cluster, layer: DeepSeekMoE, tokens_per_rank: list, gpus_per_node: int,
                     hierarchical: bool = True) -> np.ndarray:
     """Bytes each rank sent in one forward+backward on `cluster`: array (ranks, phase, direction, scope)."""
+    _cluster_inputs(cluster, layer, tokens_per_rank, gpus_per_node, hierarchical, "measure_traffic")
     return np.stack(cluster.run(ep_forward_job, layer.init_kwargs, layer.state_dict(), tokens_per_rank,
                                 gpus_per_node, hierarchical))
 
@@ -382,6 +399,18 @@ def traffic_from_routing(expert_idx_per_rank: list[torch.Tensor], layout: Expert
     `measure_traffic`. A dispatched row carries the token, its gates and a selection mask for the
     destination's experts; a combined row carries d_model numbers.
     """
+    where = "traffic_from_routing"
+    _layout(layout, where)
+    if len(arg.sequence(expert_idx_per_rank, "expert_idx_per_rank", where=where)) != layout.world_size:
+        arg.fail("expert_idx_per_rank", f"one tensor per rank ({layout.world_size})", expert_idx_per_rank,
+                 where=where)
+    for idx in expert_idx_per_rank:
+        arg.tensor(idx, "every expert_idx", where=where, dims=2, integer=True, nonempty=False)
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= layout.n_experts):
+            arg.fail("every expert_idx", f"expert ids from 0 to {layout.n_experts - 1}", idx, where=where)
+    arg.whole(d_model, "d_model", low=1, where=where, why="numbers per token")
+    arg.whole(itemsize, "itemsize", low=1, high=8, where=where, why="bytes per number (1 for FP8, 2 for BF16)")
+    hierarchical = arg.flag(hierarchical, "hierarchical", where=where)
     world, g = layout.world_size, layout.gpus_per_node
     traffic = np.zeros((world, len(PHASES), len(DIRECTIONS), len(SCOPES)), dtype=np.int64)
     used_ranks = np.zeros((world, world), dtype=np.int64)   # [src, expert rank]: tokens of src using it
@@ -416,6 +445,8 @@ def cross_node_copies(experts: list[int], src_rank: int, layout: ExpertLayout,
     Two-hop (DeepSeek-V3 3.2.2): once per other node holding one of its experts. Direct: once per GPU on
     another node holding one of its experts (a token going to two experts on one GPU is sent once).
     """
+    src_rank = _layout(layout, "cross_node_copies").check_rank(src_rank, "cross_node_copies", "src_rank")
+    arg.flag(hierarchical, "hierarchical", where="cross_node_copies")
     home = layout.node_of_rank(src_rank)
     ranks = {layout.rank_of_expert(e) for e in experts}
     if hierarchical:
@@ -425,6 +456,8 @@ def cross_node_copies(experts: list[int], src_rank: int, layout: ExpertLayout,
 
 def split_over_ranks(tokens: torch.Tensor, world_size: int) -> list[torch.Tensor]:
     """Deal rows of `tokens` into `world_size` equal contiguous shares (data parallel)."""
+    world_size = arg.whole(world_size, "world_size", low=1, high=arg.MAX_EXPERT_RANKS, where="split_over_ranks")
+    arg.tensor(tokens, "tokens", where="split_over_ranks", min_dims=1, finite=False, nonempty=False)
     if tokens.shape[0] % world_size:
         raise ValueError(f"{tokens.shape[0]} tokens do not split evenly over {world_size} ranks")
     return list(tokens.chunk(world_size))
@@ -432,5 +465,36 @@ def split_over_ranks(tokens: torch.Tensor, world_size: int) -> list[torch.Tensor
 
 def traffic_totals(traffic: np.ndarray) -> dict[str, int]:
     """Total bytes over all ranks and both directions: {'intra-node': ..., 'cross-node': ...}."""
+    check_traffic(traffic, "traffic_totals")
     by_scope = traffic.sum(axis=(0, 1, 2))
     return {"intra-node": int(by_scope[0]), "cross-node": int(by_scope[1])}
+
+
+# ----------------------------------------------------------------------------------------- input checks
+
+def _layout(layout, where: str) -> ExpertLayout:
+    return arg.instance(layout, "layout", ExpertLayout, "an ExpertLayout(n_experts, world_size, gpus_per_node)",
+                        where=where)
+
+
+def check_traffic(traffic, where: str) -> np.ndarray:
+    """``traffic`` if it is a (ranks, phase, direction, scope) array of bytes, as the functions above give."""
+    shape = (len(PHASES), len(DIRECTIONS), len(SCOPES))
+    if not isinstance(traffic, np.ndarray) or traffic.ndim != 4 or traffic.shape[1:] != shape:
+        arg.fail("traffic", f"a numpy array of shape (ranks, {', '.join(map(str, shape))}) from measure_traffic "
+                 "or traffic_from_routing", traffic, where=where, error=arg.InputTypeError)
+    return traffic
+
+
+def _cluster_inputs(cluster, layer, tokens_per_rank, gpus_per_node, hierarchical, where: str) -> None:
+    """What the cluster runs need, checked before any rank does anything."""
+    if not (callable(getattr(cluster, "run", None)) and isinstance(getattr(cluster, "world_size", None), int)):
+        arg.fail("cluster", "a SimulatedCluster", cluster, where=where, error=arg.InputTypeError)
+    arg.instance(layer, "layer", DeepSeekMoE, "a DeepSeekMoE layer", where=where)
+    tokens = arg.sequence(tokens_per_rank, "tokens_per_rank", where=where, why="one tensor per rank")
+    if len(tokens) != cluster.world_size:
+        arg.fail("tokens_per_rank", f"one tensor per rank ({cluster.world_size})", tokens_per_rank, where=where)
+    for t in tokens:
+        layer.check_input(t, where)
+    ExpertLayout(layer.n_routed, cluster.world_size, arg.whole(gpus_per_node, "gpus_per_node", low=1, where=where))
+    arg.flag(hierarchical, "hierarchical", where=where)

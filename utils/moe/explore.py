@@ -19,6 +19,7 @@ import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 
+from utils import inputs as arg
 from utils.figures import EDGE_COLOR, KIND_COLORS
 from utils.moe.data import TASKS, make_dataset
 from utils.moe.expert_parallel import (
@@ -30,9 +31,18 @@ from utils.moe.expert_parallel import (
     split_over_ranks,
     traffic_from_routing,
 )
+from utils.moe.inputs import (
+    check_cluster,
+    check_histories,
+    check_node_cap,
+    check_pair,
+    check_series,
+    check_sweep,
+)
 from utils.moe.layer import DeepSeekMoE
 from utils.moe.routing import nodes_per_token
 from utils.moe.toy_decoder import ToyDecoder, ToyDecoderConfig, build_toy_decoder, moe_layers
+from utils.moe.traffic_tables import direction_totals, layout_table, traffic_table  # noqa: F401 - notebook 02's
 from utils.moe.train import EVAL_SEED, EVAL_SEQUENCES, TrainingHistory, single_thread, train
 from utils.view import View
 
@@ -51,6 +61,7 @@ METHOD_LABELS = {"bias": "bias (aux-loss-free)", "aux": "auxiliary loss", "none"
 
 def same_routing(yours, expected) -> bool:
     """Do two (expert_idx, gate_weights) results pick the same experts with the same gates, in any order?"""
+    check_pair(yours, "yours", "same_routing"), check_pair(expected, "expected", "same_routing")
     (idx_a, gates_a), (idx_b, gates_b) = yours, expected
     idx_a, idx_b = torch.as_tensor(idx_a), torch.as_tensor(idx_b)
     if idx_a.shape != idx_b.shape:
@@ -64,6 +75,9 @@ def same_routing(yours, expected) -> bool:
 def random_routing_cases(n_cases: int = 5, n_experts: int = 8, k: int = 2, seed: int = 0,
                          tokens: int = 6) -> list[tuple[torch.Tensor, int, torch.Tensor]]:
     """Seeded (affinity, k, bias) cases for exercise checks: sigmoid-like affinities, small biases."""
+    ToyDecoderConfig(n_routed=n_experts, k=k), arg.whole(seed, "seed", low=0, where="random_routing_cases")
+    arg.product_limit((arg.whole(n_cases, "n_cases", low=1), arg.whole(tokens, "tokens", low=1), n_experts),
+                      "n_cases x tokens x n_experts", arg.MAX_ELEMENTS, where="random_routing_cases")
     generator = torch.Generator().manual_seed(seed)
     return [(torch.rand(tokens, n_experts, generator=generator), k,
              0.2 * torch.randn(n_experts, generator=generator)) for _ in range(n_cases)]
@@ -76,6 +90,8 @@ def router_walkthrough(layer: DeepSeekMoE, tokens: torch.Tensor) -> tuple[pd.Dat
     selection score s_i + b_i in brackets where the bias is non-zero; picks: the chosen experts, their
     affinities, gate weights and the sum of the gates).
     """
+    arg.instance(layer, "layer", DeepSeekMoE, "a DeepSeekMoE layer", where="router_walkthrough").check_input(
+        arg.tensor(tokens, "tokens", where="router_walkthrough", dims=2), "router_walkthrough")
     with torch.no_grad():
         affinity = layer.affinity(tokens)
         idx, gates = layer.route(affinity)
@@ -101,6 +117,8 @@ def router_walkthrough(layer: DeepSeekMoE, tokens: torch.Tensor) -> tuple[pd.Dat
 
 def parameter_table(layer: DeepSeekMoE, dense_hidden: int) -> pd.DataFrame:
     """Parameters stored vs parameters each token uses: a dense SwiGLU FFN against the MoE layer."""
+    arg.instance(layer, "layer", DeepSeekMoE, "a DeepSeekMoE layer", where="parameter_table")
+    arg.whole(dense_hidden, "dense_hidden", low=1, where="parameter_table")
     def count(module) -> int:
         return sum(p.numel() for p in module.parameters())
 
@@ -127,6 +145,7 @@ def train_toy(config: ToyDecoderConfig = DEFAULT_CONFIG, steps: int | None = Non
               progress: bool = False) -> tuple[ToyDecoder, TrainingHistory]:
     """Build and train a toy decoder for `steps` (default TOY_STEPS); cached, so the same
     (config, steps, seed) trains once per session."""
+    arg.instance(config, "config", ToyDecoderConfig, "a ToyDecoderConfig", where="train_toy")  # a cache key
     steps = TOY_STEPS if steps is None else steps
     key = (config, steps, seed)
     if key not in _TRAINED:
@@ -141,11 +160,14 @@ def train_toy(config: ToyDecoderConfig = DEFAULT_CONFIG, steps: int | None = Non
 def compare_balancing(methods=("bias", "aux", "none"), config: ToyDecoderConfig = DEFAULT_CONFIG,
                       progress: bool = False) -> dict[str, TrainingHistory]:
     """Train the same toy decoder (same seed, same data) once per balancing method."""
+    for method in arg.sequence(methods, "methods", where="compare_balancing"):
+        config.replace(balancing=method)  # the config's rule, before any training
     return {m: train_toy(config.replace(balancing=m), progress=progress)[1] for m in methods}
 
 
 def moving_average(values: np.ndarray, window: int = 10) -> np.ndarray:
     """Trailing mean over `window` steps along the first axis (the first steps average what exists)."""
+    values, window = check_series(values, window, "moving_average")
     cumulative = np.cumsum(values, axis=0)
     out = cumulative.copy()
     out[window:] = cumulative[window:] - cumulative[:-window]
@@ -155,6 +177,7 @@ def moving_average(values: np.ndarray, window: int = 10) -> np.ndarray:
 
 def plot_expert_load(histories: dict[str, TrainingHistory], layer: int = 0, window: int = 10) -> Figure:
     """One panel per balancing method: each expert's share of the token-slots over training."""
+    check_histories(histories, "plot_expert_load", ("load",), layer=layer, window=window)
     fig, axes = plt.subplots(1, len(histories), figsize=(4.2 * len(histories), 3.4), sharey=True,
                              squeeze=False)
     for ax, (method, history) in zip(axes[0], histories.items(), strict=True):
@@ -175,6 +198,7 @@ def plot_expert_load(histories: dict[str, TrainingHistory], layer: int = 0, wind
 
 def task_shares(history: TrainingHistory) -> np.ndarray:
     """(layers, tasks, experts): the share of each task's token-slots that went to each expert."""
+    check_histories({"history": history}, "task_shares", ("expert_task_counts",))
     counts = history.expert_task_counts.transpose(0, 2, 1)
     return counts / counts.sum(axis=-1, keepdims=True)
 
@@ -208,6 +232,7 @@ def specialisation(history: TrainingHistory) -> np.ndarray:
 
 def balancing_table(histories: dict[str, TrainingHistory], window: int = 20) -> pd.DataFrame:
     """Loss, accuracy, load balance and task specialisation at the end of training, per method."""
+    check_histories(histories, "balancing_table", ("loss", "load", "eval_loss", "expert_task_counts"), window=window)
     rows = []
     for method, h in histories.items():
         rows.append({
@@ -273,32 +298,9 @@ def train_and_summarise(k: int = 2, n_experts: int = 8, balancing: str = "bias")
 
 # ------------------------------------------------------------------------------------ notebook 02
 
-def layout_table(layout: ExpertLayout) -> pd.DataFrame:
-    """Which experts live on which rank, and which node each rank belongs to."""
-    rows = [{"rank": r, "node": layout.node_of_rank(r), "in-node index": layout.local_index(r),
-             "experts": ", ".join(map(str, layout.experts_of_rank(r)))} for r in range(layout.world_size)]
-    return pd.DataFrame(rows).set_index("rank")
-
-
-def traffic_table(traffic: np.ndarray) -> pd.DataFrame:
-    """Bytes each rank sent in one forward+backward, by phase and scope, with a total row."""
-    columns = {}
-    for p, phase in enumerate(PHASES):
-        for s, scope in enumerate(SCOPES):
-            label = f"{phase} {'within node' if scope == 'intra' else 'across nodes'}"
-            columns[label] = traffic[:, p, :, s].sum(axis=1)
-    table = pd.DataFrame(columns, index=pd.RangeIndex(traffic.shape[0], name="rank"))
-    table.loc["total"] = table.sum()
-    return table.astype(int)
-
-
-def direction_totals(traffic: np.ndarray) -> pd.Series:
-    """Total bytes over all ranks, forward vs backward (the backward all-to-alls mirror the forward ones)."""
-    return pd.Series({d: int(traffic[:, :, i, :].sum()) for i, d in enumerate(DIRECTIONS)}, name="bytes")
-
-
 def moe_inputs(model: ToyDecoder, tokens: torch.Tensor) -> list[torch.Tensor]:
     """The hidden states entering each MoE layer of `model` for `tokens`, flattened to (tokens, d_model)."""
+    arg.instance(model, "model", ToyDecoder, "a ToyDecoder (build_toy_decoder())", where="moe_inputs")
     captured: list[torch.Tensor] = []
     def keep(_module, args):
         captured.append(args[0].reshape(-1, args[0].shape[-1]))
@@ -317,6 +319,7 @@ def moe_inputs(model: ToyDecoder, tokens: torch.Tensor) -> list[torch.Tensor]:
 
 def node_cap_run(max_nodes: int, progress: bool = False) -> tuple[ToyDecoder, TrainingHistory]:
     """The notebook 02 toy decoder (16 experts on 4 nodes, K = 4) trained with node cap M (cached)."""
+    check_node_cap(max_nodes, NODE_CAP_LAYOUT.n_nodes, "node_cap_run")
     return train_toy(NODE_CAP_CONFIG.replace(max_nodes=max_nodes), steps=NODE_CAP_STEPS, progress=progress)
 
 
@@ -326,6 +329,7 @@ _HELD_OUT: dict[tuple, tuple[list[torch.Tensor], list[list[torch.Tensor]]]] = {}
 def held_out_routing(max_nodes: int) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
     """For the node-cap-M model and the held-out tokens (cached): per MoE layer, the hidden states entering it
     and, per rank, the experts they pick; tokens are dealt evenly over the 8 ranks."""
+    check_node_cap(max_nodes, NODE_CAP_LAYOUT.n_nodes, "held_out_routing")  # before any training
     key = (max_nodes, NODE_CAP_STEPS)
     if key not in _HELD_OUT:
         model, _ = node_cap_run(max_nodes)
@@ -343,6 +347,7 @@ def measure_node_cap_traffic(cluster, max_nodes: int) -> np.ndarray:
     """Bytes measured on `cluster` (8 ranks) when the node-cap-M model's MoE layers process the held-out
     set: the hidden states entering each layer are dealt over the ranks and run through its expert-parallel
     twin (forward + backward)."""
+    check_cluster(cluster, NODE_CAP_LAYOUT.world_size, "measure_node_cap_traffic")
     model, _ = node_cap_run(max_nodes)
     hidden, _ = held_out_routing(max_nodes)
     total = 0
@@ -383,6 +388,7 @@ def node_cap_sweep(cluster=None, progress: bool = False) -> pd.DataFrame:
     prediction); without, they are predicted from the routing (`traffic_from_routing`). The direct-dispatch
     column (no forwarding inside nodes) is always predicted.
     """
+    _ = cluster is None or check_cluster(cluster, NODE_CAP_LAYOUT.world_size, "node_cap_sweep")
     rows, predicted_rows = [], []
     for m in range(1, NODE_CAP_LAYOUT.n_nodes + 1):
         _, history = node_cap_run(m, progress=progress)
@@ -421,6 +427,8 @@ def link_times(sweep: pd.DataFrame, ib_gb_per_s: float = 50.0, nvlink_gb_per_s: 
     """Time to move one pass of the sweep's bytes (see `node_cap_sweep`) at DeepSeek-V3's link speeds
     (3.2.2: InfiniBand 50 GB/s per GPU, NVLink 160 GB/s), each rank sending its share (1/8 of the bytes) over
     its own links in parallel: which link sets the all-to-all time, and by how much."""
+    check_sweep(sweep, "link_times", ("cross-node MB (two-hop)", "within-node MB (two-hop)"),
+                speeds={"ib_gb_per_s": ib_gb_per_s, "nvlink_gb_per_s": nvlink_gb_per_s})
     world = NODE_CAP_LAYOUT.world_size
     table = pd.DataFrame(index=sweep.index)
     # MB / (GB/s) is milliseconds; x 1000 for microseconds. Each rank sends its share over its own links.
@@ -440,6 +448,8 @@ def plot_node_cap(sweep: pd.DataFrame, highlight: int | None = None) -> Figure:
     A pass is defined by the sweep (`pass_description`): for `node_cap_sweep`, the held-out set through both
     MoE layers, forward + backward, summed over the ranks. Legends sit below the axes, clear of the data.
     """
+    check_sweep(sweep, "plot_node_cap", ("cross-node MB (two-hop)", "cross-node MB (direct)", "held-out loss"),
+                highlight=highlight)
     fig, (bytes_ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 4.4))
     m = sweep.index.to_numpy()
     width = 0.38
@@ -468,8 +478,10 @@ def plot_node_cap(sweep: pd.DataFrame, highlight: int | None = None) -> Figure:
 
 def node_cap_summary(max_nodes: int = NODE_CAP_LAYOUT.n_nodes) -> View:
     """The notebook 02 widget: cross-node bytes and loss against M, with M highlighted, and M's row."""
-    if not 1 <= max_nodes <= NODE_CAP_LAYOUT.n_nodes:
-        return View(error=f"M = {max_nodes}: a token can use 1..{NODE_CAP_LAYOUT.n_nodes} nodes")
+    try:
+        check_node_cap(max_nodes, NODE_CAP_LAYOUT.n_nodes, "node_cap_summary")  # before any training
+    except ValueError as error:
+        return View(error=str(error))
     sweep = _SWEEPS.get(NODE_CAP_STEPS)
     if sweep is None:
         sweep = node_cap_sweep()

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from utils import inputs as arg
 from utils.moe.routing import route
 
 BALANCING_METHODS = ("bias", "aux", "none")
@@ -35,6 +36,10 @@ class Expert(nn.Module):
 
     def __init__(self, d_model: int, d_hidden: int):
         super().__init__()
+        d_model = arg.whole(d_model, "d_model", low=1, where="Expert", why="the width of a token")
+        d_hidden = arg.whole(d_hidden, "d_hidden", low=1, where="Expert", why="the expert's hidden width")
+        arg.product_limit((3, d_model, d_hidden), "3 x d_model x d_hidden (the expert's parameters)",
+                          arg.MAX_PARAMETERS, where="Expert")
         self.gate_proj = nn.Linear(d_model, d_hidden, bias=False)
         self.up_proj = nn.Linear(d_model, d_hidden, bias=False)
         self.down_proj = nn.Linear(d_hidden, d_model, bias=False)
@@ -49,10 +54,14 @@ def balance_bias_update(bias: torch.Tensor, load: torch.Tensor, gamma: float) ->
     `load[i]` is how many token-slots expert i received since the last update; "overloaded" means above
     the mean load. An expert exactly at the mean keeps its bias.
     """
+    where = "balance_bias_update"
+    arg.tensor(bias, "bias", where=where, dims=1, floating=True)
+    arg.tensor(load, "load", where=where, dims=1)
     if bias.shape != load.shape:
-        raise ValueError(f"bias {tuple(bias.shape)} and load {tuple(load.shape)}: need one entry per expert")
-    if gamma < 0:
-        raise ValueError(f"gamma = {gamma}: the bias update speed must be non-negative")
+        raise arg.InputError(f"bias {tuple(bias.shape)} and load {tuple(load.shape)}: need one entry per expert")
+    if bool((load < 0).any()):
+        arg.fail("load", "non-negative", load, where=where, why="token-slots each expert received")
+    arg.real(gamma, "gamma", low=0, where=where, why="the bias update speed: a step size, never negative")
     load = load.to(bias.dtype)
     return bias + gamma * torch.sign(load.mean() - load)
 
@@ -64,7 +73,17 @@ def expert_balance_loss(affinity: torch.Tensor, expert_idx: torch.Tensor, alpha:
     P_i = mean over tokens of s_i / sum_j s_j          (the normalised affinity; carries the gradient)
     Same form as DeepSeek-V3 eqs. 17-20, taken over the batch instead of one sequence.
     """
+    where = "expert_balance_loss"
+    arg.tensor(affinity, "affinity", where=where, dims=2, floating=True)
+    arg.tensor(expert_idx, "expert_idx", where=where, dims=2, integer=True)
+    arg.real(alpha, "alpha", low=0, where=where, why="the weight of the balance loss")
     tokens, n_experts = affinity.shape
+    if expert_idx.shape[0] != tokens or int(expert_idx.min()) < 0 or int(expert_idx.max()) >= n_experts:
+        arg.fail("expert_idx", f"one row per token ({tokens}) of expert ids in 0..{n_experts - 1}", expert_idx,
+                 where=where)
+    if bool((affinity < 0).any()) or bool((affinity.sum(dim=-1) == 0).any()):
+        arg.fail("affinity", "non-negative, with a positive sum for every token", affinity, where=where,
+                 why="P_i divides each affinity by the token's sum")
     k = expert_idx.shape[-1]
     counts = torch.bincount(expert_idx.reshape(-1), minlength=n_experts).to(affinity.dtype)
     f = counts * n_experts / (k * tokens)
@@ -79,14 +98,17 @@ def max_violation(load: torch.Tensor) -> float:
     It is the slowdown relative to perfect balance: with one expert per GPU a step waits for the busiest
     expert, so it takes 1 + MaxVio times as long as a balanced one, and a GPU with the mean load sits idle
     for MaxVio / (1 + MaxVio) of the step (`waiting_share`)."""
+    arg.tensor(load, "load", where="max_violation", dims=1)
+    if bool((load < 0).any()):
+        arg.fail("load", "non-negative", load, where="max_violation", why="token-slots each expert received")
     load = load.double()
     return float(load.max() / load.mean() - 1) if load.sum() > 0 else 0.0
 
 
 def waiting_share(max_vio: float) -> float:
     """Share of a step that a GPU with the mean load waits for the busiest one: MaxVio / (1 + MaxVio)."""
-    if max_vio < 0:
-        raise ValueError(f"MaxVio = {max_vio}: the busiest expert carries at least the mean load, so MaxVio >= 0.")
+    if arg.real(max_vio, "max_vio", where="waiting_share") < 0:
+        raise arg.InputError(f"MaxVio = {max_vio}: the busiest expert carries at least the mean load, so MaxVio >= 0.")
     return max_vio / (1 + max_vio)
 
 
@@ -112,14 +134,24 @@ class DeepSeekMoE(nn.Module):
         max_nodes: int | None = None,
     ):
         super().__init__()
-        if n_routed < 1:
-            raise ValueError(f"n_routed = {n_routed}: an MoE layer needs at least one routed expert")
-        if not 1 <= k <= n_routed:
-            raise ValueError(f"K = {k} must lie in 1..{n_routed} (the number of routed experts)")
-        if balancing not in BALANCING_METHODS:
-            raise ValueError(f"balancing = {balancing!r}: choose one of {BALANCING_METHODS}")
-        if n_shared < 0:
-            raise ValueError(f"n_shared = {n_shared}: the number of shared experts cannot be negative")
+        where = "DeepSeekMoE"
+        d_model = arg.whole(d_model, "d_model", low=1, where=where, why="the width of a token")
+        d_expert = arg.whole(d_expert, "d_expert", low=1, where=where, why="each expert's hidden width")
+        n_routed = arg.whole(n_routed, "n_routed", low=1, where=where,
+                             why="an MoE layer needs at least one routed expert")
+        k = arg.whole(k, "k", low=1, high=n_routed, where=where,
+                      why=f"K must lie in 1..{n_routed}, the number of routed experts")
+        if not isinstance(balancing, str) or balancing not in BALANCING_METHODS:
+            raise arg.InputError(f"balancing = {balancing!r}: choose one of {BALANCING_METHODS}")
+        n_shared = arg.whole(n_shared, "n_shared", low=0, where=where,
+                             why="the number of shared experts cannot be negative")
+        bias_gamma = arg.real(bias_gamma, "bias_gamma", low=0, high=1.0, where=where,
+                              why="the bias step per update: a small non-negative speed (DeepSeek-V3: 0.001)")
+        aux_alpha = arg.real(aux_alpha, "aux_alpha", low=0, high=1.0, where=where,
+                             why="the weight of the balance loss: small and non-negative")
+        arg.product_limit((n_routed + n_shared, 3 * d_expert + 1, d_model),
+                          "(n_routed + n_shared) x (3 x d_expert + 1) x d_model (the parameters)",
+                          arg.MAX_PARAMETERS, where=where)
         # What it takes to build this layer again (expert-parallel ranks rebuild it from these + state).
         self.init_kwargs = dict(
             d_model=d_model, n_routed=n_routed, k=k, d_expert=d_expert, n_shared=n_shared,
@@ -143,11 +175,26 @@ class DeepSeekMoE(nn.Module):
         self.aux_loss = torch.zeros(())
 
     def _route(self, affinity: torch.Tensor, bias: torch.Tensor | None = None):
-        return route(affinity, self.k, self.n_nodes, self.max_nodes, bias)
+        return route(affinity, self.k, self.n_nodes, self.max_nodes, bias, check_values=False)
 
     def affinity(self, tokens: torch.Tensor) -> torch.Tensor:
         """s = sigmoid(u . e_i) for every token (rows) and routed expert (columns)."""
-        return torch.sigmoid(self.router(tokens))
+        return torch.sigmoid(self.router(self.check_input(tokens, "DeepSeekMoE.affinity")))
+
+    def check_input(self, x, where: str) -> torch.Tensor:
+        """``x`` if it can enter this layer: a real tensor (..., d_model) of the layer's dtype, finite."""
+        weight = self.router.weight
+        # A rank may get no tokens; the values are not checked: shape inference (torch.distributed.pipelining's)
+        # runs the layer on uninitialised tensors, and a pass over every number would slow each forward.
+        arg.tensor(x, "x", where=where, min_dims=1, floating=True, nonempty=False, finite=False)
+        if x.shape[-1] != weight.shape[1]:
+            arg.fail("x", f"a tensor whose last dimension is d_model = {weight.shape[1]}", x, where=where,
+                     why="each token is a vector of d_model numbers")
+        if x.dtype != weight.dtype:
+            arg.fail("x", f"a {str(weight.dtype).replace('torch.', '')} tensor like the layer's weights", x,
+                     where=where, why=f"convert it with x.to({weight.dtype}) or the layer with "
+                                      f"layer.to({x.dtype})")
+        return x
 
     def route(self, affinity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(expert_idx, gate_weights) for these affinities, using the balancing bias if enabled."""
@@ -177,7 +224,7 @@ class DeepSeekMoE(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = x.reshape(-1, x.shape[-1])
+        tokens = self.check_input(x, "DeepSeekMoE").reshape(-1, x.shape[-1])
         affinity = self.affinity(tokens)
         expert_idx, gates = self.route(affinity)
         out = self.shared_output(tokens) + self.routed_output(tokens, expert_idx, gates)

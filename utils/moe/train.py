@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from utils import inputs as arg
 from utils.moe.data import IGNORE_INDEX, TASKS, TaskDataset, make_dataset
 from utils.moe.layer import DeepSeekMoE
 
@@ -70,6 +71,19 @@ def _moe_layers(model: nn.Module) -> list[DeepSeekMoE]:
 
 def language_model_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the scored (answer) positions."""
+    where = "language_model_loss"
+    arg.tensor(logits, "logits", where=where, min_dims=2, floating=True)
+    arg.tensor(targets, "targets", where=where, min_dims=1, integer=True)
+    if logits.shape[:-1] != targets.shape:
+        arg.fail("targets", f"a tensor of shape {tuple(logits.shape[:-1])} (logits without the vocabulary "
+                 "dimension)", targets, where=where, why="one target token per position")
+    vocab = logits.shape[-1]
+    scored = targets[targets != IGNORE_INDEX]
+    if scored.numel() == 0:
+        arg.fail("targets", "a tensor with at least one scored position (not IGNORE_INDEX)", targets,
+                 where=where, why="the loss is a mean over scored positions")
+    if int(scored.min()) < 0 or int(scored.max()) >= vocab:
+        arg.fail("targets", f"token ids from 0 to {vocab - 1} (or IGNORE_INDEX)", targets, where=where)
     flat_logits = logits.reshape(-1, logits.shape[-1])
     return F.cross_entropy(flat_logits, targets.reshape(-1), ignore_index=IGNORE_INDEX)
 
@@ -77,6 +91,9 @@ def language_model_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: TaskDataset) -> tuple[float, float, np.ndarray]:
     """(loss, answer-digit accuracy, expert-by-task counts) of `model` on the whole `dataset`."""
+    arg.instance(model, "model", nn.Module, "a torch model (nn.Module), e.g. build_toy_decoder()",
+                 where="evaluate")
+    arg.instance(dataset, "dataset", TaskDataset, "a TaskDataset (make_dataset(...))", where="evaluate")
     was_training = model.training
     model.eval()
     inputs, targets, task = dataset.inputs, dataset.targets, dataset.task
@@ -114,10 +131,22 @@ def train(
     The same model weights, seed and datasets give the same history. By default the data are
     `make_dataset(4096, seed=0)` for training and `make_dataset(512, seed=1)` held out.
     """
-    if steps < 1:
-        raise ValueError(f"steps = {steps}: training needs at least one step")
+    where = "train"
+    arg.instance(model, "model", nn.Module, "a torch model (nn.Module), e.g. build_toy_decoder()",
+                 where=where)
+    steps = arg.whole(steps, "steps", low=1, high=arg.MAX_TRAIN_STEPS, where=where,
+                      why="training needs at least one step")
+    lr = arg.real(lr, "lr", low=0, low_open=True, high=10.0, where=where,
+                  why="the learning rate of AdamW: a small positive number (the course uses 3e-3)")
+    seed = arg.whole(seed, "seed", low=0, where=where, why="seeds are whole numbers >= 0")
+    arg.flag(progress, "progress", where=where)
+    arg.instance(desc, "desc", str, "a string (the progress bar's label)", where=where)
+    for name, data in (("dataset", dataset), ("eval_dataset", eval_dataset)):
+        if data is not None:
+            arg.instance(data, name, TaskDataset, "a TaskDataset (make_dataset(...)) or None", where=where)
     dataset = dataset or make_dataset(TRAIN_SEQUENCES, seed=TRAIN_SEED)
     eval_dataset = eval_dataset or make_dataset(EVAL_SEQUENCES, seed=EVAL_SEED)
+    arg.whole(batch_size, "batch_size", low=1, high=len(dataset), where=where, why="the dataset's size")
     layers = _moe_layers(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, foreach=True)
     losses, aux_losses, loads = [], [], []

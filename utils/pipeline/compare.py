@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
+from utils import inputs as arg
 from utils.figures import OKABE_ITO
 from utils.pipeline import plots, virtual_stages
 from utils.pipeline.costs import CostModel
@@ -52,6 +53,8 @@ def costs_per_stage(name: str, costs: CostModel) -> CostModel:
     holds v = 2, ``CHUNKS_PER_RANK``), so each stage has 1/v of the layers and 1/v of the compute and
     all-to-all time. The p2p latency is per hop and stays.
     """
+    arg.instance(costs, "costs", CostModel, "a CostModel (e.g. CostModel(F=1, B=2, W=1))", where="costs_per_stage")
+    arg.instance(name, "name", str, "a schedule name", where="costs_per_stage")
     return virtual_stages.chunk_costs(costs, CHUNKS_PER_RANK.get(name, 1))
 
 
@@ -68,15 +71,17 @@ def comparison_table(
     (`costs_per_stage`). A setting a schedule does not allow (odd ranks for DualPipe...) gets NaN and the
     rule in ``note``.
     """
-    if vary not in ("ranks", "microbatches"):
-        raise ValueError(f"vary must be 'ranks' or 'microbatches' (the comparison's x axis); got {vary!r}.")
+    where = "comparison_table"
+    arg.choice(vary, "vary", ("ranks", "microbatches"), where=where, why="the comparison's x axis")
+    arg.instance(costs, "costs", CostModel, "a CostModel (e.g. CostModel(F=1, B=2, W=1))", where=where)
     varied, fixed = (ranks, microbatches) if vary == "ranks" else (microbatches, ranks)
-    if isinstance(varied, int) or not isinstance(fixed, int):
-        raise ValueError(
-            f"with vary={vary!r}, pass a sequence of {vary} to sweep and one number for the other setting; "
-            f"got ranks={ranks!r}, microbatches={microbatches!r}."
-        )
-    unknown = [s for s in schedules if _known_name(s) is None]
+    other = "microbatches" if vary == "ranks" else "ranks"
+    why = f"with vary={vary!r}, pass a sequence of {vary} to sweep and one number of {other}"
+    varied = arg.sequence(list(varied) if isinstance(varied, range) else varied, vary, where=where, why=why)
+    arg.whole(fixed, other, low=1, where=where, why=why)
+    for value in varied:
+        arg.whole(value, f"every entry of {vary}", low=1, where=where, why=why)
+    unknown = [s for s in arg.sequence(schedules, "schedules", where=where) if _known_name(s) is None]
     if unknown:
         raise ValueError(f"Unknown schedules {unknown}: the kit builds {', '.join(SCHEDULE_NAMES)}.")
     rows = []
@@ -166,6 +171,9 @@ def explore_comparison(
     micro-batches (``vary="microbatches"``, at ``ranks``); an invalid cost model or setting gives
     ``View(error=<the rule>)``."""
     try:
+        arg.choice(vary, "vary", ("ranks", "microbatches"), where="explore_comparison")
+        arg.whole(ranks, "ranks", low=1, high=arg.MAX_RANKS, where="explore_comparison")
+        arg.whole(microbatches, "microbatches", low=1, high=arg.MAX_MICROBATCHES, where="explore_comparison")
         costs = CostModel(F=F, B=B, W=W, FB=FB, p2p=p2p, dispatch=dispatch, combine=combine)
         if vary == "ranks":
             figure, table = compare_schedules(RANK_SWEEP, microbatches, costs, vary="ranks", schedules=schedules)

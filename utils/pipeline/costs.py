@@ -7,9 +7,9 @@ sleeps it. Imports only the schedule types.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
+from utils import inputs as arg
 from utils.pipeline.schedule import ActionLike, action_kind
 
 #: What ``CostModel.duration`` prices: the plain kinds and the two overlapped pairs (``action_kind``).
@@ -46,19 +46,18 @@ class CostModel:
             value = getattr(self, name)
             if name == "FB" and value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"CostModel.{name} must be a number of time units; got {value!r}.")
-            if math.isnan(value) or math.isinf(value):
-                raise ValueError(f"CostModel.{name} must be a finite number of time units; got {value}.")
-            if value < 0:
-                raise ValueError(f"CostModel.{name} is a duration, so it cannot be negative; got {value}.")
+            # A duration in time units: a real number, finite, not negative, within MAX_COST.
+            checked = arg.real(value, name, low=0, high=arg.MAX_COST, where="CostModel",
+                               why="it is a duration, so it cannot be negative")
+            if type(value) not in (int, float):  # numpy or 0-d tensor numbers become plain floats
+                object.__setattr__(self, name, checked)
         if self.F <= 0 or self.B <= 0:
-            raise ValueError(
+            raise arg.InputError(
                 f"CostModel: F and B must be positive (every stage computes something); "
                 f"got F={self.F}, B={self.B}."
             )
         if self.W > self.B:
-            raise ValueError(
+            raise arg.InputError(
                 f"CostModel: W (backward for weights) is part of the full backward B, so W <= B; "
                 f"got W={self.W}, "
                 f"B={self.B}."
@@ -112,5 +111,5 @@ class CostModel:
             return self.FB
         if kind == "FI":
             return self.FI
-        raise ValueError(f"CostModel.duration prices the kinds {', '.join(DURATION_KINDS)} (or an action); "
+        raise arg.InputError(f"CostModel.duration prices the kinds {', '.join(DURATION_KINDS)} (or an action); "
                          f"got {action!r}.")

@@ -17,18 +17,35 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
+from utils import inputs as arg
 from utils.pipeline import plots, table2, virtual_stages
 from utils.pipeline.costs import CostModel
 from utils.pipeline.generators.bidirectional import DUALPIPE_ACTIONS_PER_STEP, dualpipe_phase_steps
-from utils.pipeline.registry import (
-    make_schedule,
-)
+from utils.pipeline.registry import SCHEDULE_NAMES, make_schedule, schedule_key
 from utils.pipeline.schedule import Action, OverlappedAction, Schedule, parse_action
 from utils.pipeline.simulate import simulate
 from utils.pipeline.timeline import Timeline
 from utils.view import View
 
 _TOLERANCE = 1e-9
+
+
+def _schedule(schedule, where: str) -> Schedule:
+    return arg.instance(schedule, "schedule", Schedule, "a Schedule (e.g. make_schedule('1f1b', 4, 8))",
+                        where=where)
+
+
+def _timeline(timeline, where: str) -> Timeline:
+    return arg.instance(timeline, "timeline", Timeline, "a Timeline (from simulate or execute)", where=where)
+
+
+def _costs(costs, where: str) -> CostModel:
+    return arg.instance(costs, "costs", CostModel, "a CostModel (e.g. CostModel(F=1, B=2, W=1))", where=where)
+
+
+def _rank(rank, n_ranks: int, where: str) -> int:
+    return arg.whole(rank, "rank", low=0, high=n_ranks - 1, where=where,
+                     why=f"the schedule has ranks 0..{n_ranks - 1}")
 
 
 
@@ -49,6 +66,8 @@ def closed_form(schedule: Schedule, costs: CostModel) -> dict | None:
     Keys: ``pp``, ``bubble``, ``activations``, ``parameters``, their formulas as text (``*_formula``) and
     ``assumptions`` ("hold" or the assumption these costs break).
     """
+    _schedule(schedule, "closed_form")
+    _costs(costs, "closed_form")
     name = schedule.name
     if name in virtual_stages.VIRTUAL_SCHEDULES:
         return _virtual_closed_form(schedule, costs)
@@ -111,6 +130,7 @@ def _overlap_closed_form(schedule: Schedule, costs: CostModel) -> dict:
 def simulated_quantities(timeline: Timeline) -> dict:
     """The quantities the explorer reports, read off a timeline (per-rank maxima where Table 2 has one); the
     time budget's (``Timeline.budget``) exposed communication and time not computing of the worst rank."""
+    _timeline(timeline, "simulated_quantities")
     ranks = range(timeline.n_ranks)
     worst = timeline.worst_budget()
     return {
@@ -126,6 +146,8 @@ def simulated_quantities(timeline: Timeline) -> dict:
 
 def summary_table(timeline: Timeline, costs: CostModel) -> pd.DataFrame:
     """One row per quantity: simulated value, Table 2's closed form (where it has one), whether they agree."""
+    _timeline(timeline, "summary_table")
+    _costs(costs, "summary_table")
     sim = simulated_quantities(timeline)
     formula = closed_form(timeline.schedule, costs) or {}
     table2_of = {
@@ -178,6 +200,8 @@ def explore_schedule(
     ``plot=False`` skips the chart (``figure`` is None) when only the numbers are wanted.
     """
     try:
+        labels = None if labels is None else arg.flag(labels, "labels", where="explore_schedule")
+        plot = arg.flag(plot, "plot", where="explore_schedule")
         costs = CostModel(F=F, B=B, W=W, FB=FB, p2p=p2p, dispatch=dispatch, combine=combine)
         schedule = make_schedule(name, ranks, microbatches)
         timeline = simulate(schedule, costs)
@@ -210,6 +234,8 @@ def dualpipe_phase_lengths(schedule: Schedule, rank: int) -> tuple[int, ...]:
     h = half the pipeline (PP/2 for DualPipe, N for DualPipeV), the rank's distance ``hr`` to the nearer end,
     and c = micro-batches per direction (M/2 for DualPipe, M for DualPipeV). A test checks they add up.
     """
+    _schedule(schedule, "dualpipe_phase_lengths")
+    rank = _rank(rank, schedule.n_ranks, "dualpipe_phase_lengths")
     if schedule.name == "dualpipe":
         h, hr, c = schedule.n_ranks // 2, min(rank, schedule.n_ranks - 1 - rank), schedule.n_microbatches // 2
         middle = rank in (h - 1, h)
@@ -226,6 +252,7 @@ def dualpipe_phase_lengths(schedule: Schedule, rank: int) -> tuple[int, ...]:
 
 def dualpipe_phase_of(schedule: Schedule) -> dict[tuple[int, int], int]:
     """Phase (0..7) of every entry of a DualPipe/DualPipeV schedule, keyed by (rank, position in its list)."""
+    _schedule(schedule, "dualpipe_phase_of")
     phase: dict[tuple[int, int], int] = {}
     for rank in range(schedule.n_ranks):
         position = 0
@@ -256,6 +283,10 @@ def dualpipe_phase_idle(timeline: Timeline) -> pd.DataFrame:
 
 def plot_dualpipe_phases(timeline: Timeline, phases: Sequence[int] = range(8)) -> Figure:
     """DualPipe's Gantt chart built up phase by phase: panel k shows phases 1..k, the rest faded."""
+    _timeline(timeline, "plot_dualpipe_phases")
+    phases = [arg.whole(p, "every phase", low=0, high=len(DUALPIPE_PHASES) - 1, where="plot_dualpipe_phases",
+                        why="DualPipe's phases are numbered 0..7") for p in arg.sequence(list(phases), "phases",
+                                                                                        where="plot_dualpipe_phases")]
     of = dualpipe_phase_of(timeline.schedule)
     position = {id(iv): (iv.rank, i) for row in timeline.intervals for i, iv in enumerate(row)}
     phases = list(phases)
@@ -277,7 +308,13 @@ def plot_dualpipe_phases(timeline: Timeline, phases: Sequence[int] = range(8)) -
 
 def with_rank_actions(schedule: Schedule, rank: int, actions: Sequence) -> Schedule:
     """``schedule`` with rank ``rank``'s list replaced by ``actions`` (Actions or strings like "0F1")."""
-    parsed = tuple(parse_action(a) if isinstance(a, str) else a for a in actions)
+    where = "with_rank_actions"
+    rank = _rank(rank, _schedule(schedule, where).n_ranks, where)
+    actions = arg.sequence(actions, "actions", where=where, nonempty=False,
+                           why="one rank's list of actions, as strings like '0F1' or Action objects")
+    parsed = tuple(parse_action(a) if isinstance(a, str) else
+                   arg.instance(a, "every action", (Action, OverlappedAction), "an Action or a string like '0F1'",
+                                where=where) for a in actions)
     rows = list(schedule.actions)
     rows[rank] = parsed
     return replace(schedule, actions=tuple(rows))
@@ -285,7 +322,8 @@ def with_rank_actions(schedule: Schedule, rank: int, actions: Sequence) -> Sched
 
 def rank_action_strings(name: str, rank: int, n_ranks: int, n_microbatches: int) -> list[str]:
     """The library's action list of ``rank`` as strings: the reference of "write rank r's list" exercises."""
-    return [str(a) for a in make_schedule(name, n_ranks, n_microbatches).actions[rank]]
+    schedule = make_schedule(name, n_ranks, n_microbatches)
+    return [str(a) for a in schedule.actions[_rank(rank, schedule.n_ranks, "rank_action_strings")]]
 
 
 def rank_answer_report(name: str, rank: int, n_ranks: int, n_microbatches: int, answer: Sequence,
@@ -293,8 +331,12 @@ def rank_answer_report(name: str, rank: int, n_ranks: int, n_microbatches: int, 
     """Judge a learner's list for one rank: validate the schedule it makes, simulate it, compare with the
     library's. Returns the verdict (the validator's message if the list cannot run) and, when it runs, a
     figure with the two timelines (yours above, expected below)."""
-    costs = costs or CostModel(F=1.0, B=2.0, W=1.0)
+    where = "rank_answer_report"
+    costs = CostModel(F=1.0, B=2.0, W=1.0) if costs is None else _costs(costs, where)
     expected = simulate(make_schedule(name, n_ranks, n_microbatches), costs)
+    rank = _rank(rank, n_ranks, where)
+    arg.sequence(answer, "answer", where=where, nonempty=False,
+                 why=f"your list of rank {rank}'s actions, as strings like '0F1'")
     try:
         yours_schedule = with_rank_actions(expected.schedule, rank, answer)
         yours = simulate(yours_schedule, costs)
@@ -323,6 +365,9 @@ class RankListJudge:
     """
 
     def __init__(self, name: str, costs: CostModel | None = None):
+        arg.choice(schedule_key(name), "name", SCHEDULE_NAMES, where="RankListJudge")
+        if costs is not None:
+            _costs(costs, "RankListJudge")
         self.name = name
         self.costs = costs
         self.case: tuple[int, int, int] | None = None
@@ -334,7 +379,10 @@ class RankListJudge:
     def show(self, yours, expected) -> None:
         if self.case is None:
             return
-        verdict, fig = rank_answer_report(self.name, *self.case, answer=yours, costs=self.costs)
+        try:
+            verdict, fig = rank_answer_report(self.name, *self.case, answer=yours, costs=self.costs)
+        except ValueError as error:  # e.g. the answer is not a list: say so rather than stop the check
+            verdict, fig = str(error), None
         print("   " + verdict)
         if fig is not None:
             plt.show()
@@ -347,6 +395,7 @@ def dualpipe_as_dualpipev(schedule: Schedule) -> tuple[tuple, ...]:
     becomes m mod K (direction 1's micro-batches K..2K-1 are DualPipeV's 0..K-1). The result equals
     ``make_schedule("dualpipev", N, K).actions``: DualPipeV is DualPipe cut in half.
     """
+    _schedule(schedule, "dualpipe_as_dualpipev")
     if schedule.name != "dualpipe":
         raise ValueError(f"dualpipe_as_dualpipev cuts a dualpipe schedule in half; got {schedule.name!r}.")
     pp, k = schedule.n_ranks, schedule.n_microbatches // 2

@@ -15,6 +15,7 @@ from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from utils import inputs as arg
 from utils.figures import (
     DIRECTION_HATCH,
     DIRECTION_LABELS,
@@ -45,6 +46,16 @@ KIND_LABELS: dict[str, str] = {
 # Schedules with one route and several stages per rank (DualPipeV, interleaved 1F1B, ZB-V) hatch the stages
 # past the first pass over the ranks: they are not a second direction.
 _CHUNK_LABELS: dict[int, str] = {0: "stages 0..PP-1 (plain)", 1: "stages PP and up (hatched)"}
+def _timeline(timeline, where: str, name: str = "timeline") -> Timeline:
+    return arg.instance(timeline, name, Timeline, "a Timeline (from simulate or execute)", where=where)
+
+
+def _options(where: str, title=None, labels=None) -> None:
+    """The common keyword options of the plots: a title string and the labels switch (None: automatic)."""
+    if title is not None:
+        arg.instance(title, "title", str, "a string (or None for the default title)", where=where)
+    if labels is not None:
+        arg.flag(labels, "labels", where=where)
 
 
 def direction(schedule: Schedule, stage: int) -> int:
@@ -54,11 +65,15 @@ def direction(schedule: Schedule, stage: int) -> int:
     several stages per rank: DualPipeV and ZB-V (the way back up the V) and interleaved 1F1B (the later
     passes over the ranks); every other schedule has a single direction.
     """
+    if type(stage) is not int or stage < 0 or not isinstance(schedule, Schedule):  # the fast path: drawing
+        arg.instance(schedule, "schedule", Schedule, "a Schedule", where="direction")
+        stage = arg.whole(stage, "stage", low=0, where="direction", why="stage ids are 0, 1, 2, ...")
     return 1 if stage >= schedule.n_ranks else 0
 
 
 def hatch_labels(schedule: Schedule) -> dict[int, str]:
     """Legend text of plain and hatched blocks: DualPipe's two directions, or a rank's first and later chunks."""
+    arg.instance(schedule, "schedule", Schedule, "a Schedule", where="hatch_labels")
     return DIRECTION_LABELS if len(set(schedule.routes)) > 1 else _CHUNK_LABELS
 
 
@@ -258,6 +273,18 @@ def plot_timeline(
     Each (kind, direction) group is one ``PolyCollection`` and the hatching one ``LineCollection``, so
     16 ranks x 64 micro-batches draw in tens of milliseconds (``TimelineCanvas`` redraws faster still).
     """
+    where = "plot_timeline"
+    _timeline(timeline, where)
+    _options(where, title, labels)
+    arg.flag(legend, "legend", where=where)
+    if highlight is not None and not callable(highlight):
+        arg.fail("highlight", "a function interval -> bool (or None)", highlight, where=where,
+                 error=arg.InputTypeError)
+    if xlim is not None:
+        ends = arg.sequence(xlim, "xlim", where=where, why="(start, end) of the time axis")
+        if len(ends) != 2 or arg.real(ends[1], "xlim's end", where=where) <= arg.real(ends[0], "xlim's start",
+                                                                                        where=where):
+            arg.fail("xlim", "(start, end) with end > start", xlim, where=where)
     if ax is None:
         _, ax = _figure_for(timeline.n_ranks)
     xlim = _xlim(timeline, xlim)
@@ -284,6 +311,7 @@ class TimelineCanvas:
     def __init__(self, width: float = 12.0):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+        width = arg.real(width, "width", low=1, high=50, where="TimelineCanvas", why="inches")
         self.width = width
         self.figure = Figure(figsize=(width, 4.0))
         FigureCanvasAgg(self.figure)
@@ -298,6 +326,8 @@ class TimelineCanvas:
 
     def render(self, timeline: Timeline, *, title: str | None = None, labels: bool | None = None) -> bytes:
         """Draw ``timeline`` (replacing the previous one) and return the figure as PNG bytes."""
+        _timeline(timeline, "TimelineCanvas.render")
+        _options("TimelineCanvas.render", title, labels)
         ax, n = self.ax, timeline.n_ranks
         for artist in [*ax.collections, *ax.texts]:
             artist.remove()
@@ -349,6 +379,12 @@ def plot_timelines_side_by_side(
 
     Each keeps its own time axis (simulated units vs milliseconds), so compare shapes and idle fractions.
     """
+    where = "plot_timelines_side_by_side"
+    _timeline(simulated, where, "simulated")
+    _timeline(measured, where, "measured")
+    if titles is not None and (len(arg.sequence(titles, "titles", where=where)) != 2
+                               or not all(isinstance(t, str) for t in titles)):
+        arg.fail("titles", "two strings (simulated, measured)", titles, where=where)
     n = max(simulated.n_ranks, measured.n_ranks)
     fig, axes = plt.subplots(2, 1, figsize=(12, min(3.0 + 0.7 * n, 12.0)), layout="constrained")
     for i, (ax, tl) in enumerate(zip(axes, (simulated, measured), strict=True)):
@@ -363,7 +399,7 @@ def activations_over_time(timeline: Timeline, rank: int) -> tuple[np.ndarray, np
     Same rule as ``Timeline.peak_activations``: held from the start of a stage's F of a micro-batch until the
     end of that stage's W or full B for it; at equal times releases come first.
     """
-    events = timeline.activation_events(rank)
+    events = _timeline(timeline, "activations_over_time").activation_events(rank)
     times = [timeline.start]
     held = [0]
     count = 0
@@ -404,6 +440,11 @@ def plot_memory(timeline: Timeline, ax: Axes | None = None, *, ranks: Sequence[i
     hide one line under another: each rank is drawn slightly shifted up or down (at most +-0.2 in all, said
     in the legend's title) and with its own dash pattern, so every rank's line stays visible.
     """
+    _timeline(timeline, "plot_memory")
+    _options("plot_memory", title)
+    if ranks is not None:
+        ranks = list(ranks) if isinstance(ranks, range) else ranks
+        ranks = [timeline.check_rank(r, "plot_memory") for r in arg.sequence(ranks, "ranks", where="plot_memory")]
     if ax is None:
         _, ax = plt.subplots(figsize=(10, 4), layout="constrained")
     ranks = list(range(timeline.n_ranks)) if ranks is None else list(ranks)
@@ -431,6 +472,13 @@ def idle_frame(timelines_by_schedule: Mapping[str, Timeline]):
     """Long-form pandas DataFrame (schedule, rank, idle, time_unit) behind ``plot_idle_bars``."""
     import pandas as pd
 
+    if not isinstance(timelines_by_schedule, Mapping) or not timelines_by_schedule:
+        arg.fail("timelines_by_schedule", "a non-empty dict {name: Timeline}", timelines_by_schedule,
+                 where="idle_frame", error=arg.InputTypeError)
+    for name, timeline in timelines_by_schedule.items():
+        arg.text(name, "every name", where="idle_frame")
+        _timeline(timeline, "idle_frame", f"timelines_by_schedule[{name!r}]")
+
     rows = [{"schedule": name, "rank": r, "idle": tl.idle(r), "time_unit": tl.time_unit}
             for name, tl in timelines_by_schedule.items() for r in range(tl.n_ranks)]
     return pd.DataFrame(rows, columns=["schedule", "rank", "idle", "time_unit"])
@@ -442,6 +490,7 @@ def plot_idle_bars(timelines_by_schedule: Mapping[str, Timeline], ax: Axes | Non
     import seaborn as sns
 
     frame = idle_frame(timelines_by_schedule)
+    _options("plot_idle_bars", title)
     if ax is None:
         _, ax = plt.subplots(figsize=(10, 4), layout="constrained")
     names = list(timelines_by_schedule)

@@ -10,10 +10,10 @@ that rule lives; ``SCHEDULE_NAMES`` lists them as the course writes them.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 
+from utils import inputs as arg
 from utils.pipeline.generators.bidirectional import dualpipe, dualpipev
 from utils.pipeline.generators.linear import gpipe, naive, one_f_one_b, zb1p
 from utils.pipeline.generators.overlapped import one_f_one_b_overlap
@@ -50,7 +50,9 @@ CHUNKS_PER_RANK: dict[str, int] = {"dualpipev": 2, "interleaved1f1b": 2, "zbv": 
 
 def schedule_key(name) -> str:
     """The canonical spelling of a schedule name: lower case, without ``-`` and ``_``."""
-    return str(name).lower().replace("-", "").replace("_", "")
+    if not isinstance(name, str):
+        arg.fail("name", "a schedule name (a string)", name, where="schedule_key", error=arg.InputTypeError)
+    return name.lower().replace("-", "").replace("_", "")
 
 
 _NAME_OF_KEY: dict[str, str] = {schedule_key(n): n for n in SCHEDULE_NAMES}
@@ -61,9 +63,12 @@ def schedule_name(name) -> str:
 
     Raises ValueError, listing the names the kit builds, for a schedule it does not know.
     """
+    if not isinstance(name, str):
+        arg.fail("name", f"a schedule name, one of {', '.join(SCHEDULE_NAMES)}", name, where="schedule_name",
+                 error=arg.InputTypeError)
     found = _NAME_OF_KEY.get(schedule_key(name))
     if found is None:
-        raise ValueError(
+        raise arg.InputError(
             f"Unknown schedule {name!r}: the kit builds {', '.join(SCHEDULE_NAMES)} (the schedules compared in "
             f"the DeepSeek-V3 report's Table 2, the fair 1F1B baseline with overlapped pairs, plus naive and "
             f"GPipe for reference)."
@@ -77,17 +82,17 @@ def make_schedule(name: str, n_ranks: int, n_microbatches: int) -> Schedule:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: print one line per rank of action strings."""
-    parser = argparse.ArgumentParser(prog="python -m utils.schedules", description=main.__doc__)
+    """Command line: print one line per rank of action strings (bad input: ``error: <the rule>``, status 2)."""
+    return arg.run_command(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = arg.ArgumentParser(prog="python -m utils.schedules", description=main.__doc__)
     parser.add_argument("name", help=", ".join(SCHEDULE_NAMES))
     parser.add_argument("--ranks", type=int, required=True)
     parser.add_argument("--microbatches", type=int, required=True)
     args = parser.parse_args(argv)
-    try:
-        schedule = make_schedule(args.name, args.ranks, args.microbatches)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    schedule = make_schedule(args.name, args.ranks, args.microbatches)
     print("\n".join(schedule.rank_lines()))
     return 0
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import NamedTuple
 
+from utils import inputs as arg
+
 KINDS = ("F", "B", "I", "W")
 KIND_NAMES = {"F": "forward", "B": "full backward", "I": "backward for input", "W": "backward for weights"}
 
@@ -44,10 +46,15 @@ class Action:
 
     def __post_init__(self):
         if self.kind not in KINDS:
-            raise ValueError(
+            raise arg.InputError(
                 f"Action kind must be one of {', '.join(KINDS)} (forward, full backward, backward for input, "
                 f"backward for weights); got {self.kind!r}."
             )
+        if type(self.stage) is not int or type(self.microbatch) is not int:  # the fast path is a plain int
+            for name in ("stage", "microbatch"):
+                value = arg.whole(getattr(self, name), name, where="Action",
+                                  why="stages and micro-batches are numbered 0, 1, 2, ...")
+                object.__setattr__(self, name, value)
         if self.stage < 0 or self.microbatch < 0:
             raise ValueError(
                 f"Action stage and micro-batch are indices, so they must be >= 0; got stage={self.stage}, "
@@ -73,6 +80,9 @@ class OverlappedAction:
     backward: Action
 
     def __post_init__(self):
+        for name in ("forward", "backward"):
+            arg.instance(getattr(self, name), name, Action, "an Action (e.g. Action(0, 'F', 7))",
+                         where="OverlappedAction")
         if self.forward.kind != "F":
             raise ValueError(f"An overlapped pair's first action must be a forward (F); got {self.forward}.")
         if self.backward.kind not in ("B", "I"):
@@ -93,12 +103,19 @@ ActionLike = Action | OverlappedAction
 
 def action_parts(action: ActionLike) -> tuple[Action, ...]:
     """The plain actions inside ``action``: itself, or the forward and backward of an overlapped pair."""
-    return action.parts if isinstance(action, OverlappedAction) else (action,)
+    if isinstance(action, OverlappedAction):
+        return action.parts
+    return (arg.instance(action, "action", Action, "an Action or an OverlappedAction", where="action_parts"),)
 
 
 def action_kind(action: ActionLike) -> str:
     """F, B, I or W for a plain action; FB or FI for an overlapped pair (a forward with a B or with an I)."""
-    return "F" + action.backward.kind if type(action) is OverlappedAction else action.kind
+    if type(action) is OverlappedAction:
+        return "F" + action.backward.kind
+    if type(action) is not Action:
+        arg.instance(action, "action", (Action, OverlappedAction), "an Action or an OverlappedAction",
+                     where="action_kind")
+    return action.kind
 
 
 # ------------------------------------------------------------------------------------ the dependency rule
@@ -160,6 +177,7 @@ def _count(n: int, one: str, many: str | None = None) -> str:
 
 def parse_action(text: str) -> ActionLike:
     """Inverse of ``str(action)``: ``"1F0"`` -> Action(1, "F", 0); ``"(0F7;7B3)OVERLAP_F_B"`` -> pair."""
+    arg.instance(text, "text", str, "a string such as '1F0' or '(0F7;7B3)OVERLAP_F_B'", where="parse_action")
     s = text.strip()
     if m := _ACTION_RE.match(s):
         return Action(int(m.group(1)), m.group(2), int(m.group(3)))
@@ -189,6 +207,9 @@ class Schedule:
     routes: tuple[tuple[int, ...], ...]
     actions: tuple[tuple[ActionLike, ...], ...]
 
+    def __post_init__(self):
+        _check_fields(self)
+
     @property
     def n_stages(self) -> int:
         return len(self.stage_to_rank)
@@ -217,6 +238,9 @@ class Schedule:
 
     def stages_on(self, rank: int) -> tuple[int, ...]:
         """Stage ids held by ``rank`` (their count is the rank's parameter copies)."""
+        if type(rank) is not int or not 0 <= rank < self.n_ranks:
+            arg.whole(rank, "rank", low=0, high=self.n_ranks - 1, where="stages_on",
+                      why=f"the schedule has ranks 0..{self.n_ranks - 1}")
         return self._stages_by_rank[rank]
 
     @cached_property
@@ -237,15 +261,25 @@ class Schedule:
 
     def route_of(self, microbatch: int) -> tuple[int, ...]:
         """Stage ids micro-batch ``microbatch`` passes through, in forward order."""
+        arg.whole(microbatch, "microbatch", low=0, high=self.n_microbatches - 1, where="route_of",
+                  why=f"the schedule has micro-batches 0..{self.n_microbatches - 1}")
         return self.routes[microbatch]
 
     def prev_stage(self, stage: int, microbatch: int) -> int | None:
         """The stage before ``stage`` on the micro-batch's route (None at the first stage)."""
-        return self._neighbours[(stage, microbatch)][0]
+        return self._neighbour(stage, microbatch)[0]
 
     def next_stage(self, stage: int, microbatch: int) -> int | None:
         """The stage after ``stage`` on the micro-batch's route (None at the last stage: the loss)."""
-        return self._neighbours[(stage, microbatch)][1]
+        return self._neighbour(stage, microbatch)[1]
+
+    def _neighbour(self, stage: int, microbatch: int) -> tuple[int | None, int | None]:
+        try:
+            return self._neighbours[(stage, microbatch)]
+        except (KeyError, TypeError):
+            raise arg.InputError(
+                f"stage {stage!r} is not on the route of micro-batch {microbatch!r}: micro-batches are "
+                f"0..{self.n_microbatches - 1}, and each passes only the stages of its route") from None
 
     # -- the dependency rule, asked per action (readable) or for the whole schedule at once (fast)
     def inputs_of(self, part: Action) -> tuple[Dependency, ...]:
@@ -325,3 +359,34 @@ class Schedule:
             f"{_count(self.n_microbatches, 'micro-batch', 'micro-batches')}, {_count(self.n_stages, 'stage')}"
         )
         return "\n".join([head, *self.rank_lines()])
+
+
+def _ints(value, name: str) -> tuple[int, ...]:
+    """``value`` as a tuple of whole numbers (a list is fine: it becomes a tuple, so the schedule stays
+    immutable and hashable)."""
+    items = arg.sequence(value, name, where="Schedule", nonempty=False)
+    if all(type(v) is int for v in items):
+        return items
+    return tuple(arg.whole(v, f"every entry of {name}", where="Schedule") for v in items)
+
+
+def _check_fields(s: Schedule) -> None:
+    """Types and sizes of a Schedule's fields (the validator checks how they fit together)."""
+    where = "Schedule"
+    arg.text(s.name, "name", where=where)
+    arg.whole(s.n_ranks, "n_ranks", low=1, high=arg.MAX_RANKS, where=where,
+              why="a pipeline needs at least one rank")
+    arg.whole(s.n_microbatches, "n_microbatches", low=1, high=arg.MAX_MICROBATCHES, where=where,
+              why="a training step needs at least one micro-batch")
+    fixed = {"stage_to_rank": _ints(s.stage_to_rank, "stage_to_rank"),
+             "stage_to_chunk": _ints(s.stage_to_chunk, "stage_to_chunk")}
+    routes = arg.sequence(s.routes, "routes", where=where, nonempty=False)
+    seen: dict[int, tuple[int, ...]] = {}  # generators share one route object between micro-batches
+    fixed["routes"] = tuple(seen[id(r)] if id(r) in seen else seen.setdefault(id(r), _ints(r, "routes[m]"))
+                            for r in routes)
+    actions = arg.sequence(s.actions, "actions", where=where, nonempty=False)
+    fixed["actions"] = tuple(row if type(row) is tuple else arg.sequence(row, "actions[r]", where=where,
+                                                                        nonempty=False) for row in actions)
+    for name, value in fixed.items():
+        if value is not getattr(s, name):
+            object.__setattr__(s, name, value)

@@ -36,12 +36,12 @@ makespan).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
 import json
 import sys
 
+from utils import inputs as arg
 from utils.pipeline.costs import CostModel
 from utils.pipeline.registry import SCHEDULE_NAMES, make_schedule
 from utils.pipeline.schedule import ACT, Schedule, action_parts
@@ -56,8 +56,9 @@ def simulate(schedule: Schedule, costs: CostModel, check: bool = True) -> Timeli
     ValueError naming the rank, the action and the rule (``utils.pipeline.validation.validate``). With or without it, a
     schedule that cannot finish raises ValueError with the validator's explanation of the deadlock.
     """
-    if not isinstance(costs, CostModel):
-        raise ValueError(f"simulate needs a CostModel for its costs; got {type(costs).__name__}.")
+    arg.instance(schedule, "schedule", Schedule, "a Schedule (e.g. make_schedule('1f1b', 4, 8))", where="simulate")
+    arg.instance(costs, "costs", CostModel, "a CostModel (e.g. CostModel(F=1, B=2, W=1))", where="simulate")
+    check = arg.flag(check, "check", where="simulate")
     with _cyclic_gc_paused():
         if check:
             check_structure(schedule)  # the deadlock rule is checked by running it, below
@@ -225,8 +226,14 @@ def _comms(schedule: Schedule, costs: CostModel, intervals, done_at) -> tuple[Co
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: simulate a named schedule and print a table and an ASCII timeline (or JSON)."""
-    parser = argparse.ArgumentParser(prog="python -m utils.simulate", description=main.__doc__)
+    """Command line: simulate a named schedule and print a table and an ASCII timeline (or JSON).
+
+    Bad input gives exit status 2 and one line ``error: <the rule>`` on stderr."""
+    return arg.run_command(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = arg.ArgumentParser(prog="python -m utils.simulate", description=main.__doc__)
     parser.add_argument("name", help=", ".join(SCHEDULE_NAMES))
     parser.add_argument("--ranks", type=int, required=True)
     parser.add_argument("--microbatches", type=int, required=True)
@@ -242,12 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(f"--{flag}", type=float, default=default)
     parser.add_argument("--json", action="store_true", help="print JSON (makespan and per-rank numbers)")
     args = parser.parse_args(argv)
-    try:
-        costs = CostModel(args.F, args.B, args.W, args.FB, args.p2p, args.dispatch, args.combine)
-        timeline = simulate(make_schedule(args.name, args.ranks, args.microbatches), costs)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    costs = CostModel(args.F, args.B, args.W, args.FB, args.p2p, args.dispatch, args.combine)
+    timeline = simulate(make_schedule(args.name, args.ranks, args.microbatches), costs)
     rows = timeline.summary()
     if args.json:
         print(
@@ -283,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
 def ascii_timeline(timeline: Timeline, width: int = 100) -> str:
     """One text row per rank: each column a slice of time, the letter of the action kind running then
     (F, B, I, W; X for an overlapped pair), '.' when idle."""
+    arg.instance(timeline, "timeline", Timeline, "a Timeline (from simulate or execute)", where="ascii_timeline")
+    width = arg.whole(width, "width", low=1, high=1000, where="ascii_timeline",
+                      why="the number of text columns of the chart")
     span = timeline.makespan
     if span <= 0:
         return ""

@@ -34,6 +34,7 @@ communication and activations in closed form are ``overlap_*`` below, under ``ov
 
 from __future__ import annotations
 
+from utils import inputs as arg
 from utils.pipeline.costs import CostModel
 from utils.pipeline.registry import TABLE2_SCHEDULES, make_schedule, schedule_key
 from utils.pipeline.simulate import simulate
@@ -47,6 +48,8 @@ def bubble_1f1b(pp: int, F: float, B: float) -> float:
     Assumes: costs are the same on every stage, p2p latency 0. Then rank 0 waits (PP-1)(F+B) for the first
     backward to come back, and every rank has the same busy time. Holds for any number of micro-batches.
     """
+    pp = _pp(pp, "bubble_1f1b")
+    _cost(F, "F", "bubble_1f1b"), _cost(B, "B", "bubble_1f1b")  # checked, kept as given (ints stay ints)
     return (pp - 1) * (F + B)
 
 
@@ -57,6 +60,9 @@ def bubble_zb1p(pp: int, F: float, B: float, W: float) -> float:
     passes to postpone), W <= F (a postponed W fits in the wait for the next forward) and W <= B - W (it fits
     in the wait between two input-backwards in the cool-down). Otherwise the simulated bubble is larger.
     """
+    pp = _pp(pp, "bubble_zb1p")
+    for v, n in ((F, "F"), (B, "B"), (W, "W")):
+        _cost(v, n, "bubble_zb1p")
     return (pp - 1) * (F + B - 2 * W)
 
 
@@ -69,6 +75,9 @@ def bubble_dualpipe(pp: int, FB: float, B: float, W: float) -> float:
     cost model allows down to max(F, B), the longer chunk alone). Otherwise the simulated bubble differs
     (larger or smaller: with F < B - W it is smaller than the formula says).
     """
+    pp = _pp(pp, "bubble_dualpipe", even=True)
+    for v, n in ((FB, "FB"), (B, "B"), (W, "W")):
+        _cost(v, n, "bubble_dualpipe")
     return (pp / 2 - 1) * (FB + B - 3 * W)
 
 
@@ -78,6 +87,8 @@ def peak_activations(method: str, pp: int) -> int:
     Assumes at least PP micro-batches (2 PP for DualPipe), and that an activation is held from a stage's F
     until its W or full B ends.
     """
+    method = _method(method)
+    pp = _pp(pp, "peak_activations", even=method.startswith("dualpipe"))
     return {"1f1b": pp, "zb1p": pp, "dualpipe": pp + 1, "dualpipev": pp + 1}[_method(method)]
 
 
@@ -90,6 +101,7 @@ def param_copies(method: str) -> int:
 def bubble(method: str, pp: int, costs: CostModel) -> float:
     """The Table 2 bubble of ``method`` for PP stages (model chunks) under ``costs``."""
     method = _method(method)
+    arg.instance(costs, "costs", CostModel, "a CostModel (e.g. CostModel(F=1, B=2, W=1))", where="bubble")
     if method == "1f1b":
         return bubble_1f1b(pp, costs.F, costs.B)
     if method == "zb1p":
@@ -100,6 +112,11 @@ def bubble(method: str, pp: int, costs: CostModel) -> float:
 def assumptions_hold(method: str, costs: CostModel, pp: int, n_microbatches: int) -> tuple[bool, str]:
     """Whether the Table 2 bubble formula of ``method`` is exact for these costs; the reason if not."""
     method = _method(method)
+    arg.instance(costs, "costs", CostModel, "a CostModel (e.g. CostModel(F=1, B=2, W=1))",
+                 where="assumptions_hold")
+    pp = _pp(pp, "assumptions_hold")
+    n_microbatches = arg.whole(n_microbatches, "n_microbatches", low=1, high=arg.MAX_MICROBATCHES,
+                               where="assumptions_hold", why="a training step needs at least one micro-batch")
     if costs.p2p > 0 or costs.dispatch > 0 or costs.combine > 0:
         return False, "Table 2 ignores communication time (p2p and all-to-all must be 0)"
     if method == "zb1p":
@@ -122,6 +139,9 @@ def simulated_table2(pp: int, n_microbatches: int, costs: CostModel) -> list[dic
 
     DualPipe runs PP ranks; DualPipeV runs PP/2 ranks (it has PP stages); both need PP even.
     """
+    pp = _pp(pp, "simulated_table2", even=True)
+    arg.instance(costs, "costs", CostModel, "a CostModel (e.g. CostModel(F=1, B=2, W=1))",
+                 where="simulated_table2")
     rows = []
     for method in METHODS:
         ranks = pp // 2 if method == "dualpipev" else pp
@@ -142,10 +162,27 @@ def simulated_table2(pp: int, n_microbatches: int, costs: CostModel) -> list[dic
     return rows
 
 
+def _pp(pp, where: str, even: bool = False) -> int:
+    """PP, the number of pipeline stages (model chunks): whole, at least 1 (2 and even for DualPipe)."""
+    pp = arg.whole(pp, "pp", low=2 if even else 1, high=2 * arg.MAX_RANKS, where=where,
+                   why="DualPipe's two directions meet in the middle, so PP is even" if even else
+                   "a pipeline has at least one stage")
+    if even and pp % 2:
+        arg.fail("pp", "an even number", pp, where=where,
+                 why="DualPipe's two directions meet in the middle of the pipeline")
+    return pp
+
+
+def _cost(value, name: str, where: str) -> float:
+    return arg.real(value, name, low=0, high=arg.MAX_COST, where=where,
+                    why="a duration in time units cannot be negative")
+
+
 def _method(method: str) -> str:
+    arg.instance(method, "method", str, f"a Table 2 method, one of {', '.join(METHODS)}", where="Table 2")
     key = schedule_key(method)
     if key not in METHODS:
-        raise ValueError(
+        raise arg.InputError(
             f"Table 2 covers {', '.join(METHODS)}; got {method!r} (naive and GPipe are not in the "
             f"report's table)."
         )

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+from utils import inputs as arg
 from utils.pipeline.schedule import ActionLike, OverlappedAction, Schedule, action_parts
 
 
@@ -104,6 +105,13 @@ class Timeline:
     def n_ranks(self) -> int:
         return len(self.intervals)
 
+    def check_rank(self, rank, where: str) -> int:
+        """``rank`` if this timeline has it (the fast path is a plain int in range)."""
+        if type(rank) is int and 0 <= rank < len(self.intervals):
+            return rank
+        return arg.whole(rank, "rank", low=0, high=len(self.intervals) - 1, where=f"Timeline.{where}",
+                         why=f"this timeline has ranks 0..{len(self.intervals) - 1}")
+
     @cached_property
     def span(self) -> tuple[float, float]:
         """(earliest start, latest end) over all intervals, computed once (idle(r) for every rank would
@@ -132,6 +140,7 @@ class Timeline:
     def busy(self, rank: int) -> float:
         """Time ``rank`` spends inside its actions (sum of their durations): compute plus the communication
         it waited for inside them."""
+        rank = self.check_rank(rank, "busy")
         return sum(iv.end - iv.start for iv in self.intervals[rank])
 
     def budget(self, rank: int) -> TimeBudget:
@@ -142,7 +151,7 @@ class Timeline:
         idle = the rest of the makespan. Exact for a simulated timeline; for a measured one each part is
         measured to the clock's resolution and idle is what remains.
         """
-        row = self.intervals[rank]
+        row = self.intervals[self.check_rank(rank, "budget")]
         inside = sum(iv.comm_wait for iv in row)
         before = sum(iv.p2p_wait for iv in row)
         span = self.makespan
@@ -202,6 +211,7 @@ class Timeline:
         Acquired at the start of a stage's F of a micro-batch, released at the end of that stage's W or full B
         for it; at equal times releases (-1) sort before acquisitions (+1).
         """
+        rank = self.check_rank(rank, "activation_events")
         events: list[tuple[float, int]] = []
         for iv in self.intervals[rank]:
             for part in action_parts(iv.action):
@@ -218,6 +228,7 @@ class Timeline:
         An activation is held from the start of a stage's F of a micro-batch until the end of that stage's W
         or full B for it; at equal times releases happen before acquisitions.
         """
+        rank = self.check_rank(rank, "peak_activations")
         events = self.activation_events(rank)
         held = peak = 0
         for _, delta in events:
@@ -227,6 +238,7 @@ class Timeline:
 
     def param_copies(self, rank: int) -> int:
         """Stages whose parameters ``rank`` keeps, in units of one stage (1/PP of the model)."""
+        rank = self.check_rank(rank, "param_copies")
         return len(self.schedule.stages_on(rank))
 
     def summary(self) -> list[dict]:
@@ -253,6 +265,8 @@ class Timeline:
         model chunks it ran; communication on pid 1.
         ``us_per_unit`` converts this timeline's time unit to the trace's microseconds.
         """
+        us_per_unit = arg.real(us_per_unit, "us_per_unit", low=0, low_open=True, high=1e9,
+                               where="Timeline.to_chrome_trace", why="microseconds per time unit")
         events: list[dict] = [
             {"name": "process_name", "ph": "M", "pid": 0, "args": {"name": f"compute ({self.source})"}},
         ]

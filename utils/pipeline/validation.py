@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import weakref
 
+from utils import inputs as arg
 from utils.pipeline.schedule import ACT, KIND_NAMES, Action, OverlappedAction, Schedule
 
 
@@ -47,7 +48,8 @@ def check_structure(schedule: Schedule) -> None:
     again.
     """
     if not isinstance(schedule, Schedule):
-        raise ValueError(f"validate expects a Schedule; got {type(schedule).__name__}.")
+        raise arg.InputTypeError(f"validate expects a Schedule (e.g. make_schedule('1f1b', 4, 8)); got "
+                                 f"{arg.describe(schedule)}.")
     _check_structure_once(_ThisObject(schedule))
 
 

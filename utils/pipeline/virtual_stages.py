@@ -25,6 +25,7 @@ from dataclasses import replace
 
 import pandas as pd
 
+from utils import inputs as arg
 from utils.pipeline.costs import CostModel
 from utils.pipeline.generators.virtual import interleaved_1f1b, interleaved_rounds, zbv_fill_microbatches
 from utils.pipeline.registry import CHUNKS_PER_RANK, make_schedule
@@ -37,14 +38,39 @@ VIRTUAL_SCHEDULES: tuple[str, ...] = ("interleaved1f1b", "zbv")
 _TOLERANCE = 1e-12
 
 
+def _schedule(schedule, where: str) -> Schedule:
+    return arg.instance(schedule, "schedule", Schedule, "a Schedule (e.g. make_schedule('zbv', 4, 8))", where=where)
+
+
+def _costs(costs, where: str) -> CostModel:
+    return arg.instance(costs, "costs", CostModel, "a CostModel (e.g. CostModel(F=1, B=2, W=1))", where=where)
+
+
+def _sizes(where: str, **values) -> None:
+    """The counts and costs of a closed form: pp ranks, m micro-batches, v chunks, a rank, durations."""
+    pp = arg.whole(values.pop("pp"), "pp", low=1, high=arg.MAX_RANKS, where=where, why="pipeline ranks")
+    for name, value in values.items():
+        if name == "m":
+            arg.whole(value, "m", low=1, high=arg.MAX_MICROBATCHES, where=where, why="micro-batches")
+        elif name == "v":
+            arg.whole(value, "v", low=1, high=16, where=where, why="model chunks per rank")
+        elif name == "rank":
+            arg.whole(value, "rank", low=0, high=pp - 1, where=where, why=f"ranks are 0..{pp - 1}")
+        else:
+            arg.real(value, name, low=0, high=arg.MAX_COST, where=where, why="a duration cannot be negative")
+
+
 def chunks_per_rank(schedule: Schedule) -> int:
     """v: model chunks per rank's share (1 for 1F1B and DualPipe, whose mirrored copies are whole 1/PP
     stages; 2 for DualPipeV, interleaved 1F1B and ZB-V)."""
+    _schedule(schedule, "chunks_per_rank")
     return max(1, schedule.n_chunks // schedule.n_ranks)
 
 
 def chunk_costs(costs: CostModel, v: int) -> CostModel:
     """The cost model of one chunk when ``costs`` are those of one rank's share (1/PP of the model)."""
+    _costs(costs, "chunk_costs")
+    v = arg.whole(v, "v", low=1, high=16, where="chunk_costs", why="model chunks per rank")
     if v == 1:
         return costs
     f, b = costs.F / v, costs.B / v
@@ -64,6 +90,7 @@ def bubble_interleaved(pp: int, F: float, B: float, v: int = 2) -> float:
     0, and at least PP micro-batches (with fewer, a rank runs out of forwards before the round comes back
     and waits longer).
     """
+    _sizes("bubble_interleaved", pp=pp, v=v, F=F, B=B)
     return (pp - 1) * (F + B) / v
 
 
@@ -76,6 +103,7 @@ def peak_activations_interleaved(rank: int, pp: int, m: int, v: int = 2) -> int:
     "Reducing Activation Recomputation in Large Transformer Models". Only the order of the rank's own
     actions matters (an activation is held from its F to its B), so it holds for any costs.
     """
+    _sizes("peak_activations_interleaved", pp=pp, m=m, v=v, rank=rank)
     per_round = interleaved_rounds(pp, m)[1]
     return min((v - 1) * per_round + 2 * (pp - 1 - rank) + 1, v * m)
 
@@ -91,12 +119,14 @@ def bubble_zbv(pp: int, F: float) -> float:
     r f after rank 0 and ends r f after it, so every rank idles (PP-1) f of the step. With optimizer
     post-validation (the paper's Sec. 4) the next step's fill overlaps this step's drain.
     """
+    _sizes("bubble_zbv", pp=pp, F=F)
     return (pp - 1) * F / 2
 
 
 def peak_activations_zbv(rank: int, pp: int, m: int) -> int:
     """Chunk-activations rank ``rank`` holds at its peak: min(M, 2PP-1-r) + min(M, r+1) (2PP once
     M >= 2PP-1, on every rank: PP in 1F1B's units). The forwards it runs before its first W."""
+    _sizes("peak_activations_zbv", pp=pp, m=m, rank=rank)
     return min(m, 2 * pp - 1 - rank) + min(m, rank + 1)
 
 
@@ -104,6 +134,7 @@ def peak_activations_zbv(rank: int, pp: int, m: int) -> int:
 
 def bubble(schedule: Schedule, costs: CostModel) -> float:
     """The closed-form worst-rank idle of ``schedule`` (interleaved1f1b or zbv) under chunk ``costs``."""
+    _costs(costs, "bubble")
     v = chunks_per_rank(schedule)
     if schedule.name == "interleaved1f1b":
         return bubble_interleaved(schedule.n_ranks, v * costs.F, v * costs.B, v)
@@ -114,6 +145,7 @@ def bubble(schedule: Schedule, costs: CostModel) -> float:
 
 def peak_activations(schedule: Schedule, rank: int) -> int:
     """The closed-form peak chunk-activations of ``rank`` (interleaved1f1b or zbv)."""
+    _schedule(schedule, "peak_activations")
     pp, m = schedule.n_ranks, schedule.n_microbatches
     if schedule.name == "interleaved1f1b":
         return peak_activations_interleaved(rank, pp, m, chunks_per_rank(schedule))
@@ -124,6 +156,7 @@ def peak_activations(schedule: Schedule, rank: int) -> int:
 
 def assumptions_hold(schedule: Schedule, costs: CostModel) -> tuple[bool, str]:
     """Whether ``bubble(schedule, costs)`` is exact; the broken assumption if not."""
+    _schedule(schedule, "assumptions_hold"), _costs(costs, "assumptions_hold")
     pp, m = schedule.n_ranks, schedule.n_microbatches
     if costs.p2p > 0 or costs.dispatch > 0 or costs.combine > 0:
         return False, "the closed forms ignore communication time (p2p and all-to-all must be 0)"
@@ -141,7 +174,8 @@ def assumptions_hold(schedule: Schedule, costs: CostModel) -> tuple[bool, str]:
 def inner_idle(timeline: Timeline, rank: int) -> float:
     """Idle time of ``rank`` between its first action's start and its last action's end: the bubble the
     zero-bubble paper counts (fill and drain at the ends are left out)."""
-    row = timeline.intervals[rank]
+    arg.instance(timeline, "timeline", Timeline, "a Timeline (from simulate or execute)", where="inner_idle")
+    row = timeline.intervals[timeline.check_rank(rank, "inner_idle")]
     if not row:
         return 0.0
     return (row[-1].end - row[0].start) - timeline.busy(rank)
@@ -153,6 +187,7 @@ def p2p_messages(schedule: Schedule) -> int:
     """Point-to-point messages one step sends: an activation into every F whose previous stage is on
     another rank, a gradient into every B or I whose next stage is (stages on the same rank hand over in
     memory). 1F1B: 2M(PP-1); interleaved with v chunks: 2M(vPP-1); ZB-V and DualPipeV: 2M(2PP-2)."""
+    _schedule(schedule, "p2p_messages")
     rank_of = schedule.stage_to_rank
     count = 0
     for rank, actions in enumerate(schedule.actions):
@@ -171,6 +206,7 @@ def p2p_messages(schedule: Schedule) -> int:
 def per_rank_memory(timeline: Timeline) -> list[dict]:
     """Per rank: peak activations and parameters, in stages (as the Timeline counts them) and in units of
     one rank's share of the model (1/PP: one 1F1B stage), so schedules with v chunks compare fairly."""
+    arg.instance(timeline, "timeline", Timeline, "a Timeline (from simulate or execute)", where="per_rank_memory")
     v = chunks_per_rank(timeline.schedule)
     size = timeline.n_ranks / timeline.schedule.n_chunks  # one stage, in units of 1/PP of the model
     rows = []
@@ -189,6 +225,9 @@ def bubble_vs_chunks(pp: int, m: int, costs: CostModel, chunks=(1, 2, 3, 4)):
     """Interleaved 1F1B with v = each of ``chunks`` on the same model (``costs`` of one rank's share, each
     chunk 1/v of them; v = 1 is 1F1B): simulated worst-rank idle beside (PP-1)(F+B)/v, step time, messages per step and rank
     0's peak activations in 1/PP units. A pandas DataFrame, one row per v."""
+    _sizes("bubble_vs_chunks", pp=pp, m=m), _costs(costs, "bubble_vs_chunks")
+    for v in arg.sequence(chunks, "chunks", where="bubble_vs_chunks"):
+        arg.whole(v, "every v", low=1, high=16, where="bubble_vs_chunks", why="model chunks per rank")
     rows = []
     for v in chunks:
         # v = 1 is plain 1F1B (torch's interleaved order with one chunk warms up twice as deep, for nothing)
@@ -205,6 +244,10 @@ def step_vs_latency(names, pp: int, m: int, costs: CostModel, latencies=(0.0, 0.
     """Each schedule of ``names`` on the same model (``costs`` of one rank's share; two-chunk schedules get
     half-size chunks) as the p2p latency per message grows: step time, worst-rank idle and messages per step.
     A long pandas DataFrame (schedule, p2p latency, step time, worst-rank idle, p2p messages per step)."""
+    _sizes("step_vs_latency", pp=pp, m=m), _costs(costs, "step_vs_latency")
+    arg.sequence(names, "names", where="step_vs_latency")
+    for latency in arg.sequence(latencies, "latencies", where="step_vs_latency"):
+        arg.real(latency, "every latency", low=0, high=arg.MAX_COST, where="step_vs_latency")
     rows = []
     for name in names:
         schedule = make_schedule(name, pp, m)

@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 
+from utils.inputs import one_line
 from utils.scale.config import MODEL_NAMES, load_model
 from utils.scale.hardware import HARDWARE_NAMES, load_hardware
 from utils.scale.report import ScaleResult, evaluate
@@ -49,7 +50,7 @@ ALIASES = {"--max-nodes": ("--node-cap",)}
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, the course's format, status 2
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {one_line(message)}", file=sys.stderr)
         sys.exit(2)
 
 
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run(args)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     print(json.dumps(result.as_json(), indent=1) if args.json else text_report(result))
     return 0

@@ -7,7 +7,8 @@ with its source; `load_model("DeepSeek-V3")` reads them, so the numbers are writ
 
 Attention is MLA: queries through a low-rank latent of ``q_lora_rank`` (0: projected directly, as in
 DeepSeek-V2-Lite), keys and values through a shared latent of ``kv_lora_rank``, plus a decoupled RoPE key of
-``qk_rope_dim`` shared by all heads. FFNs are SwiGLU (three matrices). Ground module: no imports of the kit.
+``qk_rope_dim`` shared by all heads. FFNs are SwiGLU (three matrices). Ground module: of the kit it imports
+only ``utils.inputs`` (the shared argument checks).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import math
 from dataclasses import dataclass, fields
 from functools import cache
 from pathlib import Path
+
+from utils import inputs as arg
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 MODELS_JSON = DATA / "scale_models.json"
@@ -48,6 +51,24 @@ def check_number(name: str, value, meaning: str, *, positive: bool = True, at_mo
     if at_most is not None and value > at_most:
         raise ValueError(f"{name} is {meaning}, so it must be <= {at_most:g}; got {value:g}.")
     return value
+
+
+def known_changes(obj, changes, kind: str) -> dict:
+    """``changes`` if it is a dict of fields ``obj`` has (``with_changes`` takes no other)."""
+    if not isinstance(changes, dict):
+        arg.fail("changes", f"a dict of {kind} fields", changes, where=f"{kind}.with_changes",
+                 error=arg.InputTypeError)
+    unknown = sorted(set(changes) - {f.name for f in fields(obj)})
+    if unknown:
+        raise arg.InputTypeError(f"{kind} has no field {', '.join(map(repr, unknown))}; its fields are "
+                                 f"{', '.join(f.name for f in fields(obj))}.")
+    return changes
+
+
+def check_model(model, where: str) -> ModelConfig:
+    """``model`` (a name is loaded) if it is a ModelConfig."""
+    model = load_model(model) if isinstance(model, str) else model
+    return arg.instance(model, "model", ModelConfig, "a ModelConfig or a model name (load_model)", where=where)
 
 
 def check_counts(obj, rules: dict[str, tuple[str, int]]) -> None:

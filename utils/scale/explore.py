@@ -10,7 +10,8 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from utils.scale.config import ModelConfig, load_model, published_counts
+from utils import inputs as arg
+from utils.scale.config import ModelConfig, check_model, load_model, published_counts
 from utils.scale.hardware import hardware_sources, load_hardware
 from utils.scale.memory import ChunkParams, activation_items, model_state_bytes
 from utils.scale.params import layer_flops, param_counts
@@ -38,6 +39,9 @@ WHAT_IFS: dict[str, dict] = {
 
 def run(changes: dict | None = None, schedules: tuple[str, ...] = SCHEDULES) -> ScaleResult:
     """Evaluate DeepSeek-V3 on H800 with the report's setting changed by `changes` ({"hw": {...}} for the GPU)."""
+    if changes is not None and not isinstance(changes, dict):
+        arg.fail("changes", 'a dict of setting fields (and "hw": {GPU fields}), or None', changes, where="run",
+                 error=arg.InputTypeError)
     changes = dict(changes or {})
     hardware = load_hardware().with_changes(**changes.pop("hw", {}))
     return evaluate(load_model(), hardware, report_setting().with_changes(**changes), schedules)
@@ -45,7 +49,7 @@ def run(changes: dict | None = None, schedules: tuple[str, ...] = SCHEDULES) -> 
 
 def params_table(model: ModelConfig | str = "DeepSeek-V3") -> pd.DataFrame:
     """Our counts beside the authors' published ones, in billions, with the relative gap."""
-    model = load_model(model) if isinstance(model, str) else model
+    model = check_model(model, "params_table")
     counts = param_counts(model).as_dict()
     rows = []
     for key, (value, source) in published_counts(model.name).items():
@@ -77,6 +81,8 @@ def hardware_table(name: str = "H800") -> pd.DataFrame:
 
 def setting_table(kind: str | None = None) -> pd.DataFrame:
     """The training setting's rows (data/scale_setting.csv), optionally only one `kind` ('assumption'...)."""
+    if kind is not None:
+        arg.choice(kind, "kind", sorted({row["kind"] for row in setting_rows()}), where="setting_table")
     rows = [row for row in setting_rows() if kind is None or row["kind"] == kind]
     return pd.DataFrame(rows).set_index("name")
 
@@ -93,6 +99,8 @@ def dispatch_ib_ms(tokens: int, max_nodes: int, ib_gbps: float, dispatch_dtype: 
 def model_states_gb(replicated: float, routed: float, dp: int, ep: int, moment_dtype: str = "bf16") -> float:
     """GB of weights, gradients, master weights and moments under ZeRO-1 for `replicated` parameters
     (sharded DP ways) and `routed` expert parameters (DP/EP ways): exercise 3 of notebook 08."""
+    for name, value in (("replicated", replicated), ("routed", routed)):
+        arg.real(value, name, low=0, high=1e15, where="model_states_gb", why="a number of parameters")
     setting = report_setting().with_changes(dp=dp, ep=ep, moment_dtype=moment_dtype)
     layout = Layout(gpus=0, ep_nodes=1, gpus_per_ep_node=1, experts_per_gpu=0, expert_replicas=dp // ep,
                     microbatches=1, tokens_per_step=0)
@@ -102,6 +110,9 @@ def model_states_gb(replicated: float, routed: float, dp: int, ep: int, moment_d
 def activation_table(changes: dict | None = None) -> pd.DataFrame:
     """Bytes per token one MoE layer keeps for its backward, item by item (with FP8 caching and recomputation
     as in the report unless `changes` says otherwise)."""
+    if changes is not None and not isinstance(changes, dict):
+        arg.fail("changes", "a dict of setting fields, or None", changes, where="activation_table",
+                 error=arg.InputTypeError)
     setting = report_setting().with_changes(**(changes or {}))
     items = activation_items(load_model(), setting, "moe")
     table = pd.DataFrame({"bytes_per_token": items}).rename_axis("kept for the backward")
@@ -114,6 +125,7 @@ def schedule_table(result: ScaleResult) -> pd.DataFrame:
     least (the course's time budget; they sum to the step), the step time the all-to-all adds over the same
     schedule without it (s), and the fullest GPU (GB).
     Schedules that cannot run the setting are left out (``result.unavailable`` says why)."""
+    _result(result, "schedule_table")
     rows = []
     for name, r in result.schedules.items():
         gb = r.memory.gb()
@@ -132,6 +144,7 @@ def schedule_table(result: ScaleResult) -> pd.DataFrame:
 
 def memory_table(result: ScaleResult) -> pd.DataFrame:
     """Per schedule, the fullest GPU's gigabytes by kind, its total and which rank it is."""
+    _result(result, "memory_table")
     rows = {name: {**r.memory.gb(), "rank": r.worst_rank} for name, r in result.schedules.items()}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("schedule")
 
@@ -139,6 +152,7 @@ def memory_table(result: ScaleResult) -> pd.DataFrame:
 def summary_row(result: ScaleResult) -> dict:
     """The few numbers a what-if changes: one MoE layer's all-to-all : compute, the step times of 1F1B and
     DualPipe, DualPipe's fullest GPU in GB."""
+    _result(result, "summary_row")
     one, dual = result.schedules["1f1b"], result.schedules["dualpipe"]
     return {
         "moe_layer_comm_to_compute": result.moe_layer_comm_to_compute,
@@ -152,14 +166,20 @@ def summary_row(result: ScaleResult) -> dict:
 
 def what_if_table(what_ifs: dict[str, dict] | None = None) -> pd.DataFrame:
     """One row per what-if (default `WHAT_IFS`): the ratio, 1F1B's and DualPipe's steps, DualPipe's GB."""
-    rows = {name: summary_row(run(changes, ("1f1b", "dualpipe"))) for name, changes in (what_ifs or WHAT_IFS).items()}
+    what_ifs = WHAT_IFS if what_ifs is None else what_ifs
+    if not isinstance(what_ifs, dict) or not what_ifs:
+        arg.fail("what_ifs", "a non-empty dict {name: changes}", what_ifs, where="what_if_table",
+                 error=arg.InputTypeError)
+    rows = {name: summary_row(run(changes, ("1f1b", "dualpipe"))) for name, changes in what_ifs.items()}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("what if")
 
 
 def sweep_table(name: str, values: Iterable, changes: dict | None = None) -> pd.DataFrame:
     """The `summary_row` as one setting field (``efficiency``...) or GPU field (``hw.ib_gbps``) takes `values`."""
+    arg.text(name, "name", where="sweep_table", why='a setting field, or "hw.<field>" for the GPU')
     rows = []
-    for value in values:
+    for value in arg.sequence(list(values) if isinstance(values, (range, set, frozenset)) else values, "values",
+                              where="sweep_table", why="the values the field takes"):
         change = dict(changes or {})
         if name.startswith("hw."):
             change["hw"] = {**change.get("hw", {}), name[3:]: value}
@@ -172,6 +192,7 @@ def sweep_table(name: str, values: Iterable, changes: dict | None = None) -> pd.
 def implied_efficiency(gpu_hours: float = REPORT_PRETRAINING_GPU_HOURS, tolerance: float = 2e-3) -> float:
     """The efficiency at which the model's DualPipe step reproduces `gpu_hours` for 14.8T tokens (bisection;
     the report's Table 1 gives 2664K H800 GPU hours). Raises ValueError if no efficiency in (0, 1] does."""
+    arg.real(gpu_hours, "gpu_hours", low=0, low_open=True, where="implied_efficiency", why="GPU hours of a run")
     def hours(e: float) -> float:
         return run({"efficiency": e}, ("dualpipe",)).gpu_hours()
 
@@ -200,6 +221,7 @@ class ScaleView(View):
 
 def setting_text(result: ScaleResult) -> str:
     """One line naming what the learner set: parallel sizes, node cap, IB bandwidth, dispatch precision, efficiency."""
+    _result(result, "setting_text")
     s, h = result.setting, result.hardware
     return (f"PP {s.pp} x DP {s.dp}, EP {s.ep}, M = {s.max_nodes}, IB {h.ib_gbps:g} GB/s, "
             f"{s.dispatch_dtype.upper()} dispatch, efficiency {s.efficiency:g}")
@@ -207,6 +229,7 @@ def setting_text(result: ScaleResult) -> str:
 
 def summary_lines(result: ScaleResult) -> list[str]:
     """Sentences with the live numbers: the ratio, what DualPipe saves, what it costs, whether it fits."""
+    _result(result, "summary_lines")
     one, dual = result.schedules["1f1b"], result.schedules["dualpipe"]
     gb, cap = dual.memory.gb(), result.hardware.memory_gb
     biggest = max((k for k in gb if k != "total"), key=gb.get)
@@ -231,6 +254,8 @@ def explore_scale(pp: int = 16, ib_gbps: float = 50.0, max_nodes: int = 4, dispa
     """
     try:
         gpus = report_setting().pp * report_setting().dp
+        arg.whole(pp, "pp", low=1, where="explore_scale", why="pipeline stages")
+        arg.flag(plot, "plot", where="explore_scale")
         if gpus % pp:
             raise ValueError(f"PP = {pp} does not divide the {gpus} GPUs into equal pipeline stages.")
         result = run({"hw": {"ib_gbps": ib_gbps}, "pp": pp, "dp": gpus // pp, "max_nodes": max_nodes,
@@ -247,3 +272,7 @@ def explore_scale(pp: int = 16, ib_gbps: float = 50.0, max_nodes: int = 4, dispa
     for name, why in result.unavailable.items():
         note += f" {name} cannot run this setting: {why}"
     return ScaleView(figure=figure, table=table, note=(*summary_lines(result), note))
+
+
+def _result(result, where: str) -> ScaleResult:
+    return arg.instance(result, "result", ScaleResult, "a ScaleResult (from evaluate or run)", where=where)

@@ -13,7 +13,7 @@ import csv
 from dataclasses import dataclass, replace
 from functools import cache
 
-from utils.scale.config import DATA, check_count, check_number
+from utils.scale.config import DATA, check_count, check_number, known_changes
 
 HARDWARE_CSV = DATA / "scale_hardware.csv"
 DTYPES = ("fp8", "bf16")
@@ -78,7 +78,7 @@ class Hardware:
 
     def with_changes(self, **changes) -> Hardware:
         """A copy with some fields replaced (validated again): ``h800.with_changes(ib_gbps=25)``."""
-        return replace(self, **changes)
+        return replace(self, **known_changes(self, changes, "Hardware"))
 
 
 @cache

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from utils.scale.config import ModelConfig, check_count
+from utils.scale.config import ModelConfig, check_count, check_model
 
 
 def attention_linear_params(cfg: ModelConfig) -> int:
@@ -100,6 +100,7 @@ def param_counts(cfg: ModelConfig) -> ParamCounts:
     The report (Sec. 4.2) quotes 671B and 37B; 37B is a whole-billion figure, and counting the input
     embedding as activated (37.55B) would round to 38B, so the report's count leaves the look-up table out.
     """
+    cfg = check_model(cfg, "param_counts")
     h = cfg.hidden
     attention, norms = attention_params(cfg), 2 * h
     expert, router = ffn_params(cfg, cfg.expert_ffn), router_params(cfg)
@@ -196,6 +197,7 @@ def layer_flops(cfg: ModelConfig, moe: bool, seq_len: int, recompute: bool = Tru
     router and the attention core in BF16. With `recompute` (report Sec. 3.2.3) the backward also reruns the
     forward of the MLA up-projections.
     """
+    cfg = check_model(cfg, "layer_flops")
     ffn = (cfg.n_shared_experts + cfg.top_k) * ffn_params(cfg, cfg.expert_ffn) if moe else ffn_params(
         cfg, cfg.dense_ffn
     )
@@ -220,6 +222,7 @@ def mtp_flops(cfg: ModelConfig, seq_len: int, recompute: bool = True) -> Flops:
 
 def model_flops(cfg: ModelConfig, seq_len: int, recompute: bool = True) -> Flops:
     """FLOPs per training token of the whole model: every layer, the output head and the MTP modules."""
+    cfg = check_model(cfg, "model_flops")
     dense = layer_flops(cfg, False, seq_len, recompute) * cfg.n_dense_layers
     moe = layer_flops(cfg, True, seq_len, recompute) * cfg.n_moe_layers
     return dense + moe + head_flops(cfg) + mtp_flops(cfg, seq_len, recompute) * cfg.n_mtp

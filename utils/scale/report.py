@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from utils import inputs as arg
 from utils.pipeline.registry import schedule_name
-from utils.scale.config import ModelConfig, load_model
+from utils.scale.config import ModelConfig, check_model
 from utils.scale.hardware import Hardware, load_hardware
 from utils.scale.params import ParamCounts, layer_flops, model_flops, param_counts
 from utils.scale.schedules import SCHEDULES, ScheduleResult, run_schedule
@@ -121,9 +122,11 @@ def evaluate(
     GPUs and micro-batches; one that cannot run them (interleaved 1F1B needs the micro-batches in equal
     rounds...) lands in ``unavailable`` with its rule, while a bad setting for the chosen schedule raises.
     """
-    model = load_model(model) if isinstance(model, str) else model
+    model = check_model(model, "evaluate")
     hardware = load_hardware(hardware) if isinstance(hardware, str) else hardware
-    setting = setting or report_setting()
+    arg.instance(hardware, "hardware", Hardware, "a Hardware or a GPU name (load_hardware)", where="evaluate")
+    setting = report_setting() if setting is None else arg.instance(
+        setting, "setting", TrainingSetting, "a TrainingSetting (report_setting())", where="evaluate")
     setting = setting.with_changes(schedule=schedule_name(setting.schedule))  # "DualPipe" -> "dualpipe"
     layout = Layout.of(model, hardware, setting)
     results = {setting.schedule: run_schedule(model, hardware, setting, layout, setting.schedule)}

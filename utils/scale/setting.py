@@ -17,7 +17,7 @@ import csv
 from dataclasses import dataclass, fields, replace
 from functools import cache
 
-from utils.scale.config import DATA, ModelConfig, check_count, check_counts, check_number
+from utils.scale.config import DATA, ModelConfig, check_count, check_counts, check_number, known_changes
 from utils.scale.hardware import DTYPES, Hardware
 
 SETTING_CSV = DATA / "scale_setting.csv"
@@ -105,7 +105,7 @@ class TrainingSetting:
 
     def with_changes(self, **changes) -> TrainingSetting:
         """A copy with some fields replaced (validated again)."""
-        return replace(self, **changes)
+        return replace(self, **known_changes(self, changes, "TrainingSetting"))
 
 
 @dataclass(frozen=True)

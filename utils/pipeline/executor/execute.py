@@ -31,7 +31,6 @@ Command line (also under torchrun, where each process is one rank and the defaul
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -39,6 +38,7 @@ from dataclasses import dataclass
 
 import torch
 
+from utils import inputs as arg
 from utils.pipeline.costs import CostModel
 from utils.pipeline.executor.jobs import pipeline_job
 from utils.pipeline.executor.models import ModelSpec, decoder_spec, mlp_spec
@@ -78,22 +78,37 @@ class ExecutionResult:
 def pacing_from_costs(costs, unit_ms: float = 20.0) -> Pacing:
     """A ``Pacing`` from a cost model (a ``CostModel``, or anything with F, B, W and optionally FB and p2p
     in time units) and ms per unit. The cost model's rules and defaults apply (FB defaults to F + B)."""
+    unit_ms = arg.real(unit_ms, "unit_ms", low=0, low_open=True, high=MAX_UNIT_MS, where="pacing_from_costs",
+                       why="the wall-clock length of one time unit; paced actions sleep that long per unit")
     if isinstance(costs, Pacing):
         return costs
     if not isinstance(costs, CostModel):
-        try:
-            costs = CostModel(F=costs.F, B=costs.B, W=costs.W, FB=getattr(costs, "FB", None),
-                              p2p=getattr(costs, "p2p", None) or 0.0)
-        except AttributeError as exc:
-            raise ValueError(f"paced= needs a cost model with F, B and W (and optionally FB) in time units, "
-                             f"such as utils.pipeline.costs.CostModel; got {costs!r}") from exc
-    if not unit_ms > 0:
-        raise ValueError(f"unit_ms is the wall-clock length of one time unit, so it must be > 0; "
-                         f"got {unit_ms}")
-    return Pacing(F=costs.F, B=costs.B, W=costs.W, FB=costs.FB, unit_ms=float(unit_ms), p2p=costs.p2p)
+        if not all(hasattr(costs, name) for name in ("F", "B", "W")):
+            arg.fail("paced", "a cost model with F, B and W (and optionally FB) in time units, such as "
+                     "utils.pipeline.costs.CostModel", costs, where="pacing_from_costs", error=arg.InputTypeError)
+        costs = CostModel(F=costs.F, B=costs.B, W=costs.W, FB=getattr(costs, "FB", None),
+                          p2p=getattr(costs, "p2p", None) or 0.0)
+    return Pacing(F=costs.F, B=costs.B, W=costs.W, FB=costs.FB, unit_ms=unit_ms, p2p=costs.p2p)
+
+
+#: Paced mode sleeps unit_ms per time unit of every action: beyond a second per unit a step takes minutes.
+MAX_UNIT_MS = 1000.0
+_SPEC_METHODS = ("build", "cut", "make_microbatches", "loss")
 
 
 def _check(schedule: Schedule, model_spec: ModelSpec, microbatches, world_size: int) -> None:
+    """Everything that can be refused before any rank does anything (and, on the command line, before any
+    process starts): the schedule, the model spec, the micro-batches and the number of processes."""
+    where = "execute"
+    arg.instance(schedule, "schedule", Schedule, "a Schedule (e.g. make_schedule('1f1b', 4, 8))", where=where)
+    if not all(callable(getattr(model_spec, name, None)) for name in _SPEC_METHODS):
+        arg.fail("model_spec", "a model spec with build(), cut(), make_microbatches() and loss(), such as "
+                 "mlp_spec() or decoder_spec()", model_spec, where=where, error=arg.InputTypeError)
+    for i, pair in enumerate(arg.sequence(microbatches, "microbatches", where=where)):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(t, torch.Tensor)
+                                                                          for t in pair)):
+            arg.fail(f"microbatches[{i}]", "an (input, target) pair of tensors", pair, where=where,
+                     error=arg.InputTypeError)
     validate(schedule)  # refuse a broken schedule before any rank does anything
     ep = getattr(model_spec, "ep", 1)
     needed = schedule.n_ranks * ep
@@ -120,12 +135,22 @@ def execute(cluster, schedule: Schedule, model_spec: ModelSpec, microbatches=Non
     function ``hook(forward_steps, backward_steps)``. The schedule is validated first (ValueError before any
     message is sent); a stage that raises gives the cluster's ``RankError`` naming the rank and the action.
     """
-    if microbatches is None:
+    if not (callable(getattr(cluster, "run", None)) and isinstance(getattr(cluster, "world_size", None), int)):
+        arg.fail("cluster", "a SimulatedCluster (utils.cluster.cluster), whose ranks run the schedule", cluster,
+                 where="execute", error=arg.InputTypeError)
+    arg.instance(schedule, "schedule", Schedule, "a Schedule (e.g. make_schedule('1f1b', 4, 8))",
+                 where="execute")
+    if microbatches is None and callable(getattr(model_spec, "make_microbatches", None)):
         microbatches = model_spec.make_microbatches(schedule.n_microbatches)
     _check(schedule, model_spec, microbatches, cluster.world_size)
-    if isinstance(overlap, str) and overlap not in OVERLAP_HOOKS:
-        raise ValueError(f"overlap={overlap!r}: choose one of {sorted(OVERLAP_HOOKS)} or pass an importable "
-                         "function hook(forward_steps, backward_steps)")
+    if not (isinstance(overlap, str) and overlap in OVERLAP_HOOKS) and not callable(overlap):
+        raise arg.InputError(f"overlap={overlap!r}: choose one of {sorted(OVERLAP_HOOKS)} or pass an importable "
+                             "function hook(forward_steps, backward_steps)")
+    arg.real(unit_ms, "unit_ms", low=0, low_open=True, high=MAX_UNIT_MS, where="execute",
+             why="the wall-clock length of one time unit in paced mode")
+    if timeout is not None:
+        timeout = arg.real(timeout, "timeout", low=0, low_open=True, where="execute",
+                           why="seconds the ranks may take before they are reported stuck")
     pacing = None if paced is None else pacing_from_costs(paced, unit_ms)
     start = time.perf_counter()
     results = cluster.run(pipeline_job, schedule, model_spec, microbatches, pacing, overlap, timeout=timeout)
@@ -185,17 +210,35 @@ def compare_to_reference(result: ExecutionResult, model_spec: ModelSpec, microba
 
 def _spec_from_args(args):
     if args.model == "mlp":
+        if args.ep != 1:
+            raise arg.InputError(f"--ep {args.ep}: expert parallelism needs experts, so --ep applies to "
+                                 "--model decoder only (the mlp has none)")
         return mlp_spec()
     return decoder_spec(ep=args.ep)
+
+
+def _torchrun_world() -> int | None:
+    """The number of processes torchrun started (WORLD_SIZE), or None outside torchrun."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    value = os.environ["WORLD_SIZE"]
+    return arg.whole(int(value) if value.isdigit() else value, "WORLD_SIZE", low=1, where="torchrun")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one schedule and print loss, gradient gap to the single-process reference and measured idle time.
 
     Under torchrun (RANK/WORLD_SIZE set) every process is one rank: pipeline ranks = WORLD_SIZE / ep.
-    Otherwise it starts a SimulatedCluster of ``--ranks`` x ``--ep`` processes itself.
+    Otherwise it starts a SimulatedCluster of ``--ranks`` x ``--ep`` processes itself. Bad input gives exit
+    status 2 and one line ``error: <the rule>``, checked before any process starts.
     """
-    parser = argparse.ArgumentParser(prog="python -m utils.execute", description=main.__doc__)
+    return arg.run_command(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    from utils.cluster.inputs import check_backend, check_world_size
+
+    parser = arg.ArgumentParser(prog="python -m utils.execute", description=main.__doc__)
     parser.add_argument("--schedule", default="1f1b")
     parser.add_argument("--microbatches", type=int, default=8)
     parser.add_argument("--ranks", type=int, default=4, help="pipeline ranks (ignored under torchrun)")
@@ -204,17 +247,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=("gloo", "nccl"), default="gloo")
     args = parser.parse_args(argv)
     spec = _spec_from_args(args)
+    # Everything is checked here, before any process starts or joins a group.
+    world = _torchrun_world()
+    if world is not None:
+        if world % spec.ep:
+            raise arg.InputError(f"torchrun started {world} processes, which do not split into groups of "
+                                 f"--ep {spec.ep}: every pipeline rank has ep expert-parallel processes")
+        ranks = world // spec.ep
+    else:
+        ranks = args.ranks
+        check_backend(args.backend, check_world_size(arg.whole(ranks, "--ranks", low=1, where="execute")
+                                                       * spec.ep))
+    schedule = make_schedule(args.schedule, ranks, args.microbatches)
+    microbatches = spec.make_microbatches(schedule.n_microbatches)
+    _check(schedule, spec, microbatches, world if world is not None else ranks * spec.ep)
 
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+    if world is not None:
         import torch.distributed as dist
 
         if args.backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group(args.backend, init_method="env://")
-        world = dist.get_world_size()
-        schedule = make_schedule(args.schedule, world // spec.ep, args.microbatches)
-        microbatches = spec.make_microbatches(schedule.n_microbatches)
-        _check(schedule, spec, microbatches, world)
         start = time.perf_counter()
         mine = pipeline_job(schedule, spec, microbatches)
         gathered = [None] * world if dist.get_rank() == 0 else None
@@ -228,8 +281,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from utils.cluster.cluster import SimulatedCluster
 
-        schedule = make_schedule(args.schedule, args.ranks, args.microbatches)
-        microbatches = spec.make_microbatches(schedule.n_microbatches)
         with SimulatedCluster(world_size=args.ranks * spec.ep, backend=args.backend) as cluster:
             result = execute(cluster, schedule, spec, microbatches)
     gap = compare_to_reference(result, spec, microbatches)

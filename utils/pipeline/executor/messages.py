@@ -12,6 +12,7 @@ messages by tag, NCCL by order). In paced mode each message is followed by its s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -19,7 +20,16 @@ from typing import NamedTuple
 import torch
 import torch.distributed as dist
 
+from utils.cluster.rank import progress
 from utils.pipeline.schedule import ACT, MAKES, Schedule, action_parts
+
+#: Words of torch's errors about tensor shapes ("mat1 and mat2 shapes cannot be multiplied", "size of tensor
+#: a (9) must match", "expected input ... dimension").
+_SHAPE_ERROR = re.compile(r"shape|size|dimension|mat1|mat2", re.IGNORECASE)
+
+
+class ModelError(RuntimeError):
+    """The model itself raised while the executor ran it (not a schedule or a message problem)."""
 
 
 class Message(NamedTuple):
@@ -107,8 +117,8 @@ class ChunkShapes:
     here, on every rank, before any message is sent.
     """
 
-    def __init__(self, model: torch.nn.Module, chunks: list):
-        self.model, self.chunks = model, chunks
+    def __init__(self, model: torch.nn.Module, chunks: list, schedule: Schedule | None = None):
+        self.model, self.chunks, self.schedule = model, chunks, schedule
         self._tables: dict[tuple, list[tuple[torch.Size, torch.dtype]]] = {}
 
     def table(self, x: torch.Tensor) -> list[tuple[torch.Size, torch.dtype]]:
@@ -124,14 +134,29 @@ class ChunkShapes:
                     try:
                         h = chunk(h)
                     except Exception as exc:
-                        raise ValueError(
-                            f"chunk {c} cannot take the output of chunk {c - 1}, of shape {tuple(h.shape)} "
-                            f"({h.dtype}): {type(exc).__name__}: {exc}" if c else
-                            f"chunk 0 cannot take a micro-batch of shape {tuple(h.shape)}: {exc}") from exc
+                        raise self._error(c, h, exc) from exc
                     shapes.append((h.shape, h.dtype))
             self.model.train(was_training)
             self._tables[key] = shapes
         return self._tables[key]
+
+    def _error(self, c: int, h: torch.Tensor, exc: Exception) -> Exception:
+        """A chunk raised in the dry run: a shape mismatch when its error says so (it cannot take its
+        predecessor's output), else the model's own error, named as such, with the chunk and its stages."""
+        got = f"{tuple(h.shape)} ({h.dtype})"
+        if _SHAPE_ERROR.search(str(exc)):
+            return ValueError(
+                f"chunk {c} cannot take the output of chunk {c - 1}, of shape {got}: {type(exc).__name__}: "
+                f"{exc}" if c else f"chunk 0 cannot take a micro-batch of shape {got}: {exc}")
+        where = ""
+        if self.schedule is not None:
+            stages = [s for s, chunk in enumerate(self.schedule.stage_to_chunk) if chunk == c]
+            where = " (" + ", ".join(f"stage {s} on rank {self.schedule.stage_to_rank[s]}" for s in stages) + ")"
+        return ModelError(
+            f"the model raised {type(exc).__name__}: {exc} -- in chunk {c}{where}, during the executor's dry "
+            f"run (one forward pass without gradients, before any message is sent, to learn the shape of every "
+            f"chunk's output), on {'a micro-batch' if c == 0 else f'the output of chunk {c - 1}'} of shape "
+            f"{got}. This is the model's own error, not a problem of the schedule.")
 
     def expected(self, schedule: Schedule, kind: str, stage: int, mb: int, x: torch.Tensor):
         """(shape, dtype) of the activation entering ``stage`` (ACT) or of the gradient of its output, for
@@ -155,6 +180,7 @@ class Mailbox:
                  device: torch.device, p2p_ms: float | None = None):
         self.plan, self.M = plan, n_microbatches
         self.expected, self.to_global, self.device, self.p2p_ms = expected, to_global, device, p2p_ms
+        self.doing = "a step"  # what the rank is doing (set by its step loop), for the progress notes
         self.start()
 
     def start(self) -> None:
@@ -188,7 +214,7 @@ class Mailbox:
         if self.p2p_ms is not None:  # paced mode: when the sender's action ends on its clock
             stamp = torch.zeros(1, dtype=torch.float64, device=self.device)
             works.append(dist.irecv(stamp, src=peer, tag=tag + 2))
-        self._pending[(kind, s, m)] = (works, buf, stamp)
+        self._pending[(kind, s, m)] = (works, buf, stamp, src)
 
     def take(self, kind: str, stage: int, mb: int, clock) -> tuple[torch.Tensor, float, float | None]:
         """The tensor ``stage`` needs, waiting for it if it comes from another rank: (tensor, the time (ms)
@@ -198,12 +224,17 @@ class Mailbox:
         if key in self._local:
             tensor, ready = self._local.pop(key)
             return tensor, ready, None
-        works, buf, stamp = self._pending.pop(key)
+        works, buf, stamp, src = self._pending.pop(key)
         waited = None
+        if not all(work.is_completed() for work in works):
+            what = "activation" if kind == ACT else "output gradient"
+            progress(f"{self.doing}; waiting for the {what} of stage {stage} on micro-batch {mb} from rank {src}")
         for work in works:
             if not work.is_completed():
                 work.wait()
                 waited = clock.ms()
+        if waited is not None:
+            progress(f"{self.doing}; its input arrived")
         return buf, (0.0 if stamp is None else float(stamp) + self.p2p_ms), waited
 
     def keep(self, message: Message, tensor: torch.Tensor, ready_ms: float | None) -> None:

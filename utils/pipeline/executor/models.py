@@ -31,6 +31,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from utils import inputs as arg
+
 
 @runtime_checkable
 class ModelSpec(Protocol):
@@ -73,8 +75,11 @@ class Chunk(nn.Module):
 
     def __init__(self, parts: list[tuple[str, nn.Module]]):
         super().__init__()
-        if not parts:
-            raise ValueError("a chunk needs at least one part: a pipeline stage must compute something")
+        arg.sequence(parts, "parts", where="Chunk", why="a pipeline stage must compute something")
+        for part in parts:
+            if not (isinstance(part, tuple) and len(part) == 2 and isinstance(part[0], str)
+                    and isinstance(part[1], nn.Module)):
+                arg.fail("every part", "a (name, nn.Module) pair", part, where="Chunk", error=arg.InputTypeError)
         self.names = [name for name, _ in parts]
         self.parts = nn.ModuleList(module for _, module in parts)
 
@@ -98,8 +103,9 @@ def split_evenly(n_items: int, n_groups: int) -> list[range]:
 
     The first groups get the extra items (as torch.tensor_split does).
     """
-    if n_groups < 1:
-        raise ValueError(f"n_groups = {n_groups}: a model is cut into at least one chunk")
+    n_groups = arg.whole(n_groups, "n_groups", low=1, where="split_evenly",
+                         why="a model is cut into at least one chunk")
+    n_items = arg.whole(n_items, "n_items", low=0, where="split_evenly", why="a number of layers")
     if n_items < n_groups:
         raise ValueError(
             f"cannot cut {n_items} layers into {n_groups} chunks: every pipeline stage needs at least one "
@@ -157,8 +163,13 @@ class MLPSpec:
 
     def __post_init__(self):
         for attr in ("width", "n_layers", "batch"):
-            if getattr(self, attr) < 1:
-                raise ValueError(f"mlp_spec: {attr} must be at least 1; got {getattr(self, attr)}")
+            arg.whole(getattr(self, attr), attr, low=1, where="mlp_spec")
+        for attr in ("seed", "data_seed"):
+            arg.whole(getattr(self, attr), attr, low=0, where="mlp_spec", why="seeds are whole numbers >= 0")
+        arg.product_limit((self.width + 1, self.width, self.n_layers), "width x (width + 1) x n_layers "
+                          "(the parameters)", arg.MAX_PARAMETERS, where="mlp_spec")
+        arg.product_limit((self.batch, self.width), "batch x width (one micro-batch)", arg.MAX_ELEMENTS,
+                          where="mlp_spec")
 
     def build(self) -> MLPStack:
         with torch.random.fork_rng(devices=[]):
@@ -170,6 +181,8 @@ class MLPSpec:
                 for group in split_evenly(len(model.layers), n_chunks)]
 
     def make_microbatches(self, n: int, seed: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``n`` (input, target) pairs of ``batch`` x ``width`` standard normal numbers (seeded)."""
+        n, seed = _microbatch_args(n, seed, "MLPSpec.make_microbatches")
         generator = torch.Generator().manual_seed(self.data_seed if seed is None else seed)
         return [(torch.randn(self.batch, self.width, generator=generator),
                  torch.randn(self.batch, self.width, generator=generator)) for _ in range(n)]
@@ -211,9 +224,15 @@ class DecoderSpec:
     name: str = field(default="decoder", init=False)
 
     def __post_init__(self):
-        if self.ep < 1:
-            raise ValueError(f"decoder_spec: ep (ranks per expert-parallel group) must be >= 1; "
-                             f"got {self.ep}")
+        where = "decoder_spec"
+        for attr in ("n_blocks", "d_model", "n_heads", "n_routed", "k", "d_expert", "batch", "n_digits"):
+            arg.whole(getattr(self, attr), attr, low=1, where=where)
+        for attr in ("seed", "data_seed"):
+            arg.whole(getattr(self, attr), attr, low=0, where=where, why="seeds are whole numbers >= 0")
+        arg.whole(self.batch, "batch", low=1, high=arg.MAX_SEQUENCES, where=where, why="sequences per micro-batch")
+        arg.whole(self.ep, "ep", low=1, high=arg.MAX_WORLD_SIZE, where=where,
+                  why="ranks per expert-parallel group")
+        self.config()  # the decoder's own rules (heads, K <= experts, size), before any rank builds it
         if self.n_routed % self.ep:
             raise ValueError(
                 f"decoder_spec: {self.n_routed} routed experts do not divide over ep={self.ep} ranks: every "
@@ -249,8 +268,10 @@ class DecoderSpec:
         return chunks
 
     def make_microbatches(self, n: int, seed: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``n`` (tokens, targets) pairs of ``batch`` sequences of the synthetic tasks (seeded)."""
         from utils.moe.data import make_dataset
 
+        n, seed = _microbatch_args(n, seed, "DecoderSpec.make_microbatches")
         seed = self.data_seed if seed is None else seed
         data = make_dataset(n * self.batch, n_digits=self.n_digits, seed=seed)
         inputs, targets = data.inputs, data.targets
@@ -284,8 +305,21 @@ def decoder_spec(n_blocks: int = 4, ep: int = 1, d_model: int = 32, n_routed: in
                        seed=seed, data_seed=data_seed)
 
 
+def _microbatch_args(n, seed, where: str) -> tuple[int, int | None]:
+    n = arg.whole(n, "n", low=1, high=arg.MAX_MICROBATCHES, where=where, why="micro-batches to make")
+    if seed is not None:
+        seed = arg.whole(seed, "seed", low=0, where=where, why="seeds are whole numbers >= 0")
+    return n, seed
+
+
 def shard_microbatch(x: torch.Tensor, ep: int, ep_rank: int) -> torch.Tensor:
     """Rows ``ep_rank``-th of ``ep`` equal slices of ``x`` along the batch dimension."""
+    arg.tensor(x, "x", where="shard_microbatch", min_dims=1, finite=False)
+    ep = arg.whole(ep, "ep", low=1, where="shard_microbatch")
+    arg.whole(ep_rank, "ep_rank", low=0, high=ep - 1, where="shard_microbatch")
+    if x.shape[0] % ep:
+        arg.fail("x's first dimension", f"a multiple of ep = {ep}", x, where="shard_microbatch",
+                 why="every rank of an expert-parallel group takes an equal share of the rows")
     if ep == 1:
         return x
     rows = x.shape[0] // ep
@@ -298,6 +332,9 @@ def expert_owner(name: str, n_routed: int, ep: int) -> int | None:
     ``blocks.1.moe.experts.5.up_proj.weight`` -> 5 // (n_routed / ep); None for every other parameter
     (those are replicated on every rank of the group).
     """
+    arg.text(name, "name", where="expert_owner")
+    n_routed = arg.whole(n_routed, "n_routed", low=1, where="expert_owner")
+    ep = arg.whole(ep, "ep", low=1, high=n_routed, where="expert_owner")
     parts = name.split(".")
     if "experts" in parts and "shared_experts" not in parts:
         index = int(parts[parts.index("experts") + 1])

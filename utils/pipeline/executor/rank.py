@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from utils.cluster.jobs import rank_device
+from utils.cluster.rank import progress
 from utils.pipeline.executor.experts import ExpertParallelBlocks, expert_groups
 from utils.pipeline.executor.messages import ChunkShapes, Mailbox, plan_messages, tags_used
 from utils.pipeline.executor.models import ModelSpec, expert_owner, shard_microbatch
@@ -59,7 +60,7 @@ class RankPipeline:
         self.M = schedule.n_microbatches
         model = model_spec.build()
         chunks = model_spec.cut(model, schedule.n_chunks)
-        self.shapes = ChunkShapes(model, chunks)
+        self.shapes = ChunkShapes(model, chunks, schedule)
         ep_context = None
         if groups is not None:
             ep_context = ExpertParallelBlocks(groups[self.pp_rank], self.ep, self.ep_rank)
@@ -212,6 +213,9 @@ class RankPipeline:
         dist.barrier()
         self._clock = Clock(time.perf_counter())
         for i, action in enumerate(self.actions):
+            # What this rank is doing, for the error if the step hangs or the rank dies (a no-op under torchrun).
+            self.mail.doing = f"started action {i + 1} of {len(self.actions)}, {action} ({_describe(action)})"
+            progress(self.mail.doing)
             self._began = self._clock.ms()
             self.mail.post(i + 1 + self.lookahead)
             n_comms = len(self._comms)
@@ -230,6 +234,7 @@ class RankPipeline:
                 self._free_at = paced_end
             # the time budget's comm_wait: how long this action waited for its all-to-alls
             intervals.append((action, start, self._clock.ms(), sum(c[4] for c in self._comms[n_comms:])))
+        progress(f"ran all {len(self.actions)} actions; waiting for its last sends, then summing gradients")
         leftover = self.mail.finish()
         step_ms = self._clock.ms()
         if leftover or any(st.tapes for st in self.stages.values()):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from utils import inputs as arg
 from utils.pipeline.executor.models import ModelSpec
 
 
@@ -33,8 +34,16 @@ def reference_run(model_spec: ModelSpec, microbatches: list[tuple[torch.Tensor, 
     Micro-batches are processed in order 0..M-1, so a pipeline that accumulates each parameter's gradient
     in that order (1F1B, GPipe, ZB1P) can match it bit for bit.
     """
-    if not microbatches:
-        raise ValueError("reference_run needs at least one micro-batch (a step with no data has no gradient)")
+    if not all(callable(getattr(model_spec, name, None)) for name in ("build", "loss")):
+        arg.fail("model_spec", "a model spec with build() and loss(), such as mlp_spec()", model_spec,
+                 where="reference_run", error=arg.InputTypeError)
+    arg.sequence(microbatches, "microbatches", where="reference_run",
+                 why="a step with no data has no gradient")
+    for i, pair in enumerate(microbatches):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(t, torch.Tensor)
+                                                                          for t in pair)):
+            arg.fail(f"microbatches[{i}]", "an (input, target) pair of tensors", pair, where="reference_run",
+                     error=arg.InputTypeError)
     model = model_spec.build()
     n = len(microbatches)
     losses = []
@@ -61,6 +70,10 @@ def gradient_gap(grads: dict[str, torch.Tensor], reference: dict[str, torch.Tens
     parameters, of max |difference| / max |reference|), ``worst`` (the parameter with that max_rel) and
     ``bit_exact`` (every entry identical). ValueError if the two do not hold the same parameters.
     """
+    for name, value in (("grads", grads), ("reference", reference)):
+        if not isinstance(value, dict) or not all(isinstance(t, torch.Tensor) for t in value.values()):
+            arg.fail(name, "a dict {parameter name: gradient tensor}", value, where="gradient_gap",
+                     error=arg.InputTypeError)
     missing, extra = sorted(set(reference) - set(grads)), sorted(set(grads) - set(reference))
     if missing or extra:
         raise ValueError(f"the gradients do not cover the same parameters: missing {missing}, "

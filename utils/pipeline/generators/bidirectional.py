@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from utils import inputs as arg
 from utils.pipeline.generators.common import check_counts
 from utils.pipeline.schedule import Action, ActionLike, OverlappedAction, Schedule
 
@@ -20,6 +21,15 @@ def dualpipe_phase_steps(half_ranks: int, half_rank: int, chunks_per_direction: 
     ``half_ranks`` is half the pipeline (PP/2 for DualPipe, N for DualPipeV), ``half_rank`` the rank's
     distance to the nearer end, ``chunks_per_direction`` the micro-batches fed from each end.
     """
+    where = "dualpipe_phase_steps"
+    half_ranks = arg.whole(half_ranks, "half_ranks", low=1, high=arg.MAX_RANKS, where=where,
+                           why="half the pipeline holds at least one rank")
+    half_rank = arg.whole(half_rank, "half_rank", low=0, high=half_ranks - 1, where=where,
+                          why="a rank's distance to the nearer end of the pipeline is less than half_ranks")
+    arg.whole(chunks_per_direction, "chunks_per_direction", low=2 * half_ranks,
+              high=arg.MAX_MICROBATCHES, where=where,
+              why="each direction needs 2 x half_ranks micro-batches to fill the pipeline; with fewer the "
+                  "phase counts would be negative")
     to_middle = half_ranks - half_rank - 1  # ranks between this one and the middle of the pipeline
     return (
         2 * to_middle,                                          # 1. warm-up forwards of phase 0
@@ -121,7 +131,7 @@ def dualpipe(n_ranks: int, n_microbatches: int) -> Schedule:
     Needs an even number of ranks (the two directions meet in the middle) and an even M >= 2 PP (each
     direction needs PP micro-batches to fill its half of the pipeline before the main phase).
     """
-    check_counts("dualpipe", n_ranks, n_microbatches)
+    n_ranks, n_microbatches = check_counts("dualpipe", n_ranks, n_microbatches)
     if n_ranks % 2:
         raise ValueError(
             f"dualpipe needs an even number of ranks: rank r pairs with rank PP-1-r (the two directions "
@@ -170,7 +180,7 @@ def dualpipev(n_ranks: int, n_microbatches: int) -> Schedule:
     (direction 0: s < 2N, direction 1: 2N + s') becomes DualPipeV's stage s mod 2N, and DualPipe's
     micro-batch m (direction 1 has K..2K-1) becomes m mod K. Needs M >= 2N micro-batches.
     """
-    check_counts("dualpipev", n_ranks, n_microbatches)
+    n_ranks, n_microbatches = check_counts("dualpipev", n_ranks, n_microbatches)
     n, k = n_ranks, n_microbatches
     if k < 2 * n:
         raise ValueError(

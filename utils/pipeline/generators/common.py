@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from utils import inputs as arg
 from utils.pipeline.schedule import ActionLike, Schedule
 
 
-def check_counts(name: str, n_ranks, n_microbatches) -> None:
-    for label, value in (("n_ranks", n_ranks), ("n_microbatches", n_microbatches)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{name}: {label} must be a whole number (a count); got {value!r}.")
-        if value < 1:
-            raise ValueError(
-                f"{name}: {label} must be at least 1 (a pipeline needs a rank and a micro-batch); "
-                f"got {value}."
-            )
+def check_counts(name: str, n_ranks, n_microbatches) -> tuple[int, int]:
+    """The rule every generator starts with: whole counts, at least one rank and one micro-batch, and
+    within the course's size limits (``utils.inputs.MAX_RANKS``, ``MAX_MICROBATCHES``), checked before
+    any action is built. Returns the counts as ints."""
+    ranks = arg.whole(n_ranks, "n_ranks", low=1, high=arg.MAX_RANKS, where=name,
+                      why="a pipeline needs at least one rank")
+    microbatches = arg.whole(n_microbatches, "n_microbatches", low=1, high=arg.MAX_MICROBATCHES, where=name,
+                             why="a training step needs at least one micro-batch")
+    return ranks, microbatches
 
 
 def linear_schedule(

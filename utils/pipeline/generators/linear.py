@@ -13,7 +13,7 @@ def naive(n_ranks: int, n_microbatches: int) -> Schedule:
 
     Only one rank works at any moment: the baseline every pipeline schedule improves on.
     """
-    check_counts("naive", n_ranks, n_microbatches)
+    n_ranks, n_microbatches = check_counts("naive", n_ranks, n_microbatches)
     actions = [
         [Action(rank, kind, mb) for mb in range(n_microbatches) for kind in ("F", "B")]
         for rank in range(n_ranks)
@@ -26,7 +26,7 @@ def gpipe(n_ranks: int, n_microbatches: int) -> Schedule:
 
     Bubble (PP-1)(F+B) like 1F1B, but every rank holds all M micro-batches' activations at the turn.
     """
-    check_counts("gpipe", n_ranks, n_microbatches)
+    n_ranks, n_microbatches = check_counts("gpipe", n_ranks, n_microbatches)
     actions = []
     for rank in range(n_ranks):
         forwards = [Action(rank, "F", mb) for mb in range(n_microbatches)]
@@ -42,7 +42,7 @@ def one_f_one_b(n_ranks: int, n_microbatches: int) -> Schedule:
     Rank r runs PP-1-r warm-up forwards so the first backward arrives just as its forwards run out; from then
     on it alternates, so it never holds more than PP-r micro-batches' activations (DeepSeek-V3 Table 2: PP).
     """
-    check_counts("1f1b", n_ranks, n_microbatches)
+    n_ranks, n_microbatches = check_counts("1f1b", n_ranks, n_microbatches)
     actions = []
     for rank in range(n_ranks):
         warmup = min(n_ranks - 1 - rank, n_microbatches)
@@ -65,7 +65,7 @@ def zb1p(n_ranks: int, n_microbatches: int) -> Schedule:
     cool-down, where without them it would wait for the I of the next rank. The last rank, which waits
     longest in the cool-down, defers the most.
     """
-    check_counts("zb1p", n_ranks, n_microbatches)
+    n_ranks, n_microbatches = check_counts("zb1p", n_ranks, n_microbatches)
     actions = []
     for rank in range(n_ranks):
         warmup = min(n_ranks - 1 - rank, n_microbatches)

@@ -42,6 +42,7 @@ With ``M = 1`` the schedule is exactly 1F1B. Any PP >= 1 and M >= 1 work.
 
 from __future__ import annotations
 
+from utils import inputs as arg
 from utils.pipeline.generators.common import check_counts, linear_schedule
 from utils.pipeline.schedule import Action, ActionLike, OverlappedAction, Schedule
 
@@ -53,6 +54,10 @@ def overlap_warmup(n_ranks: int, rank: int, n_microbatches: int, lead: int = 2) 
     keep every pair busy (see this module's docstring: a pair's forward must run one pair ahead of its
     partner on the next rank); 1 is 1F1B's lead, the trap that halves throughput.
     """
+    n_ranks, n_microbatches = check_counts("overlap_warmup", n_ranks, n_microbatches)
+    rank = arg.whole(rank, "rank", low=0, high=n_ranks - 1, where="overlap_warmup")
+    lead = arg.whole(lead, "lead", low=1, where="overlap_warmup",
+                     why="warm-up forwards a rank runs beyond the next one's")
     return min(lead * (n_ranks - 1 - rank) + 1, n_microbatches)
 
 

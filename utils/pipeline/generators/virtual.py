@@ -16,8 +16,12 @@ Both orders equal, action for action, the ``pipeline_order`` of torch.distribute
 
 from __future__ import annotations
 
+from utils import inputs as arg
 from utils.pipeline.generators.common import check_counts
 from utils.pipeline.schedule import Action, Schedule
+
+#: Model chunks per rank interleaved 1F1B takes: each is a stage, and stages multiply the actions to draw.
+MAX_CHUNKS_PER_RANK = 16
 
 
 def interleaved_rounds(n_ranks: int, n_microbatches: int) -> tuple[int, int]:
@@ -26,6 +30,7 @@ def interleaved_rounds(n_ranks: int, n_microbatches: int) -> tuple[int, int]:
     Megatron-LM sends rounds of PP micro-batches through each chunk in turn (and needs M % PP == 0); torch
     2.13 relaxes this to any M that splits into max(1, M // PP) equal rounds.
     """
+    n_ranks, n_microbatches = check_counts("interleaved_rounds", n_ranks, n_microbatches)
     rounds = max(1, n_microbatches // n_ranks)
     return rounds, n_microbatches // rounds
 
@@ -56,10 +61,10 @@ def interleaved_1f1b(n_ranks: int, n_microbatches: int, chunks_per_rank: int = 2
     """
     check_counts("interleaved1f1b", n_ranks, n_microbatches)
     v = chunks_per_rank
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_CHUNKS_PER_RANK:
         raise ValueError(
             f"interleaved1f1b: chunks_per_rank is the number of model chunks each rank holds (v), a whole "
-            f"number >= 1; got {v!r}."
+            f"number from 1 to {MAX_CHUNKS_PER_RANK} (each chunk is a stage: more multiply the actions to run and draw); got {v!r}."
         )
     pp, m = n_ranks, n_microbatches
     rounds, per_round = interleaved_rounds(pp, m)
@@ -100,7 +105,10 @@ def interleaved_rank_actions(rank: int, n_ranks: int, n_microbatches: int, v: in
     through the chunks in reverse order. After the warm-up it alternates one forward and one backward, then
     drains its backwards. The generator's warm-up is (v-1) P + 2 (PP-1-r).
     """
-    pp, m = n_ranks, n_microbatches
+    pp, m = check_counts("interleaved_rank_actions", n_ranks, n_microbatches)
+    rank = arg.whole(rank, "rank", low=0, high=pp - 1, where="interleaved_rank_actions")
+    v = arg.whole(v, "v", low=1, high=MAX_CHUNKS_PER_RANK, where="interleaved_rank_actions", why="chunks per rank")
+    warmup = arg.whole(warmup, "warmup", low=0, where="interleaved_rank_actions", why="warm-up forwards")
     per_round = interleaved_rounds(pp, m)[1]
 
     def action(kind: str, k: int, chunk: int) -> Action:
@@ -128,6 +136,7 @@ def interleaved1f1b(n_ranks: int, n_microbatches: int) -> Schedule:
 
 def zbv_fill_microbatches(n_ranks: int) -> int:
     """Micro-batches ZB-V's phases are written for at least: 2 PP - 1, enough to fill the V."""
+    n_ranks = arg.whole(n_ranks, "n_ranks", low=1, high=arg.MAX_RANKS, where="zbv_fill_microbatches")
     return 2 * n_ranks - 1
 
 

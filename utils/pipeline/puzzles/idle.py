@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 
+from utils import inputs as arg
 from utils.pipeline.costs import CostModel
 from utils.pipeline.puzzles.base import TOL, Puzzle, Verdict
 from utils.pipeline.registry import make_schedule
@@ -25,6 +26,7 @@ def idle_puzzle(name: str, n_ranks: int, n_microbatches: int, costs: CostModel,
                 reasons: Mapping[str, Reason], key: str | None = None) -> Puzzle:
     """Predict which rank of ``name`` idles most (or "all" when they tie) and pick the reason."""
     schedule = make_schedule(name, n_ranks, n_microbatches)
+    arg.instance(costs, "costs", CostModel, "a CostModel", where="idle_puzzle")
 
     @cache  # computed from the reference solution on first use
     def idles() -> list[float]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections import deque
 from functools import cache
 
+from utils import inputs as arg
 from utils.pipeline.costs import CostModel
-from utils.pipeline.generators.common import linear_schedule
+from utils.pipeline.generators.common import check_counts, linear_schedule
 from utils.pipeline.puzzles.base import (
     TOL,
     UNIT_COSTS,
@@ -27,6 +28,10 @@ def capped_one_f_one_b(n_ranks: int, n_microbatches: int, cap: int, split: bool 
     ``cap - 1`` forwards (the first steady forward makes ``cap``); with ``split``, backwards as I then W, rank
     r deferring as many W as the cap leaves room for, at most r (ZB1P's deferral, Qi et al. 2024, Sec. 3.1).
     With cap >= PP it is 1F1B (or ZB1P) itself."""
+    n_ranks, n_microbatches = check_counts("capped_one_f_one_b", n_ranks, n_microbatches)
+    cap = arg.whole(cap, "cap", low=1, where="capped_one_f_one_b", why="a rank holds at least the activation "
+                    "its forward makes")
+    arg.flag(split, "split", where="capped_one_f_one_b")
     lists = []
     for r in range(n_ranks):
         warmup = min(n_ranks - 1 - r, cap - 1, n_microbatches)
@@ -52,6 +57,8 @@ def memory_cap_puzzle(n_ranks: int = 4, n_microbatches: int = 8, cap: int = 3, s
                       costs: CostModel = UNIT_COSTS, key: str | None = None) -> Puzzle:
     """Write a schedule (one stage per rank) whose every rank holds at most ``cap`` activations and whose
     worst-rank idle is as small as the reference's (``capped_one_f_one_b``); ``split`` allows I and W."""
+    capped_one_f_one_b(n_ranks, n_microbatches, cap, split)  # the rules of the counts, before any answer
+    arg.instance(costs, "costs", CostModel, "a CostModel", where="memory_cap_puzzle")
     kinds = "F, I, W (and B)" if split else "F and B"
     gpipe_peak = n_microbatches
 
