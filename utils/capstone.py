@@ -28,9 +28,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from utils.capstone_figure import plot_dashboard
-from utils import figures
 from utils import inputs as arg
+from utils.capstone_figure import plot_dashboard
 from utils.fp8.explore import outlier_activations, quantization_table
 from utils.fp8.formats import ACTIVATION_GRANULARITIES, get_format
 from utils.moe.expert_parallel import (

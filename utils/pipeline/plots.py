@@ -26,7 +26,7 @@ from utils.figures import (
     png_from_rgba,
 )
 from utils.pipeline.schedule import KIND_NAMES, KINDS, OverlappedAction, Schedule
-from utils.pipeline.timeline import Interval, Timeline
+from utils.pipeline.timeline import Interval, Timeline, check_timeline
 
 _BAR_HEIGHT = 0.8          # fraction of a rank's row covered by compute blocks
 _COMM_HEIGHT = 0.22        # communication is a thin strip under the compute blocks
@@ -46,10 +46,6 @@ KIND_LABELS: dict[str, str] = {
 # Schedules with one route and several stages per rank (DualPipeV, interleaved 1F1B, ZB-V) hatch the stages
 # past the first pass over the ranks: they are not a second direction.
 _CHUNK_LABELS: dict[int, str] = {0: "stages 0..PP-1 (plain)", 1: "stages PP and up (hatched)"}
-def _timeline(timeline, where: str, name: str = "timeline") -> Timeline:
-    return arg.instance(timeline, name, Timeline, "a Timeline (from simulate or execute)", where=where)
-
-
 def _options(where: str, title=None, labels=None) -> None:
     """The common keyword options of the plots: a title string and the labels switch (None: automatic)."""
     if title is not None:
@@ -274,7 +270,7 @@ def plot_timeline(
     16 ranks x 64 micro-batches draw in tens of milliseconds (``TimelineCanvas`` redraws faster still).
     """
     where = "plot_timeline"
-    _timeline(timeline, where)
+    check_timeline(timeline, where)
     _options(where, title, labels)
     arg.flag(legend, "legend", where=where)
     if highlight is not None and not callable(highlight):
@@ -326,7 +322,7 @@ class TimelineCanvas:
 
     def render(self, timeline: Timeline, *, title: str | None = None, labels: bool | None = None) -> bytes:
         """Draw ``timeline`` (replacing the previous one) and return the figure as PNG bytes."""
-        _timeline(timeline, "TimelineCanvas.render")
+        check_timeline(timeline, "TimelineCanvas.render")
         _options("TimelineCanvas.render", title, labels)
         ax, n = self.ax, timeline.n_ranks
         for artist in [*ax.collections, *ax.texts]:
@@ -380,8 +376,7 @@ def plot_timelines_side_by_side(
     Each keeps its own time axis (simulated units vs milliseconds), so compare shapes and idle fractions.
     """
     where = "plot_timelines_side_by_side"
-    _timeline(simulated, where, "simulated")
-    _timeline(measured, where, "measured")
+    check_timeline(simulated, where, "simulated"), check_timeline(measured, where, "measured")
     if titles is not None and (len(arg.sequence(titles, "titles", where=where)) != 2
                                or not all(isinstance(t, str) for t in titles)):
         arg.fail("titles", "two strings (simulated, measured)", titles, where=where)
@@ -399,7 +394,7 @@ def activations_over_time(timeline: Timeline, rank: int) -> tuple[np.ndarray, np
     Same rule as ``Timeline.peak_activations``: held from the start of a stage's F of a micro-batch until the
     end of that stage's W or full B for it; at equal times releases come first.
     """
-    events = _timeline(timeline, "activations_over_time").activation_events(rank)
+    events = check_timeline(timeline, "activations_over_time").activation_events(rank)
     times = [timeline.start]
     held = [0]
     count = 0
@@ -440,7 +435,7 @@ def plot_memory(timeline: Timeline, ax: Axes | None = None, *, ranks: Sequence[i
     hide one line under another: each rank is drawn slightly shifted up or down (at most +-0.2 in all, said
     in the legend's title) and with its own dash pattern, so every rank's line stays visible.
     """
-    _timeline(timeline, "plot_memory")
+    check_timeline(timeline, "plot_memory")
     _options("plot_memory", title)
     if ranks is not None:
         ranks = list(ranks) if isinstance(ranks, range) else ranks
@@ -476,9 +471,7 @@ def idle_frame(timelines_by_schedule: Mapping[str, Timeline]):
         arg.fail("timelines_by_schedule", "a non-empty dict {name: Timeline}", timelines_by_schedule,
                  where="idle_frame", error=arg.InputTypeError)
     for name, timeline in timelines_by_schedule.items():
-        arg.text(name, "every name", where="idle_frame")
-        _timeline(timeline, "idle_frame", f"timelines_by_schedule[{name!r}]")
-
+        check_timeline(timeline, "idle_frame", f"timelines_by_schedule[{arg.text(name, 'every name')!r}]")
     rows = [{"schedule": name, "rank": r, "idle": tl.idle(r), "time_unit": tl.time_unit}
             for name, tl in timelines_by_schedule.items() for r in range(tl.n_ranks)]
     return pd.DataFrame(rows, columns=["schedule", "rank", "idle", "time_unit"])

@@ -313,3 +313,8 @@ class Timeline:
             "displayTimeUnit": "ms",
             "otherData": {"schedule": self.schedule.name, "source": self.source, "time_unit": self.time_unit},
         }
+
+
+def check_timeline(timeline, where: str, name: str = "timeline") -> Timeline:
+    """``timeline`` if it is a Timeline (what the simulator and the executor return)."""
+    return arg.instance(timeline, name, Timeline, "a Timeline (from simulate or execute)", where=where)
