@@ -1,29 +1,53 @@
 # The course's two commands are `make lab` and `make test` (see README.md). Everything else is for developers.
 SHELL := /bin/bash
-PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-requirements
+# The Python .venv is built from: PYTHON=... if given (`make lab PYTHON=python3.12`), otherwise the first supported
+# one on PATH. tools/find_python.sh picks it and, when there is none, says which versions are supported.
+# $(WANTED): "X.Y.Z /real/path" of the chosen interpreter; $(BUILT): the same for the one .venv was built from.
+WANTED := $(VENV)/.python-wanted
+BUILT := $(VENV)/.python
 PORT ?= 8888
 NBVAL := $(PY) -m pytest --nbval notebooks/ --nbval-sanitize-with notebooks/sanitize.cfg --nbval-cell-timeout=300 -p no:cacheprovider -o testpaths=notebooks
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lab test unit nbval notebooks bench lint browser-deps clean
+.PHONY: help setup lab test unit nbval notebooks bench lint browser-deps clean FORCE
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-# The venv is rebuilt only when requirements.txt changes (the stamp records the list it was built from).
-$(STAMP): requirements.txt pyproject.toml
-	@command -v $(PYTHON) >/dev/null || { echo "Need $(PYTHON) (Python 3.11). Set PYTHON=/path/to/python3.11"; exit 1; }
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+# Runs on every make that needs the venv (cheap: a few interpreters asked their version); touches $(WANTED)
+# only when the choice differs from the last one, so the stamp below is remade only then.
+$(WANTED): FORCE
+	@choice=$$(PYTHON='$(PYTHON)' sh tools/find_python.sh) || exit 1; \
+	if [ "$$choice" != "$$(cat $@ 2>/dev/null)" ]; then mkdir -p $(VENV) && echo "$$choice" > $@; fi
+
+# The venv is updated when requirements.txt changes (the stamp records the list it was built from) and rebuilt
+# from scratch when the chosen Python is not the one it was built from. A .venv made before the choice was
+# recorded is kept when its Python has the chosen X.Y.
+$(STAMP): requirements.txt pyproject.toml $(WANTED)
+	@read -r version interpreter < $(WANTED); choice="$$version $$interpreter"; \
+	if [ -x $(PY) ] && [ ! -f $(BUILT) ] \
+	   && [ "$$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = "$${version%.*}" ]; then \
+	    echo "$$choice" > $(BUILT); \
+	fi; \
+	if [ -x $(PY) ] && [ "$$(cat $(BUILT) 2>/dev/null)" != "$$choice" ]; then \
+	    echo "Python changed ($(VENV) was built from: $$(cat $(BUILT) 2>/dev/null || echo unknown); now: $$choice): rebuilding $(VENV)"; \
+	    rm -rf $(VENV); \
+	fi; \
+	if [ ! -x $(PY) ]; then \
+	    echo "Creating $(VENV) with Python $$version ($$interpreter)"; \
+	    "$$interpreter" -m venv $(VENV) || exit 1; \
+	    echo "$$choice" > $(WANTED); echo "$$choice" > $(BUILT); \
+	fi
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	$(PY) -m utils._guard >/dev/null  # a learner's own utils.py beside a notebook gets an explanation, not the kit's place
 	@cp requirements.txt $(STAMP)
 
 setup: $(STAMP) ## Create .venv (or reuse it) and install the pinned list
-	@echo "Environment ready: $(VENV) ($$($(PY) -c 'import torch; print("torch", torch.__version__)'))"
+	@echo "Environment ready: $(VENV) ($$($(PY) -c 'import sys, torch; print("Python %d.%d.%d," % sys.version_info[:3], "torch", torch.__version__)'))"
 
 lab: setup ## Open the course in JupyterLab (on a headless server it prints the URL with its token)
 	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=$(PORT) --ServerApp.root_dir=$(CURDIR) \
