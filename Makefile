@@ -12,7 +12,7 @@ PORT ?= 8888
 NBVAL := $(PY) -m pytest --nbval notebooks/ --nbval-sanitize-with notebooks/sanitize.cfg --nbval-cell-timeout=300 -p no:cacheprovider -o testpaths=notebooks
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lab test unit nbval notebooks bench lint browser-deps clean FORCE
+.PHONY: help setup lab test unit nbval notebooks site bench lint browser-deps clean FORCE
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -67,13 +67,16 @@ nbval: setup ## Strict nbval over every notebook only
 notebooks: setup ## Re-execute every notebook in place in a fresh kernel (refreshes stored outputs)
 	$(PY) -m tools.notebooks run notebooks/*.ipynb
 
+site: setup ## Build the course's website from the committed notebooks and lessons (no execution) into _site/
+	$(PY) -m tools.site
+
 bench: setup ## Print the benchmark tables (performance targets with ratios against a reference)
 	$(PY) -m benchmarks
 
 lint: setup ## ruff over the code, and the library's layer rules (import-linter contracts in pyproject.toml)
-	$(VENV)/bin/ruff check utils tests benchmarks tools
+	$(VENV)/bin/ruff check utils tests benchmarks tools book/_ext
 	$(VENV)/bin/lint-imports --no-cache
 
 clean: ## Remove caches (keeps .venv)
-	rm -rf .pytest_cache .ruff_cache .hypothesis test-output
+	rm -rf .pytest_cache .ruff_cache .hypothesis test-output _site
 	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +

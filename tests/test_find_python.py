@@ -145,7 +145,7 @@ def test_real_interpreter_running_the_tests_is_accepted():
     result = find([Path(sys.executable).parent], python=sys.executable)
     assert result.returncode == 0, result.stderr
     version, real = result.stdout.split(" ", 1)
-    assert version == "%d.%d.%d" % sys.version_info[:3]
+    assert version == ".".join(map(str, sys.version_info[:3]))
     assert real.strip() == os.path.realpath(sys.executable)
 
 
