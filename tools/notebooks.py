@@ -1,7 +1,8 @@
 """Re-execute course notebooks in place, top to bottom, in a fresh kernel (`make notebooks`).
 
 Strict nbval compares every stored output, so stored outputs must come from one clean run:
-this is the one command that produces them.
+this is the one command that produces them. It also re-applies the slide rule (tools/slides.py), so the
+slide boundaries follow every edit of the notebook.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+from tools.slides import apply as apply_slide_rule
+
 
 def execute_in_place(path: Path, timeout: int = 600, kernel_name: str = "python3") -> float:
     """Run every cell of the notebook at `path` in a fresh kernel and save it; return seconds taken."""
     nb = nbformat.read(path, as_version=4)
+    apply_slide_rule(nb)
     nb.metadata["kernelspec"] = {
         "name": kernel_name,
         "display_name": "Python 3 (ipykernel)",
