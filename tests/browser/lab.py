@@ -153,6 +153,9 @@ class LabServer:
             "--LabApp.expose_app_in_browser=True",
             f"--ServerApp.root_dir={self.root_dir}",
             "--ServerApp.terminals_enabled=False",
+            # Opening a notebook writes a checkpoint copy; keep it in the throw-away dir, not beside the
+            # course's notebooks (where a later test would read it as part of the course).
+            f"--FileCheckpoints.checkpoint_dir={self.tmp / 'checkpoints'}",
         ]
         if os.geteuid() == 0:
             cmd.append("--allow-root")  # as root, jupyter lab exits at once without it
