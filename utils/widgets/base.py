@@ -4,10 +4,16 @@ A widget reads its controls, calls one pure, unit-tested function and shows the 
 returns: the figure as a PNG, the table(s) as HTML, the note above them, or the teaching message of an
 invalid setting in place of a traceback (a ``ValueError`` the function raises counts as one). May import:
 ipywidgets, matplotlib, ``utils.figures``, ``utils.view``.
+
+Displayed, a widget offers three views of itself (``live_mimebundle``): the live widget for JupyterLab; a
+static HTML copy of what it first shows (its chart as an embedded PNG, its table, the sentence that it is
+live in JupyterLab) for readers without a kernel, such as the course website or GitHub; and a short text for
+nbval and consoles. Each reader picks the richest view it can show.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 from collections.abc import Callable
 
@@ -43,6 +49,38 @@ def table_html(view: View) -> str:
             parts.append(f"<h4>{html.escape(title)}</h4>")
         parts.append(frame.to_html(float_format=lambda x: f"{x:.4g}", na_rep="-"))
     return "".join(parts)
+
+
+LIVE_NOTE = ("Interactive widget: run this notebook in JupyterLab (<code>make lab</code>) to move its "
+             "controls. Shown here as it first appears:")
+
+
+def static_html(shown, title: str) -> str:
+    """A static copy of what a widget shows now: its message, chart and table, as one HTML block.
+
+    `shown` has the widget's display parts: ``message`` and ``table`` (HTML widgets) and ``image`` (a PNG
+    Image widget, hidden while a message replaces it). The chart is embedded as a data URI, so the copy needs
+    no file beside the notebook; notebooks/sanitize.cfg hides its bytes from nbval, like any other picture.
+    """
+    parts = [f"<p><i>{LIVE_NOTE} <code>{html.escape(title)}</code>.</i></p>"]
+    if shown.message.value:
+        parts.append(shown.message.value)
+    if shown.image.value and shown.image.layout.display != "none":
+        data = base64.b64encode(shown.image.value).decode("ascii")
+        parts.append(f"<img src='data:image/png;base64,{data}' alt='{html.escape(title)}: the chart'"
+                     " style='max-width:100%'/>")
+    if shown.table.value:
+        parts.append(shown.table.value)
+    return ("<div class='course-widget-static' style='border-left:4px solid #56B4E9;padding-left:8px'>"
+            + "\n".join(parts) + "</div>")
+
+
+def live_mimebundle(shown, **kwargs) -> dict:
+    """What displaying a widget stores: the live view, the static HTML copy, and ``repr`` as plain text."""
+    bundle = shown.widget._repr_mimebundle_(**kwargs)
+    bundle["text/html"] = static_html(shown, repr(shown))
+    bundle["text/plain"] = repr(shown)
+    return bundle
 
 
 class WiredWidget:
@@ -107,7 +145,5 @@ class WiredWidget:
         return f"{self.title}({values})"
 
     def _repr_mimebundle_(self, **kwargs):
-        # The live widget for Jupyter, a short stable text for nbval and plain consoles.
-        bundle = self.widget._repr_mimebundle_(**kwargs)
-        bundle["text/plain"] = repr(self)
-        return bundle
+        # The live widget for Jupyter, a static copy for readers without a kernel, a short text for nbval.
+        return live_mimebundle(self, **kwargs)
