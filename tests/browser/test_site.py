@@ -6,7 +6,8 @@ on 127.0.0.1, and then
   link to a section (#anchor) lands on an element with that id;
 - opens the landing page and one notebook page in headless Chromium (Debian's, as the widget tests do): the
   notebook map and the two tracks are there, every figure has loaded (naturalWidth > 0), every table of the
-  notebook is on the page, every internal link resolves; a click on the map reaches the notebook.
+  notebook is on the page, each widget shows its static copy (chart, table, "live in JupyterLab"), every
+  internal link resolves; a click on the map reaches the notebook.
 Screenshots and timings: test-output/site/.
 """
 
@@ -220,7 +221,8 @@ def notebook_outputs(stem: str) -> dict:
     outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
     data = [o.get("data", {}) for o in outputs]
     return {"png": sum("image/png" in d for d in data),
-            "tables": sum("<table" in "".join(d.get("text/html", "")) for d in data)}
+            "tables": sum("<table" in "".join(d.get("text/html", "")) for d in data),
+            "widgets": sum("course-widget-static" in "".join(d.get("text/html", "")) for d in data)}
 
 
 @pytest.mark.browser
@@ -261,6 +263,14 @@ def test_notebook_page_shows_every_figure_and_table_and_its_links_resolve(page, 
     assert not figures["broken"], f"figures that did not load: {figures['broken']}"
     assert figures["in_outputs"] >= stored["png"], (figures, stored)
     assert figures["tables"] >= stored["tables"], (figures, stored)
+    # Each widget of the notebook appears as its static copy: chart and table, saying it is live in JupyterLab.
+    copies = page.locator("article .course-widget-static")
+    assert copies.count() == stored["widgets"] >= 1, (copies.count(), stored)
+    for n in range(copies.count()):
+        copy = copies.nth(n)
+        assert "run this notebook in JupyterLab" in copy.inner_text()
+        assert copy.locator("img").evaluate("img => img.naturalWidth") > 0
+        assert copy.locator("table").count() >= 1
     links = page_links(page)
     assert any("lessons/" in href for href in links) or any("notebooks/" in href for href in links), links
     broken = broken_targets(site_url, page.url, links)
