@@ -114,18 +114,22 @@ def test_new_cell_ids_stay_unique():
     nbformat.validate(nb)
 
 
-def test_check_reports_a_notebook_that_breaks_the_rule(tmp_path):
+def test_check_reports_a_notebook_that_breaks_the_rule(tmp_path, capsys):
     nb = notebook(("md", "# T"), ("md", "text\n\n**Predict:** x?"), ("code", "x"))
     path = tmp_path / "nb.ipynb"
     nbformat.write(nb, path)
-    run = [sys.executable, "-m", "tools.slides"]
-    check = subprocess.run(run + ["--check", str(path)], cwd=ROOT, capture_output=True, text=True)
-    assert check.returncode == 1
-    assert "does not start its cell" in check.stdout and "the rule says 'slide'" in check.stdout
-    fix = subprocess.run(run + [str(path)], cwd=ROOT, capture_output=True, text=True)
-    assert fix.returncode == 0 and "slides updated" in fix.stdout
-    again = subprocess.run(run + ["--check", str(path)], cwd=ROOT, capture_output=True, text=True)
-    assert again.returncode == 0, again.stdout
+    assert slides.main(["--check", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "does not start its cell" in out and "the rule says 'slide'" in out
+    assert slides.main([str(path)]) == 0 and "slides updated" in capsys.readouterr().out
+    assert slides.main(["--check", str(path)]) == 0, capsys.readouterr().out
+    assert slides.main([str(path)]) == 0 and "already follow the rule" in capsys.readouterr().out
+
+
+def test_command_line_answers_help():
+    result = subprocess.run([sys.executable, "-m", "tools.slides", "--help"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0 and "slide" in result.stdout
 
 
 def test_applying_the_rule_leaves_outputs_alone():

@@ -38,7 +38,6 @@ _HEADING = re.compile(r"#{1,3} ")
 _FENCE = re.compile(r"\s*(```|~~~)")
 
 
-
 def _source(cell) -> str:
     return cell.source if isinstance(cell.source, str) else "".join(cell.source)
 
@@ -49,10 +48,12 @@ def opens_slide(line: str) -> bool:
 
 
 def starts_with_heading(cell) -> bool:
+    """Whether a cell is markdown that begins with a heading of level 1-3 (title, section, exercise)."""
     return cell.cell_type == "markdown" and bool(_HEADING.match(_source(cell).lstrip()))
 
 
 def starts_with_predict(cell) -> bool:
+    """Whether a cell is markdown that begins with the course's **Predict:** prompt."""
     return cell.cell_type == "markdown" and _source(cell).lstrip().startswith(PREDICT)
 
 
@@ -110,7 +111,7 @@ def slide_types(nb) -> list[str | None]:
     for index, cell in enumerate(nb.cells):
         if index == 0 or starts_with_heading(cell) or starts_with_predict(cell):
             types.append("slide")
-        elif cell.cell_type == "code" and index > 0 and starts_with_predict(nb.cells[index - 1]):
+        elif cell.cell_type == "code" and starts_with_predict(nb.cells[index - 1]):
             types.append("fragment")
         else:
             types.append(None)
@@ -118,6 +119,7 @@ def slide_types(nb) -> list[str | None]:
 
 
 def stored_type(cell) -> str | None:
+    """The slide type stored in a cell's metadata (None: the cell continues the slide it is on)."""
     return cell.metadata.get("slideshow", {}).get("slide_type")
 
 

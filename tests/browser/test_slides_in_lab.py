@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 
 import lab
 import nbformat
@@ -84,9 +85,25 @@ class Deck:
         self.page.screenshot(path=str(OUTPUT_DIR / f"{name}.png"))
 
 
+DECK_SETTINGS = "/lab/api/settings/jupyterlab-slideshow:plugin"
+
+
+@pytest.fixture
+def deck_off_afterwards(lab_server):
+    """The deck remembers that it is on (a user setting), and would open every later notebook as slides: reset
+    it, whatever happened in the test."""
+    yield
+    request = urllib.request.Request(
+        lab_server.base_url + DECK_SETTINGS, method="PUT", data=json.dumps({"raw": "{}"}).encode(),
+        headers={"Authorization": f"token {lab_server.token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+    assert lab_server.api("GET", DECK_SETTINGS)["settings"].get("active") in (None, False)
+
+
 @pytest.mark.browser
 @pytest.mark.timeout(600)
-def test_notebook_presents_as_slides_with_predict_fragments_and_live_widgets(jupyter_lab):
+def test_notebook_presents_as_slides_with_predict_fragments_and_live_widgets(jupyter_lab, deck_off_afterwards):
     nb = nbformat.read(lab.REPO / NOTEBOOK, as_version=4)
     starts = slide_starts(nb)
     assert starts[0] == 0 and len(starts) > 5, starts
@@ -141,6 +158,9 @@ def test_notebook_presents_as_slides_with_predict_fragments_and_live_widgets(jup
     assert deck.state()["presenting"], "moving a slider left the deck"
     deck.shot("5-live-widget")
     clock.lap("widget")
+    # Esc leaves the deck: the whole notebook again.
+    deck.press("Escape")
+    deck.wait(lambda s: not s["presenting"], "the notebook again after Escape")
     OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
     (OUTPUT_DIR / "timings.json").write_text(json.dumps(
         {"notebook": NOTEBOOK, "seconds": clock.laps, "slides": len(starts), "slider": vars(moved)}, indent=2))
