@@ -3,8 +3,9 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-requirements
-# The Python .venv is built from: PYTHON=... if given (`make lab PYTHON=python3.12`), otherwise the first supported
-# one on PATH. tools/find_python.sh picks it and, when there is none, says which versions are supported.
+# The Python .venv is built from: PYTHON=... if given (`make lab PYTHON=python3.12`), otherwise the one .venv was
+# built from, otherwise the first supported one on PATH. tools/find_python.sh checks it (or finds one) and, when
+# there is none, says which versions are supported.
 # $(WANTED): "X.Y.Z /real/path" of the chosen interpreter; $(BUILT): the same for the one .venv was built from.
 WANTED := $(VENV)/.python-wanted
 BUILT := $(VENV)/.python
@@ -18,9 +19,13 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 # Runs on every make that needs the venv (cheap: a few interpreters asked their version); touches $(WANTED)
-# only when the choice differs from the last one, so the stamp below is remade only then.
+# only when the choice differs from the last one, so the stamp below is remade only then. Without PYTHON=, the
+# Python .venv was built from stays the choice while it still runs and is supported.
 $(WANTED): FORCE
-	@choice=$$(PYTHON='$(PYTHON)' sh tools/find_python.sh) || exit 1; \
+	@if [ -z '$(PYTHON)' ] && [ -f $(BUILT) ]; then \
+	    read -r _ built < $(BUILT); choice=$$(PYTHON="$$built" sh tools/find_python.sh 2>/dev/null); \
+	fi; \
+	[ -n "$$choice" ] || choice=$$(PYTHON='$(PYTHON)' sh tools/find_python.sh) || exit 1; \
 	if [ "$$choice" != "$$(cat $@ 2>/dev/null)" ]; then mkdir -p $(VENV) && echo "$$choice" > $@; fi
 
 # The venv is updated when requirements.txt changes (the stamp records the list it was built from) and rebuilt

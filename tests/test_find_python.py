@@ -213,6 +213,20 @@ def test_make_rebuilds_the_venv_when_the_chosen_python_changes(scratch):
     assert "-m pip install -q -r requirements.txt" in calls
 
 
+def test_make_without_python_keeps_the_venv_of_an_earlier_choice_while_that_python_runs(scratch):
+    bin_ = scratch / "bin"
+    base(bin_, "python3.11", "3.11.7")
+    py313 = base(scratch / "other", "python3.13", "3.13.1")
+    assert make_setup(scratch, bin_, python=str(py313)).returncode == 0
+    kept = make_setup(scratch, bin_)                       # PYTHON= not given again: no rebuild to 3.11
+    assert kept.returncode == 0 and "rebuilding" not in kept.stdout, kept.stdout + kept.stderr
+    assert (scratch / ".venv/created").read_text() == "venv from 3.13.1\n"
+    py313.unlink()                                          # that Python is gone: the first one on PATH
+    moved = make_setup(scratch, bin_)
+    assert moved.returncode == 0 and "rebuilding .venv" in moved.stdout, moved.stdout + moved.stderr
+    assert (scratch / ".venv/created").read_text() == "venv from 3.11.7\n"
+
+
 def test_make_keeps_a_venv_built_before_the_choice_was_recorded_if_its_python_matches(scratch):
     bin_ = scratch / "bin"
     base(bin_, "python3.11", "3.11.7")
