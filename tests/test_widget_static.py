@@ -20,12 +20,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from utils.moe.explore import MoEView  # noqa: E402
+from utils.view import View  # noqa: E402
 from utils.widgets import base  # noqa: E402
 from utils.widgets.capstone import recipe_dashboard_widget  # noqa: E402
 from utils.widgets.fp8 import fp8_explorer  # noqa: E402
 from utils.widgets.moe import moe_training_widget, node_cap_widget  # noqa: E402
 from utils.widgets.pipeline import schedule_comparison, schedule_explorer  # noqa: E402
+from utils.widgets.scale import scale_explorer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -36,7 +37,7 @@ def fake_moe(**settings):
     figure, ax = plt.subplots(figsize=(3, 2))
     ax.plot([0, 1], [0, len(settings)])
     ax.set_title(str(settings))
-    return MoEView(figure, pd.DataFrame({"setting": list(settings), "value": list(settings.values())}))
+    return View(figure=figure, table=pd.DataFrame({"setting": list(settings), "value": list(settings.values())}))
 
 
 WIDGETS = {
@@ -46,6 +47,7 @@ WIDGETS = {
     "capstone dashboard": lambda: recipe_dashboard_widget("classroom (small)"),
     "moe training": lambda: moe_training_widget(compute=fake_moe),
     "node cap": lambda: node_cap_widget(2, compute=fake_moe),
+    "full scale": scale_explorer,
 }
 
 
