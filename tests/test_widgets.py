@@ -136,3 +136,42 @@ def test_every_widget_is_the_one_wiring():
                for node in ast.walk(ast.parse(p.read_text()))
                if isinstance(node, ast.FunctionDef) and node.name == "_repr_mimebundle_"]
     assert defined == ["base.py"]
+
+
+# ----------------------------------------------------------------- starting values the controls cannot show
+
+
+@pytest.mark.parametrize("make, kwargs, words", [
+    ("utils.widgets.pipeline:schedule_explorer", {"ranks": 0}, ["ranks must be between 1 and 16", "got 0"]),
+    ("utils.widgets.pipeline:schedule_explorer", {"microbatches": 500}, ["microbatches", "got 500"]),
+    ("utils.widgets.pipeline:schedule_explorer", {"F": -1.0}, ["F must be between"]),
+    ("utils.widgets.pipeline:schedule_explorer", {"name": "nope"}, ["dropdown", "name='nope'"]),
+    ("utils.widgets.pipeline:schedule_comparison", {"ranks": 40}, ["ranks must be between 2 and 16"]),
+    ("utils.widgets.moe:moe_training_widget", {"k": 0}, ["k must be between 1 and 4"]),
+    ("utils.widgets.moe:node_cap_widget", {"max_nodes": 99}, ["max_nodes must be between"]),
+    ("utils.widgets.fp8:fp8_explorer", {"accum_bits": 2}, ["accum_bits must be between 8 and 23"]),
+])
+def test_a_starting_value_a_control_cannot_show_teaches_instead_of_being_clamped(make, kwargs, words):
+    import importlib
+
+    module, name = make.split(":")
+    factory = getattr(importlib.import_module(module), name)
+    with pytest.raises(ValueError) as err:
+        factory(**kwargs)
+    assert all(w in str(err.value) for w in words), str(err.value)
+
+
+def test_a_starting_value_in_range_is_shown_as_asked():
+    from utils.widgets.pipeline import schedule_explorer
+
+    widget = schedule_explorer("zb1p", ranks=16, microbatches=64, F=4.0)
+    assert widget.settings()["ranks"] == 16 and widget.settings()["F"] == 4.0
+
+
+def test_a_bad_starting_value_is_refused_before_the_first_computation():
+    from utils.widgets.pipeline import ScheduleExplorer
+
+    calls = []
+    with pytest.raises(ValueError, match="ranks must be between"):
+        ScheduleExplorer(ranks=99, explore=lambda **settings: calls.append(settings))
+    assert calls == []

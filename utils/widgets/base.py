@@ -14,11 +14,16 @@ nbval and consoles. Each reader picks the richest view it can show.
 from __future__ import annotations
 
 import base64
+import contextvars
+import functools
 import html
-from collections.abc import Callable
+import inspect
+import numbers
+from collections.abc import Callable, Mapping
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
+import traitlets
 
 from utils.figures import OKABE_ITO, figure_png
 from utils.view import View
@@ -83,6 +88,52 @@ def live_mimebundle(shown, **kwargs) -> dict:
     return bundle
 
 
+# The starting values a learner asked for, while the widget that will show them is being built (see checked_start).
+_REQUESTED: contextvars.ContextVar[tuple[str, Mapping]] = contextvars.ContextVar("requested_start")
+
+
+def checked_start(build: Callable) -> Callable:
+    """Wrap a widget's constructor or factory so a starting value its controls cannot show teaches.
+
+    ipywidgets silently clamps a slider's value into its range (``ranks=0`` would show 1) and answers a value
+    no dropdown offers with a trait error. Here both raise ValueError naming the widget, the control and its
+    range, before the first (possibly slow) computation. Every ``WiredWidget`` subclass gets it automatically.
+    """
+    signature = inspect.signature(build)
+    who = build.__qualname__.replace(".__init__", "")
+
+    @functools.wraps(build)
+    def wrapper(*args, **kwargs):
+        try:
+            requested = dict(signature.bind(*args, **kwargs).arguments)
+        except TypeError as err:
+            raise ValueError(f"{who}: {err}") from None
+        token = _REQUESTED.set((who, requested))
+        try:
+            return build(*args, **kwargs)
+        except traitlets.TraitError as err:
+            shown = ", ".join(f"{k}={v!r}" for k, v in requested.items() if isinstance(v, str | int | float))
+            raise ValueError(f"{who}: a starting value is not one of its dropdown's choices ({err}); asked for "
+                             f"{shown}.") from None
+        finally:
+            _REQUESTED.reset(token)
+
+    return wrapper
+
+
+def check_requested(controls: Mapping[str, widgets.Widget]) -> None:
+    """Raise ValueError if a requested starting value lies outside its slider's range (see checked_start)."""
+    who, requested = _REQUESTED.get(("widget", {}))
+    for name, want in requested.items():
+        control = controls.get(name)
+        low, high = getattr(control, "min", None), getattr(control, "max", None)
+        if low is None or high is None or isinstance(want, bool) or not isinstance(want, numbers.Real):
+            continue
+        if not low <= want <= high:
+            raise ValueError(f"{who}: {name} must be between {low:g} and {high:g} (the range of its slider, "
+                             f"which would silently show {min(max(want, low), high):g} instead); got {want!r}.")
+
+
 class WiredWidget:
     """Controls wired to ``compute(**settings) -> View``: redrawn on every change of a control.
 
@@ -93,6 +144,7 @@ class WiredWidget:
 
     def __init__(self, controls: dict[str, widgets.Widget], compute: Callable[..., View], title: str = "",
                  split: int | None = None):
+        check_requested(controls)
         self.controls = controls
         self.compute = compute
         self.title = title or type(self).__name__
@@ -110,6 +162,11 @@ class WiredWidget:
         for control in controls.values():
             control.observe(self.refresh, names="value")
         self.refresh()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = checked_start(cls.__init__)
 
     def settings(self) -> dict:
         """The current value of every control, as keyword arguments of the pure function."""

@@ -15,12 +15,13 @@ from collections.abc import Callable
 import ipywidgets as widgets
 
 from utils.moe import explore as moe_explore
-from utils.widgets.base import WiredWidget
+from utils.widgets.base import WiredWidget, checked_start
 
 _STYLE = {"description_width": "110px"}
 _LAYOUT = widgets.Layout(width="340px")
 
 
+@checked_start
 def moe_training_widget(k: int = 2, n_experts: int = 8, balancing: str = "bias",
                         compute: Callable = moe_explore.train_and_summarise) -> WiredWidget:
     """Notebook 01: choose K, the number of routed experts and the balancing method; see load and loss."""
@@ -36,6 +37,7 @@ def moe_training_widget(k: int = 2, n_experts: int = 8, balancing: str = "bias",
     return WiredWidget(controls, compute, title="MoE training widget")
 
 
+@checked_start
 def node_cap_widget(max_nodes: int = 4, compute: Callable = moe_explore.node_cap_summary) -> WiredWidget:
     """Notebook 02: choose the node cap M; see cross-node bytes and held-out loss."""
     controls = {
