@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import deque
 
 from utils import inputs as arg
-from utils.pipeline.generators.common import check_counts
+from utils.pipeline.generators.common import check_counts, v_schedule
 from utils.pipeline.schedule import Action, ActionLike, OverlappedAction, Schedule
 
 DUALPIPE_ACTIONS_PER_STEP = (1, 2, 3, 2, 2, 2, 2, 1)
@@ -198,13 +198,4 @@ def dualpipev(n_ranks: int, n_microbatches: int) -> Schedule:
         )
         for rank in range(n)
     ]
-    stages = tuple(range(2 * n))
-    return Schedule(
-        name="dualpipev",
-        n_ranks=n,
-        n_microbatches=k,
-        stage_to_rank=tuple(min(s, 2 * n - 1 - s) for s in stages),
-        stage_to_chunk=stages,
-        routes=(stages,) * k,
-        actions=tuple(tuple(a) for a in actions),
-    )
+    return v_schedule("dualpipev", n, k, actions)

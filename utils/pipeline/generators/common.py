@@ -31,3 +31,18 @@ def linear_schedule(
         routes=(stages,) * n_microbatches,
         actions=tuple(tuple(a) for a in actions),
     )
+
+
+def v_schedule(name: str, n_ranks: int, n_microbatches: int, actions) -> Schedule:
+    """The V placement of DualPipeV and ZB-V: 2N stages on N ranks, rank r holding stages r and 2N-1-r, every
+    micro-batch going down the V and back up (stages 0..2N-1), so it enters and leaves on rank 0."""
+    stages = tuple(range(2 * n_ranks))
+    return Schedule(
+        name=name,
+        n_ranks=n_ranks,
+        n_microbatches=n_microbatches,
+        stage_to_rank=tuple(min(s, 2 * n_ranks - 1 - s) for s in stages),
+        stage_to_chunk=stages,
+        routes=(stages,) * n_microbatches,
+        actions=tuple(tuple(a) for a in actions),
+    )

@@ -17,7 +17,7 @@ Both orders equal, action for action, the ``pipeline_order`` of torch.distribute
 from __future__ import annotations
 
 from utils import inputs as arg
-from utils.pipeline.generators.common import check_counts
+from utils.pipeline.generators.common import check_counts, v_schedule
 from utils.pipeline.schedule import Action, Schedule
 
 #: Model chunks per rank interleaved 1F1B takes: each is a stage, and stages multiply the actions to draw.
@@ -200,13 +200,4 @@ def zbv(n_ranks: int, n_microbatches: int) -> Schedule:
             while counts["W"][chunk] < counts["I"][chunk]:
                 run("W", chunk)
         actions.append(tuple(a for a in acts if a.microbatch < m))
-    stages = tuple(range(2 * n))
-    return Schedule(
-        name="zbv",
-        n_ranks=n,
-        n_microbatches=m,
-        stage_to_rank=tuple(min(s, 2 * n - 1 - s) for s in stages),
-        stage_to_chunk=stages,
-        routes=(stages,) * m,
-        actions=tuple(actions),
-    )
+    return v_schedule("zbv", n, m, actions)
