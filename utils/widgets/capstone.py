@@ -31,64 +31,19 @@ class RecipeDashboard(WiredWidget):
         config = capstone.PRESETS[preset]
         self._holding = False
         self._compute_view = compute
+        slider = {"continuous_update": False, "style": _STYLE, "layout": _LAYOUT}
         controls = {
-            "preset": widgets.Dropdown(
-                options=list(capstone.PRESETS),
-                value=preset,
-                description="preset",
-                style=_STYLE,
-                layout=_LAYOUT,
-            ),
-            "pp": widgets.IntSlider(
-                value=config.pp,
-                min=2,
-                max=32,
-                step=2,
-                description="pipeline devices (PP)",
-                continuous_update=False,
-                style=_STYLE,
-                layout=_LAYOUT,
-            ),
-            "microbatches": widgets.IntSlider(
-                value=config.microbatches,
-                min=4,
-                max=128,
-                step=4,
-                description="micro-batches",
-                continuous_update=False,
-                style=_STYLE,
-                layout=_LAYOUT,
-            ),
-            "comm_ratio": widgets.FloatSlider(
-                value=config.comm_ratio,
-                min=0.0,
-                max=3.0,
-                step=0.25,
-                description="all-to-all (x F)",
-                continuous_update=False,
-                style=_STYLE,
-                layout=_LAYOUT,
-            ),
-            "node_cap": widgets.IntSlider(
-                value=config.node_cap,
-                min=1,
-                max=8,
-                description="node cap M",
-                continuous_update=False,
-                style=_STYLE,
-                layout=_LAYOUT,
-            ),
-            "outlier": widgets.FloatLogSlider(
-                value=config.outlier,
-                base=10,
-                min=0,
-                max=4,
-                step=0.5,
-                description="FP8 outlier x",
-                continuous_update=False,
-                style=_STYLE,
-                layout=_LAYOUT,
-            ),
+            "preset": widgets.Dropdown(options=list(capstone.PRESETS), value=preset, description="preset",
+                                       style=_STYLE, layout=_LAYOUT),
+            "pp": widgets.IntSlider(value=config.pp, min=2, max=32, step=2, description="pipeline devices (PP)",
+                                    **slider),
+            "microbatches": widgets.IntSlider(value=config.microbatches, min=4, max=128, step=4,
+                                              description="micro-batches", **slider),
+            "comm_ratio": widgets.FloatSlider(value=config.comm_ratio, min=0.0, max=3.0, step=0.25,
+                                              description="all-to-all (x F)", **slider),
+            "node_cap": widgets.IntSlider(value=config.node_cap, min=1, max=8, description="node cap M", **slider),
+            "outlier": widgets.FloatLogSlider(value=config.outlier, base=10, min=0, max=4, step=0.5,
+                                              description="FP8 outlier x", **slider),
         }
         super().__init__(controls, self._view)
         controls["preset"].observe(self._load_preset, names="value")
