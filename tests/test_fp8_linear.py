@@ -150,3 +150,25 @@ def test_a_converted_model_trains():
     convert_linears_to_fp8(model)
     history = train(model, 3, batch_size=8, progress=False)
     assert len(history.loss) == 3 and all(torch.isfinite(torch.tensor(history.loss)))
+
+
+@pytest.mark.parametrize("precision", ["fp8", "bf16", "fp32"])
+def test_an_expert_no_token_chose_runs_an_empty_batch(precision):
+    """A routed expert can get no tokens in a step: its GEMMs are empty and its weight gradient is zero."""
+    layer = EmulatedLinear(64, 32, precision=precision)
+    x = torch.zeros(0, 64, requires_grad=True)
+    y = layer(x)
+    y.sum().backward()
+    assert y.shape == (0, 32) and x.grad.shape == (0, 64)
+    assert torch.equal(layer.weight.grad, torch.zeros(32, 64))
+
+
+def test_a_float64_layer_computes_in_float64():
+    """Measurements that must be the same on every CPU run the layer in float64 (linear_gemm_errors)."""
+    reference = torch.nn.Linear(96, 48, bias=False, dtype=torch.float64)
+    x = torch.randn(20, 96, dtype=torch.float64)
+    layer = EmulatedLinear.from_linear(reference, "fp32")
+    assert layer(x).dtype == torch.float64
+    assert torch.allclose(layer(x), reference(x), rtol=0, atol=1e-12)
+    bf16 = EmulatedLinear.from_linear(reference, "bf16")(x)
+    assert bf16.dtype == torch.float64 and not torch.equal(bf16, reference(x))

@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 
 from utils import inputs as arg
+from utils import portable
 from utils.capstone_figure import plot_dashboard
 from utils.fp8.explore import outlier_activations, quantization_table
 from utils.fp8.formats import ACTIVATION_GRANULARITIES, get_format
@@ -116,7 +117,7 @@ def routed_experts(config: RecipeConfig, max_nodes: int) -> list[torch.Tensor]:
     arg.whole(max_nodes, "max_nodes", low=1, high=config.nodes, where="routed_experts",
               why=f"a token uses 1..{config.nodes} nodes")
     generator = torch.Generator().manual_seed(config.seed)
-    logits = torch.randn(config.ep_ranks * config.tokens_per_rank, config.experts, generator=generator)
+    logits = portable.randn(config.ep_ranks * config.tokens_per_rank, config.experts, generator=generator)
     expert_idx, _ = route(torch.sigmoid(logits), config.top_k, n_nodes=config.nodes, max_nodes=max_nodes)
     return list(expert_idx.split(config.tokens_per_rank))
 

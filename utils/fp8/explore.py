@@ -16,6 +16,7 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
 from utils import inputs as arg
+from utils import portable
 from utils.figures import GREYS, OKABE_ITO
 from utils.fp8.accumulation import accumulation_error, limited_accumulation_gemm
 from utils.fp8.formats import (
@@ -63,8 +64,7 @@ def outlier_activations(rows: int = 64, cols: int = 512, outlier: float = 1.0, n
     arg.whole(seed, "seed", low=0, where=where, why="seeds are whole numbers >= 0")
     if isinstance(spacing, bool) or not isinstance(spacing, int) or spacing < 1:
         raise arg.InputError(f"spacing = {spacing}: outlier channels are `spacing` columns apart, so it must be >= 1.")
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(rows, cols, generator=generator)
+    x = portable.randn(rows, cols, generator=torch.Generator().manual_seed(seed))
     mask = torch.zeros(rows, cols, dtype=torch.bool)
     if n_outlier_channels:
         channels = (3 + spacing * torch.arange(n_outlier_channels)) % cols
@@ -249,7 +249,7 @@ def explore_fp8(fmt: str = "e4m3", granularity: str = "tile1x128", scale_rule: s
                           arg.MAX_ACCUMULATOR_ADDS, where=where)
         get_format(fmt)
         x, mask = outlier_activations(rows, k, outlier, seed=seed)
-        weights = torch.randn(rows, k, generator=torch.Generator().manual_seed(seed + 1)) / k ** 0.5
+        weights = portable.randn(rows, k, generator=torch.Generator().manual_seed(seed + 1)) / k ** 0.5
         x_hat = quantize_dequantize(x, fmt, granularity, scale_rule)
         w_hat = quantize_dequantize(weights, fmt, WEIGHT_GRANULARITY.get(granularity, granularity), scale_rule)
         out = limited_accumulation_gemm(x_hat, w_hat, accum_bits, promote_every)
@@ -297,20 +297,25 @@ def explore_fp8(fmt: str = "e4m3", granularity: str = "tile1x128", scale_rule: s
 def linear_gemm_errors(in_features: int = 512, out_features: int = 256, tokens: int = 512, seed: int = 0
                        ) -> pd.DataFrame:
     """calc_diff against FP32 of the three GEMM outputs of one linear layer (Fprop y, Dgrad dx, Wgrad dW),
-    for the FP8 recipe and for BF16 inputs, on random activations and output gradients."""
+    for the FP8 recipe and for BF16 inputs, on random activations and output gradients.
+
+    The data are float32 numbers; the layers compute in float64 so that only the inputs' rounding to FP8 or
+    BF16 shows, the same on every CPU."""
     where = "linear_gemm_errors"
     in_features, out_features, tokens = (arg.whole(v, n, low=1, where=where) for v, n in (
         (in_features, "in_features"), (out_features, "out_features"), (tokens, "tokens")))
     arg.whole(seed, "seed", low=0, where=where, why="seeds are whole numbers >= 0")
     arg.product_limit((tokens, max(in_features, out_features)), "tokens x max(in_features, out_features)",
                       arg.MAX_ELEMENTS, where=where)
+    # float64 data and arithmetic (the values are float32 numbers): BF16's calc_diff is ~3e-6, and a float32
+    # BLAS sum, whose order moves with the CPU, would move its 4th digit.
     generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(tokens, in_features, generator=generator)
-    grad_y = torch.randn(tokens, out_features, generator=generator)
-    reference = torch.nn.Linear(in_features, out_features, bias=False)
+    x = portable.randn(tokens, in_features, generator=generator).double()
+    grad_y = portable.randn(tokens, out_features, generator=generator).double()
+    reference = torch.nn.Linear(in_features, out_features, bias=False, dtype=torch.float64)
     with torch.no_grad():
-        weight = torch.randn(out_features, in_features, generator=generator) / in_features ** 0.5
-        reference.weight.copy_(weight)
+        weight = portable.randn(out_features, in_features, generator=generator) / in_features ** 0.5
+        reference.weight.copy_(weight.double())
 
     def outputs(layer: torch.nn.Module) -> list[torch.Tensor]:
         inputs = x.clone().requires_grad_(True)

@@ -3,20 +3,23 @@
 Convention (DeepGEMM's and nn.Linear's): `C = A @ B.T` with A (M, K) activations and B (N, K) weights, so
 both operands are scaled along their reduction dimension K.
 
-    scheme      A groups        B groups        how it runs here
+    scheme      A groups        B groups        on hardware
     "tensor"    tensor          tensor          torch._scaled_mm, scalar scales
     "row"       row             row             torch._scaled_mm, scale_a (M, 1), scale_b (1, N)
-    "tile"      tile1x128       tile1x128       emulated: per-K-group partial products, scales applied
-    "deepseek"  tile1x128       block128x128    emulated, as DeepSeek-V3's forward GEMM
-    "mx"        mx1x32 (pow2)   mx1x32 (pow2)   emulated, as MX formats
+    "tile"      tile1x128       tile1x128       per-K-group partial products, scales applied
+    "deepseek"  tile1x128       block128x128    the same, as DeepSeek-V3's forward GEMM
+    "mx"        mx1x32 (pow2)   mx1x32 (pow2)   the same, as MX formats
 
 Per-tensor and per-row scales factor out of the sum over K (one scale per output row and column), so
 hardware applies them once to the FP32 result: that is what `torch._scaled_mm` does (it runs on CPU in torch
 2.13, with no shape restrictions; CUDA needs K and N multiples of 16). Finer groups change scale *along K*,
 so the sum is split into K-groups: each group's partial product of FP8 values is computed, multiplied by the
 A-scale of its row and the B-scale of its column, and added in FP32. DeepGEMM does this on CUDA cores after
-each 128-element chunk of tensor-core MMAs ("promotion", §3.3.2); here the partial products are exact-ish
-FP32 matmuls, so this module shows scaling error only: the accumulation error lives in utils/fp8/accumulation.py.
+each 128-element chunk of tensor-core MMAs ("promotion", §3.3.2). Here every scheme runs through
+`blockwise_gemm`, whose partial sums of E4M3 products are exact float64 sums (the same bits on every CPU,
+unlike a float32 BLAS sum), so this module shows scaling error only: the accumulation error lives in
+utils/fp8/accumulation.py. `scaled_mm` runs the per-tensor and per-row schemes through torch._scaled_mm, and
+a test checks that it agrees.
 """
 
 from __future__ import annotations
@@ -87,22 +90,28 @@ def blockwise_gemm(qa: QuantizedTensor, qb: QuantizedTensor) -> torch.Tensor:
     _check_operands(qa.data, qb.data, "blockwise_gemm", finite=False)
     k = qa.data.shape[1]
     k_group = math.gcd(qa.group[1], qb.group[1])
-    a_values, b_values = qa.data.float(), qb.data.float()
-    out = torch.zeros(qa.data.shape[0], qb.data.shape[0], dtype=torch.float32)
+    # Summed in float64 so the result is the same on every CPU: E4M3 payloads are multiples of 2^-9 below 2^9,
+    # so every product is a multiple of 2^-18 below 2^18 and a sum of up to 2^16 of them fits float64's 53
+    # bits exactly, in whatever order BLAS adds them (E5M2's wider range leaves a float64 rounding, ~1e-16).
+    a_values, b_values = qa.data.double(), qb.data.double()
+    out = torch.zeros(qa.data.shape[0], qb.data.shape[0], dtype=torch.float64)
     for k_start in range(0, k, k_group):
         chunk = slice(k_start, min(k_start + k_group, k))
         partial = a_values[:, chunk] @ b_values[:, chunk].T   # what the tensor cores compute
         # ...and what the CUDA cores do with it: scale by the row's A-scale and the column's B-scale, add.
-        out += partial * _scales_for_k_group(qa, k_start)[:, None] * _scales_for_k_group(qb, k_start)[None, :]
-    return out
+        out += partial * _scales_for_k_group(qa, k_start).double()[:, None] \
+            * _scales_for_k_group(qb, k_start).double()[None, :]
+    return out.float()
 
 
 def gemm_quantized(qa: QuantizedTensor, qb: QuantizedTensor) -> torch.Tensor:
-    """A @ B.T of two quantised operands: `scaled_mm` when scales factor out of K, else `blockwise_gemm`."""
+    """A @ B.T of two quantised operands, the same bits on every CPU: `blockwise_gemm`'s exact per-group sums.
+
+    When the scales factor out of K (per tensor, per row) this is the product `scaled_mm` computes with
+    torch._scaled_mm (tested equal up to its float32 summation order, which moves with the CPU).
+    """
     _quantized(qa, "qa", "gemm_quantized")
     _quantized(qb, "qb", "gemm_quantized")
-    if qa.granularity == qb.granularity and qa.granularity in _SCALED_MM_GRANULARITIES:
-        return scaled_mm(qa, qb)
     return blockwise_gemm(qa, qb)
 
 

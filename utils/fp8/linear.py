@@ -58,11 +58,17 @@ def _rounders(precision: str, fmt: str, grad_fmt: str) -> dict[str, Callable[[to
                 "dy_wgrad": lambda t: along_cols(t, grad_fmt),
                 "x_wgrad": lambda t: along_cols(t, fmt)}
     if precision == "bf16":
-        to_bf16 = lambda t: t.to(torch.bfloat16).float()
+        to_bf16 = lambda t: t.to(torch.bfloat16).to(t.dtype)
         return dict.fromkeys(("x_fwd", "w", "dy_dgrad", "dy_wgrad", "x_wgrad"), to_bf16)
     if precision == "fp32":
         return dict.fromkeys(("x_fwd", "w", "dy_dgrad", "dy_wgrad", "x_wgrad"), lambda t: t)
     raise arg.InputError(f"Unknown precision {precision!r}: use one of {PRECISIONS}.")
+
+
+def _rounded(rounders, operand: str, t: torch.Tensor) -> torch.Tensor:
+    """`t` rounded as GEMM operand `operand`, in t's dtype. No rows, nothing to round: an expert that no token
+    chose in this step still runs its (empty) GEMMs, and its weight gradient is zero."""
+    return rounders[operand](t).to(t.dtype) if t.numel() else t
 
 
 class _EmulatedLinearFunction(torch.autograd.Function):
@@ -70,9 +76,12 @@ class _EmulatedLinearFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, rounders):
-        x2d = x.reshape(-1, x.shape[-1]).float()
-        x_q = rounders["x_fwd"](x2d)
-        w_q = rounders["w"](weight.float())
+        # FP32 arithmetic, or float64 when the layer or its input is float64 (for measurements that must be
+        # the same on every CPU: a float32 BLAS sum's last bits depend on the CPU, see utils.portable).
+        dtype = torch.float64 if torch.float64 in (x.dtype, weight.dtype) else torch.float32
+        x2d = x.reshape(-1, x.shape[-1]).to(dtype)
+        x_q = _rounded(rounders, "x_fwd", x2d)
+        w_q = _rounded(rounders, "w", weight.to(dtype))
         ctx.save_for_backward(x_q, w_q)                  # DeepSeek-V3 caches the FP8 activation, not x
         ctx.rounders, ctx.has_bias, ctx.x_shape = rounders, bias is not None, x.shape
         y = x_q @ w_q.T
@@ -84,9 +93,9 @@ class _EmulatedLinearFunction(torch.autograd.Function):
     def backward(ctx, grad_y):
         x_q, w_q = ctx.saved_tensors
         rounders = ctx.rounders
-        dy = grad_y.reshape(-1, grad_y.shape[-1]).float()
-        grad_x = (rounders["dy_dgrad"](dy) @ w_q).reshape(ctx.x_shape)             # Dgrad
-        grad_w = rounders["dy_wgrad"](dy).T @ rounders["x_wgrad"](x_q)            # Wgrad, FP32 result
+        dy = grad_y.reshape(-1, grad_y.shape[-1]).to(x_q.dtype)
+        grad_x = (_rounded(rounders, "dy_dgrad", dy) @ w_q).reshape(ctx.x_shape)                      # Dgrad
+        grad_w = _rounded(rounders, "dy_wgrad", dy).T @ _rounded(rounders, "x_wgrad", x_q)  # Wgrad, FP32 result
         grad_b = dy.sum(0) if ctx.has_bias else None
         return grad_x, grad_w, grad_b, None
 
@@ -123,7 +132,7 @@ class EmulatedLinear(nn.Linear):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        arg.tensor(x, "x", where="EmulatedLinear", min_dims=1, floating=True, finite=False)
+        arg.tensor(x, "x", where="EmulatedLinear", min_dims=1, floating=True, finite=False, nonempty=False)
         if x.shape[-1] != self.in_features:
             arg.fail("x", f"a tensor whose last dimension is in_features = {self.in_features}", x,
                      where="EmulatedLinear")

@@ -311,7 +311,7 @@ def run_expert_parallel(cluster, layer: DeepSeekMoE, tokens_per_rank: list, gpus
     _cluster_inputs(cluster, layer, tokens_per_rank, gpus_per_node, hierarchical, "run_expert_parallel")
     arg.whole(grad_seed, "grad_seed", low=0, where="run_expert_parallel")
     generator = torch.Generator().manual_seed(grad_seed)
-    grads = [torch.randn(t.shape, generator=generator) for t in tokens_per_rank]
+    grads = [torch.randn(t.shape, generator=generator, dtype=t.dtype) for t in tokens_per_rank]
     results = cluster.run(ep_forward_backward_job, layer.init_kwargs, layer.state_dict(), tokens_per_rank,
                           grads, gpus_per_node, hierarchical)
     return results, single_process_reference(layer, tokens_per_rank, grads)

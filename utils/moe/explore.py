@@ -317,22 +317,23 @@ def moe_inputs(model: ToyDecoder, tokens: torch.Tensor) -> list[torch.Tensor]:
     return captured
 
 
-def node_cap_run(max_nodes: int, progress: bool = False) -> tuple[ToyDecoder, TrainingHistory]:
+def node_cap_run(max_nodes: int, progress: bool = False, seed: int = 0) -> tuple[ToyDecoder, TrainingHistory]:
     """The notebook 02 toy decoder (16 experts on 4 nodes, K = 4) trained with node cap M (cached)."""
     check_node_cap(max_nodes, NODE_CAP_LAYOUT.n_nodes, "node_cap_run")
-    return train_toy(NODE_CAP_CONFIG.replace(max_nodes=max_nodes), steps=NODE_CAP_STEPS, progress=progress)
+    return train_toy(NODE_CAP_CONFIG.replace(max_nodes=max_nodes), steps=NODE_CAP_STEPS, seed=seed,
+                     progress=progress)
 
 
 _HELD_OUT: dict[tuple, tuple[list[torch.Tensor], list[list[torch.Tensor]]]] = {}
 
 
-def held_out_routing(max_nodes: int) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
+def held_out_routing(max_nodes: int, seed: int = 0) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
     """For the node-cap-M model and the held-out tokens (cached): per MoE layer, the hidden states entering it
     and, per rank, the experts they pick; tokens are dealt evenly over the 8 ranks."""
     check_node_cap(max_nodes, NODE_CAP_LAYOUT.n_nodes, "held_out_routing")  # before any training
-    key = (max_nodes, NODE_CAP_STEPS)
+    key = (max_nodes, NODE_CAP_STEPS, seed)
     if key not in _HELD_OUT:
-        model, _ = node_cap_run(max_nodes)
+        model, _ = node_cap_run(max_nodes, seed=seed)
         hidden = moe_inputs(model, make_dataset(EVAL_SEQUENCES, seed=EVAL_SEED).inputs)
         routing = []
         for layer, states in zip(moe_layers(model), hidden, strict=True):
@@ -376,6 +377,16 @@ def _cap_row(max_nodes: int, traffic: np.ndarray, direct: np.ndarray, routing, h
         "held-out loss": round(history.eval_loss, 3),
         "held-out accuracy": round(history.eval_accuracy, 3),
     }
+
+
+def node_cap_row(max_nodes: int, seed: int = 0) -> dict:
+    """One row of `node_cap_sweep` for node cap M and training seed `seed`, with bytes predicted from routing."""
+    _, history = node_cap_run(max_nodes, seed=seed)
+    _, routing = held_out_routing(max_nodes, seed=seed)
+    predicted = sum(traffic_from_routing(r, NODE_CAP_LAYOUT, NODE_CAP_CONFIG.d_model) for r in routing)
+    direct = sum(traffic_from_routing(r, NODE_CAP_LAYOUT, NODE_CAP_CONFIG.d_model, hierarchical=False)
+                 for r in routing)
+    return _cap_row(max_nodes, predicted, direct, routing, history)
 
 
 def node_cap_sweep(cluster=None, progress: bool = False) -> pd.DataFrame:
