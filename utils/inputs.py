@@ -290,7 +290,12 @@ def one_line(message: str) -> str:
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line ``error: <the rule>`` on stderr and exit status 2."""
+    """argparse, but a usage error is one line ``error: <the rule>`` on stderr and exit status 2, and no
+    abbreviations: argparse would read ``--gpus 0`` as ``--gpus-per-node 0``, a silent misreading."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D401 - argparse's hook
         self.exit(2, f"error: {one_line(message)}\n")

@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from utils.inputs import one_line
+from utils.inputs import ArgumentParser, one_line
 from utils.scale.config import MODEL_NAMES, load_model
 from utils.scale.hardware import HARDWARE_NAMES, load_hardware
 from utils.scale.report import ScaleResult, evaluate
@@ -48,12 +48,6 @@ SETTING_FLAGS = {
 ALIASES = {"--max-nodes": ("--node-cap",)}
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, the course's format, status 2
-        print(f"error: {one_line(message)}", file=sys.stderr)
-        sys.exit(2)
-
-
 def _value(text: str):
     """A flag's text as an int or float when it reads as one; otherwise the text, which the library rejects
     with its own rule (so the command line and the library say the same thing)."""
@@ -67,7 +61,7 @@ def _value(text: str):
 
 def parser() -> argparse.ArgumentParser:
     """The command line's flags."""
-    p = _Parser(prog="python -m utils.scale", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m utils.scale", description=__doc__.split("\n")[0])
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--model", default="DeepSeek-V3", help=f"published configuration: {', '.join(MODEL_NAMES)}")
     p.add_argument("--hardware", default="H800", help=f"GPU: {', '.join(HARDWARE_NAMES)}")
