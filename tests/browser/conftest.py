@@ -3,18 +3,18 @@
 Skipped, with the reason printed at the end of the run, when Debian's `chromium` is not on PATH. Whatever
 happens (a failure, a timeout, Ctrl-C), kernels, server and browser are shut down and no process is left.
 Screenshots: test-output/browser/ (one per widget on success; the page and every widget on failure).
+`jupyter_lab` gives each test its own browser context; `module_lab` one shared by a module's tests (the widget
+gallery opens one page for all its tests).
 """
 
 from __future__ import annotations
 
 import itertools
-import shutil
 
 import lab
 import pytest
 
 OUTPUT_DIR = lab.OUTPUT_DIR
-WORK_DIR = OUTPUT_DIR / "work"   # throw-away notebooks of the harness's own checks (gitignored)
 VIEWPORT = {"width": 1400, "height": 1000}
 
 
@@ -137,9 +137,16 @@ def jupyter_lab(request, lab_server, browser):
             lab_server.shutdown_kernels()
 
 
-@pytest.fixture
-def work_dir():
-    """A gitignored folder under the server's root for the harness's own throw-away notebooks."""
-    WORK_DIR.mkdir(parents=True, exist_ok=True)
-    yield WORK_DIR
-    shutil.rmtree(WORK_DIR, ignore_errors=True)
+@pytest.fixture(scope="module")
+def module_lab(request, lab_server, browser):
+    """Like `jupyter_lab`, but one for all the tests of a module (one page can serve several tests); its kernels
+    are shut down at the end of the module. Failure screenshots are the module's job."""
+    context = browser.new_context(viewport=VIEWPORT)
+    session = JupyterLab(lab_server, context, request.module.__name__)
+    try:
+        yield session
+    finally:
+        try:
+            context.close()
+        finally:
+            lab_server.shutdown_kernels()

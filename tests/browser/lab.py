@@ -5,11 +5,12 @@ Two halves:
   the user's Jupyter config/settings/workspaces, with autosave off (the real notebooks are never written)
   and notebook windowing off (every cell stays in the DOM). `stop()` leaves no process behind: kernels
   are shut down through the REST API, then the server, then any descendant it left (by pid).
-- `NotebookDriver`: open a notebook, clear and run all cells through `window.jupyterapp.commands`, wait for
-  the widgets themselves (not the kernel-idle indicator), read a widget's chart bytes and table text, move
-  a slider with the keyboard, change a dropdown, and watch for tracebacks.
+- `NotebookDriver`: open a notebook, run chosen cells one after another through `window.jupyterapp.commands`
+  (as Shift+Enter does), wait for a cell's widget itself (not the kernel-idle indicator), read a widget's
+  chart bytes and table text, move a slider with the keyboard, change a dropdown, and watch for tracebacks.
 
-The tests are in test_widgets_in_lab.py; fixtures in conftest.py.
+The tests are in test_widgets_in_lab.py (the widget gallery, the harness's self-checks) and
+test_slides_in_lab.py; fixtures in conftest.py.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ CHROMIUM_FLAGS = [
 
 # Generous: two busy CPU cores shared with other work; each wait is on a condition, never a fixed sleep.
 SERVER_START_S = 90
-RUN_ALL_S = 240          # a notebook must run in < 60 s; x4 for a loaded machine
+RUN_CELLS_S = 240        # cells run in < 60 s; x4 for a loaded machine
 WIDGET_RENDER_S = 60
 REDRAW_S = 45
 
@@ -320,15 +321,10 @@ JS_HELPERS = r"""
     },
     errors() {
       const nb = notebook();
-      return nb ? [...nb.querySelectorAll(STDERR)].map(e => e.innerText).filter(isTraceback) : [];
+      return nb ? this.errorsIn(nb) : [];
     },
-    progress() {
-      const nb = notebook();
-      if (!nb) return {cells: 0, done: 0, running: 0};
-      const prompts = [...nb.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')]
-                        .map(p => p.innerText.trim());
-      return {cells: prompts.length, done: prompts.filter(p => /\[\d+\]/.test(p)).length,
-              running: prompts.filter(p => p.includes('*')).length};
+    errorsIn(node) {
+      return [...node.querySelectorAll(STDERR)].map(e => e.innerText).filter(isTraceback);
     },
     async signature(i) {
       const area = this.areas()[i];
@@ -425,6 +421,7 @@ class NotebookDriver:
         self.workspace = workspace
         self.redraw_s = redraw_s
         self._log_offset = server.log_size()
+        self._comm_errors_seen = 0
 
     # -- open and run ------------------------------------------------------------------------------------
     def open(self) -> None:
@@ -443,41 +440,61 @@ class NotebookDriver:
             arg=self.rel_path, timeout=SERVER_START_S * 1000, polling=250)
         self.page.evaluate(JS_HELPERS)
 
-    def run_all(self) -> None:
-        """Clear stored outputs, run every cell, and wait until each code cell has an execution count."""
-        self.page.evaluate("""async () => {
-            const app = window.jupyterapp;
-            await app.commands.execute('notebook:clear-all-cell-outputs');
-            app.commands.execute('notebook:run-all-cells');   // not awaited: progress is polled below
-        }""")
+    def run_cells(self, indices: list[int], timeout_s: float = RUN_CELLS_S) -> None:
+        """Run the cells at `indices` (notebook positions, markdown included), one after another, as a learner
+        does with Shift+Enter; the other cells keep what they show. Each cell's run is sent once the one before
+        has finished, so a cell that raised does not cancel the next. Fails on a traceback in one of them."""
+        self.page.evaluate("""(indices) => {
+            const app = window.jupyterapp, nb = app.shell.currentWidget.content;
+            const run = window.__labRun = {done: 0, ok: true, error: null};
+            (async () => {
+                try {
+                    for (const i of indices) {
+                        nb.activeCellIndex = i;
+                        nb.deselectAll();
+                        run.ok = (await app.commands.execute('notebook:run-cell')) !== false && run.ok;
+                        run.done += 1;
+                    }
+                } catch (e) { run.error = String(e); }
+            })();
+        }""", indices)
         try:
             state = self.page.wait_for_function(
-                """() => {
-                     const t = window.__labTest, p = t.progress(), errors = t.errors();
-                     if (errors.length) return {errors, p};
-                     if (p.cells > 0 && p.done === p.cells && p.running === 0) return {errors: [], p};
-                     return false;
-                   }""", timeout=RUN_ALL_S * 1000, polling=250).json_value()
+                """(n) => { const r = window.__labRun; return (r.done === n || r.error) ? r : false; }""",
+                arg=len(indices), timeout=timeout_s * 1000, polling=100).json_value()
         except Exception as exc:
-            progress = self.page.evaluate("window.__labTest.progress()")
-            raise LabError(f"{self.rel_path}: run-all did not finish in {RUN_ALL_S} s ({progress})"
-                           + self.new_log()) from exc
-        if state["errors"]:
-            raise LabError(f"{self.rel_path}: a cell raised while running all cells:\n"
-                           + "\n---\n".join(e[-3000:] for e in state["errors"]))
+            done = self.page.evaluate("window.__labRun.done")
+            raise LabError(f"{self.rel_path}: cells {indices} did not finish in {timeout_s:.0f} s "
+                           f"({done} done)" + self.new_log()) from exc
+        if state["error"]:
+            raise LabError(f"{self.rel_path}: could not run cells {indices}: {state['error']}")
+        errors = self.page.evaluate("""(indices) => {
+            const nb = window.jupyterapp.shell.currentWidget.content;
+            return indices.flatMap(i => window.__labTest.errorsIn(nb.widgets[i].node));
+        }""", indices)
+        if errors or not state["ok"]:
+            raise LabError(f"{self.rel_path}: a cell raised while running cells {indices}:\n"
+                           + ("\n---\n".join(e[-3000:] for e in errors) or "(no traceback shown)"))
 
-    def wait_for_widgets(self, expected_cells: int) -> int:
-        """Wait until at least `expected_cells` cells show a rendered widget; return how many do."""
+    def area_of_cell(self, cell: int) -> int | None:
+        """The index of the widget area (see `areas()`) that cell `cell` shows, or None if it shows no widget."""
+        index = self.page.evaluate("""(i) => {
+            const node = window.jupyterapp.shell.currentWidget.content.widgets[i].node;
+            return window.__labTest.areas().findIndex(a => node.contains(a));
+        }""", cell)
+        return None if index < 0 else index
+
+    def wait_for_widget_in(self, cell: int, timeout_s: float = WIDGET_RENDER_S) -> int:
+        """Wait until cell `cell` shows a rendered widget; return its widget area's index."""
         try:
-            self.page.wait_for_function(
-                "(n) => window.__labTest.areas().length >= n", arg=expected_cells,
-                timeout=WIDGET_RENDER_S * 1000, polling=250)
+            self.page.wait_for_function("""(i) => {
+                const node = window.jupyterapp.shell.currentWidget.content.widgets[i].node;
+                return window.__labTest.areas().some(a => node.contains(a));
+            }""", arg=cell, timeout=timeout_s * 1000, polling=250)
         except Exception as exc:
-            found = self.page.evaluate("window.__labTest.areas().length")
-            raise LabError(f"{self.rel_path}: expected {expected_cells} cells with a rendered widget "
-                           f"(as in the stored outputs), found {found} after {WIDGET_RENDER_S} s") from exc
-        self.check_no_errors()
-        return self.page.evaluate("window.__labTest.areas().length")
+            raise LabError(f"{self.rel_path}: cell {cell} shows no rendered widget after {timeout_s:.0f} s"
+                           + self.new_log()) from exc
+        return self.area_of_cell(cell)
 
     def interactive_areas(self) -> list[int]:
         """Indices of widget areas that have a slider or a dropdown."""
@@ -507,10 +524,13 @@ class NotebookDriver:
                            f"{sig.text[:1500]}")
         return sig
 
-    def check_no_errors(self) -> None:
-        errors = self.page.evaluate("window.__labTest.errors()")
+    def check_no_errors(self, cell: int | None = None) -> None:
+        """Fail on a traceback shown anywhere in the notebook (or in cell `cell` only)."""
+        errors = self.page.evaluate("""(i) => i == null ? window.__labTest.errors() : window.__labTest.errorsIn(
+            window.jupyterapp.shell.currentWidget.content.widgets[i].node)""", cell)
         if errors:
-            raise LabError(f"{self.rel_path}: traceback in the notebook:\n"
+            where = "the notebook" if cell is None else f"cell {cell}"
+            raise LabError(f"{self.rel_path}: traceback in {where}:\n"
                            + "\n---\n".join(e[-3000:] for e in errors))
 
     def new_log(self, lines: int = 30) -> str:
@@ -562,7 +582,9 @@ class NotebookDriver:
         except Exception as exc:
             raise LabError(f"{self.rel_path}: the kernel did not finish handling {what} within "
                            f"{self.redraw_s:.0f} s" + self.new_log()) from exc
-        errors = self.page.evaluate("window.__labTest.commErrors()")
+        # Only the tracebacks not reported yet: a later widget in the same page is not blamed for an earlier one.
+        errors = self.page.evaluate("window.__labTest.commErrors()")[self._comm_errors_seen:]
+        self._comm_errors_seen += len(errors)
         if errors:
             raise LabError(f"{self.rel_path}: a widget callback raised after {what}; the notebook shows "
                            "nothing (the traceback went to the kernel's stderr):\n"
@@ -703,14 +725,6 @@ class NotebookDriver:
                         self.page.set_viewport_size(viewport)
         except Exception:
             pass  # a screenshot must never hide the real failure
-
-
-def count_widget_cells(notebook_path: Path) -> int:
-    """Code cells whose stored outputs display a widget (what a run must render again)."""
-    nb = json.loads(Path(notebook_path).read_text())
-    return sum(1 for cell in nb.get("cells", []) if cell.get("cell_type") == "code"
-               and any("application/vnd.jupyter.widget-view+json" in out.get("data", {})
-                       for out in cell.get("outputs", [])))
 
 
 def safe_name(text: str) -> str:
