@@ -10,10 +10,12 @@ STAMP := $(VENV)/.installed-requirements
 WANTED := $(VENV)/.python-wanted
 BUILT := $(VENV)/.python
 PORT ?= 8888
-NBVAL := $(PY) -m pytest --nbval notebooks/ --nbval-sanitize-with notebooks/sanitize.cfg --nbval-cell-timeout=300 -p no:cacheprovider -o testpaths=notebooks
+# Strict nbval over the notebooks named after it; $(NBVAL) over every notebook.
+NBVAL_ON := $(PY) -m pytest --nbval --nbval-sanitize-with notebooks/sanitize.cfg --nbval-cell-timeout=300 -p no:cacheprovider -o testpaths=notebooks
+NBVAL := $(NBVAL_ON) notebooks/
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lab test unit nbval notebooks site bench lint browser-deps clean FORCE
+.PHONY: help setup lab test unit nbval portability notebooks site bench lint browser-deps clean FORCE
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -68,6 +70,24 @@ unit: setup ## Unit tests only
 
 nbval: setup ## Strict nbval over every notebook only
 	$(NBVAL) -q
+
+# The portability check: strict nbval again, under two other numeric settings, of the notebooks whose outputs
+# touch learned or float-summed numbers. Stored outputs must not change: torch's baseline kernels stand in for
+# another CPU (no AVX2/AVX-512); MKL's bitwise-compatible path on one thread for another BLAS order. The two
+# runs go side by side (each is mostly one thread); each writes its log to test-output/.
+PORTABLE_NOTEBOOKS := notebooks/01_toy_moe.ipynb notebooks/02_expert_parallelism.ipynb \
+                      notebooks/06_fp8_mixed_precision.ipynb notebooks/07_capstone_dashboard.ipynb
+portability: setup ## Strict nbval of the notebooks with learned outputs under other numeric settings
+	@mkdir -p test-output; \
+	ATEN_CPU_CAPABILITY=default $(NBVAL_ON) -q $(PORTABLE_NOTEBOOKS) > test-output/portability-baseline-kernels.log 2>&1 & isa=$$!; \
+	MKL_CBWR=COMPATIBLE OMP_NUM_THREADS=1 $(NBVAL_ON) -q $(PORTABLE_NOTEBOOKS) > test-output/portability-mkl-compatible.log 2>&1; mkl=$$?; \
+	wait $$isa; isa=$$?; \
+	echo "ATEN_CPU_CAPABILITY=default:             $$(tail -n 1 test-output/portability-baseline-kernels.log)"; \
+	echo "MKL_CBWR=COMPATIBLE OMP_NUM_THREADS=1:  $$(tail -n 1 test-output/portability-mkl-compatible.log)"; \
+	if [ $$isa -ne 0 ] || [ $$mkl -ne 0 ]; then \
+	    echo "portability: a stored output changed under another numeric setting (logs in test-output/)"; \
+	    grep -h -A25 "Cell outputs differ" test-output/portability-*.log | head -n 80; exit 1; \
+	fi
 
 notebooks: setup ## Re-execute every notebook in place in a fresh kernel (refreshes stored outputs)
 	$(PY) -m tools.notebooks run notebooks/*.ipynb
