@@ -236,6 +236,9 @@ def test_transposed_blocks_equal_blocks_of_the_transpose():
 
 def test_nbytes_counts_values_and_scales():
     assert quantize(_randn(128, 256), "e4m3", "tile1x128").nbytes == 128 * 256 + 4 * 128 * 2
+    # MX stores each power-of-two scale as one E8M0 byte: 8 groups of 32 per row
+    assert quantize(_randn(128, 256), "e4m3", "mx1x32").nbytes == 128 * 256 + 1 * 128 * 8
+    assert quantize(_randn(128, 256), "e4m3", "tile1x128", "pow2").nbytes == 128 * 256 + 1 * 128 * 2
 
 
 # -- metrics -------------------------------------------------------------------------------------------------

@@ -208,9 +208,11 @@ def scale_from_amax(amax: torch.Tensor, fmt: str | FP8Format = "e4m3",
 
 @dataclass
 class QuantizedTensor:
-    """FP8 values (`data`, the original shape) and one float32 scale per group (`scale`), x ~ data * scale.
+    """FP8 values (`data`, the original shape) and one scale per group (`scale`, held as float32), x ~ data * scale.
 
     `scale` has shape (ceil(rows / group rows), ceil(cols / group cols)) of the 2-D view (rows, last dim).
+    `scale_bytes` is what one scale takes in memory: 4 for an FP32 scale, 1 for a power of two (E8M0, as MX
+    formats store it).
     """
 
     data: torch.Tensor
@@ -218,6 +220,7 @@ class QuantizedTensor:
     group: tuple[int, int]
     fmt: str
     granularity: str
+    scale_bytes: int = 4
 
     def dequantize(self) -> torch.Tensor:
         """Float32 tensor data * scale, each scale spread over its group."""
@@ -232,12 +235,13 @@ class QuantizedTensor:
         """The transpose of a 2-D quantised tensor: same groups, transposed (a 128x128 block stays one)."""
         if self.data.dim() != 2:
             raise ValueError("QuantizedTensor.t() needs a 2-D tensor, as a matrix transpose does.")
-        return QuantizedTensor(self.data.t(), self.scale.t(), self.group[::-1], self.fmt, self.granularity)
+        return QuantizedTensor(self.data.t(), self.scale.t(), self.group[::-1], self.fmt, self.granularity,
+                               self.scale_bytes)
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the FP8 values plus the float32 scales."""
-        return self.data.numel() + 4 * self.scale.numel()
+        """Bytes of the FP8 values plus the scales (4 bytes each for FP32, 1 for E8M0 powers of two)."""
+        return self.data.numel() + self.scale_bytes * self.scale.numel()
 
 
 def _quantize_grid(x: torch.Tensor, f: FP8Format, granularity: str, scale_rule: str | None, pad: bool):
@@ -299,7 +303,8 @@ def quantize(x: torch.Tensor, fmt: str | FP8Format = "e4m3", granularity: str = 
     f = get_format(fmt)
     q, scale, _, group, (rows, cols) = _quantize_grid(x, f, granularity, scale_rule, pad)
     data = q.view(q.shape[0] * group[0], -1)[:rows, :cols].reshape(x.shape)
-    return QuantizedTensor(data, scale, group, f.name, granularity)
+    pow2 = (scale_rule or DEFAULT_SCALE_RULE.get(granularity, "fp32")) == "pow2"
+    return QuantizedTensor(data, scale, group, f.name, granularity, scale_bytes=1 if pow2 else 4)
 
 
 def quantize_dequantize(x: torch.Tensor, fmt: str | FP8Format = "e4m3", granularity: str = "tile1x128",

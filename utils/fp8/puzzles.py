@@ -91,10 +91,11 @@ class ScalingPuzzle:
     hints: tuple[str, ...] = (
         "Two things limit accuracy: the mantissa bits of the format, and how far the scale is from the values "
         "it serves.",
-        "A scale shared with an outlier channel squeezes every ordinary value it covers toward zero. Which "
-        "granularities share a scale across channels?",
-        "E5M2's 2 mantissa bits round by up to 12.5%; E4M3's 3 bits by up to 6.25%. Among the granularities that "
-        "confine an outlier channel, which has the fewest scales?",
+        "A scale shared with an outlier squeezes every ordinary value it covers toward zero, and a scale shared "
+        "over many tokens is set by the largest outlier among them. How many ordinary values share a scale "
+        "with an outlier per tensor, per row, per 128 x 128 block, per 1 x 128 tile, per 1 x 32 group?",
+        "E5M2's 2 mantissa bits round by up to 12.5%; E4M3's 3 bits by up to 6.25%. Count the bytes of scales: "
+        "an FP32 scale takes 4 bytes, an MX (E8M0) power-of-two scale 1.",
     )
 
     @property
