@@ -360,3 +360,13 @@ def test_overlap_idle_prediction_and_rank_lists():
     pair = make_schedule("1f1b-overlap", 4, 8).actions[3][i]
     unpaired[3][i:i + 1] = [str(pair.forward), str(pair.backward)]
     fails_with(lists, unpaired, f"rank 3, position {i}", "one F&B pair")
+
+
+def test_idle_puzzles_name_only_the_costs_their_schedule_uses_and_hint_at_exposed_communication():
+    gpipe, overlap = PUZZLES["gpipe-idlest-rank"], PUZZLES["overlap-idlest-rank"]
+    assert "W =" not in gpipe.statement and "F&B" not in gpipe.statement   # met in notebooks 04 and 05
+    assert "F&B = " in overlap.statement and "all-to-all" in overlap.statement
+    # with communication, idle is step - compute - exposed communication: the hints must say so, or they lead
+    # to "all ranks alike" (every rank computes the same), which the grader rejects
+    assert "exposed" in overlap.hints[0] and "exposed" in overlap.hints[1]
+    assert not overlap.grade(("all", "c")).passed and overlap.grade(overlap.reference()).passed

@@ -71,11 +71,15 @@ def idle_puzzle(name: str, n_ranks: int, n_microbatches: int, costs: CostModel,
         return Verdict(True, reason.reply)
 
     options = "\n".join(f"- ({k}) {r.text}" for k, r in reasons.items())
+    # Name only the costs this schedule uses: a learner meets W with the split backward and F&B with pairs.
+    texts = [str(action) for rank_actions in schedule.actions for action in rank_actions]
+    communicates = costs.dispatch + costs.combine > 0
     statement = (
-        f"{name} on {n_ranks} ranks with {n_microbatches} micro-batches, costs F = {costs.F:g}, B = {costs.B:g}, "
-        f"W = {costs.W:g}, F&B = {costs.FB:g}"
+        f"{name} on {n_ranks} ranks with {n_microbatches} micro-batches, costs F = {costs.F:g}, B = {costs.B:g}"
+        + (f", W = {costs.W:g}" if any("W" in t for t in texts) else "")
+        + (f", F&B = {costs.FB:g}" if any("OVERLAP" in t for t in texts) else "")
         + (f", an expert all-to-all of {costs.dispatch + costs.combine:g} per chunk (dispatch and combine)"
-           if costs.dispatch + costs.combine > 0 else "")
+           if communicates else "")
         + ". **Predict before you simulate:** which rank idles most during the "
         + f'step (the rank number, or "all" if they tie), and why?\n\n{options}'
     )
@@ -86,6 +90,13 @@ def idle_puzzle(name: str, n_ranks: int, n_microbatches: int, costs: CostModel,
         "A rank's idle time is the step time minus the time it computes.",
         "Count the work each rank does in one step. Do some ranks compute less than others?",
         "Where a rank waits (start, middle, end of the step) does not change how long it waits.",
+    ) if not communicates else (
+        "A rank's idle time is the step time minus its computation and minus the communication it waits for "
+        "because nothing hides it (the time budget: compute + exposed communication + idle = step).",
+        "Every rank computes the same. Count what each rank leaves exposed: a plain forward or backward waits "
+        "for its all-to-all, an F&B pair hides each chunk's all-to-all behind the other chunk.",
+        "Where a rank waits does not change how long it waits: the rank that hides the most communication is "
+        "busy for the least time in a step every rank shares.",
     )
     right = next(k for k, r in reasons.items() if r.right)
     return Puzzle(key=key or f"{schedule.name}-idlest-rank", title=f"Puzzle: which rank of {schedule.name} "
