@@ -104,3 +104,14 @@ def test_a_fresh_fp8_run_lands_within_the_stored_spread():
     h = train_in_precisions(steps=100, precisions=("fp8",), seed=0)["fp8"]
     _close_to_stored("precisions", "fp8", 0, {"held-out loss": h.eval_loss,
                                               "train loss (last 20 steps)": float(np.mean(h.loss[-20:]))})
+
+
+def test_t_critical_matches_students_table():
+    from utils.studies import t_critical
+
+    # two-sided 95% values of Student's t (any statistics table): df 1, 5, 7, 30, and the normal limit
+    for df, value in ((1, 12.706), (5, 2.571), (7, 2.365), (30, 2.042), (100000, 1.960)):
+        assert t_critical(df) == pytest.approx(value, abs=2e-3), df
+    assert t_critical(7, 0.99) == pytest.approx(3.499, abs=2e-3)
+    with pytest.raises(ValueError, match="df"):
+        t_critical(0)

@@ -14,6 +14,7 @@ re-trains one run of each study and checks it lands within the stored spread.
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,30 @@ def paired_gaps(table: pd.DataFrame, column: str, baseline, relative: bool = Tru
     return gap[[c for c in table.index.get_level_values(0).unique() if c != baseline]]
 
 
+def t_critical(df: int, confidence: float = 0.95) -> float:
+    """Two-sided critical value of Student's t with `df` degrees of freedom (2.365 for df = 7 at 95%).
+
+    With a handful of seeds the standard error is itself uncertain, so "two standard errors" would call too many
+    gaps real; t's wider cut-off keeps the error rate at 1 - confidence. Computed by integrating t's density
+    (Simpson's rule) and bisecting, to stay free of a statistics dependency."""
+    df = arg.whole(df, "df", low=1, where="t_critical", why="degrees of freedom: seeds - 1")
+    arg.real(confidence, "confidence", low=0, high=0.999999, low_open=True, where="t_critical")
+    norm = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+
+    def mass(x: float, steps: int = 2000) -> float:       # P(0 < T < x)
+        h = x / steps
+        f = [norm * (1 + (i * h) ** 2 / df) ** (-(df + 1) / 2) for i in range(steps + 1)]
+        return h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
+
+    low, high, target = 0.0, 1.0, confidence / 2
+    while mass(high) < target:
+        high *= 2
+    for _ in range(50):
+        mid = (low + high) / 2
+        low, high = (mid, high) if mass(mid) < target else (low, mid)
+    return (low + high) / 2
+
+
 def compare_to_baseline(table: pd.DataFrame, column: str, baseline, relative: bool = False,
                         digits: int = 4) -> pd.DataFrame:
     """Each setting against `baseline` in `column`, seed by seed, with the noise to judge it by.
@@ -125,19 +150,22 @@ def compare_to_baseline(table: pd.DataFrame, column: str, baseline, relative: bo
     baseline's seed spread the standard deviation of the baseline itself over the seeds: how far two equally
                            valid runs of the *same* setting lie apart;
     within the spread      |mean gap| <= the baseline's seed spread: no larger than rerunning the baseline;
-    resolved               |mean gap| > 2 standard errors of the paired gap (2 std / sqrt(seeds)): a
+    resolved               a paired t-test at 95%: |mean gap| > t x std / sqrt(seeds), t from Student's
+                           distribution with seeds - 1 degrees of freedom (2.365 for 8 seeds): a
                            difference these seeds can tell from zero.
+    smallest resolvable    t x std / sqrt(seeds): the smallest mean gap these seeds would call resolved.
     Relative gaps (divided by the baseline, per seed) when `relative`.
     """
     gaps = paired_gaps(table, column, baseline, relative=relative)
     base = table[column].unstack(level=0)[baseline]
     noise = base.std() / base.mean() if relative else base.std()
-    seeds = len(gaps)
     mean, std = gaps.mean(), gaps.std()
+    resolvable = t_critical(len(gaps) - 1) * std / np.sqrt(len(gaps))
     return pd.DataFrame({"mean gap": mean.round(digits), "std of gap": std.round(digits),
                          "baseline's seed spread": round(float(noise), digits),
                          "within the spread": mean.abs() <= noise,
-                         "resolved": mean.abs() > 2 * std / np.sqrt(seeds)}).rename_axis(f"vs {baseline}")
+                         "smallest resolvable": resolvable.round(digits),
+                         "resolved": mean.abs() > resolvable}).rename_axis(f"vs {baseline}")
 
 
 def verdict(question: str, answer: bool) -> str:

@@ -37,6 +37,7 @@ COLORS = {"fp32": OKABE_ITO["black"], "bf16": OKABE_ITO["blue"], "fp8": OKABE_IT
           "e4m3": OKABE_ITO["blue"], "e5m2": OKABE_ITO["orange"], "limited": OKABE_ITO["vermillion"],
           "promoted": OKABE_ITO["bluish green"], "tensor": OKABE_ITO["black"], "row": GREYS["grey"],
           "tile1x128": OKABE_ITO["blue"], "block128x128": OKABE_ITO["sky blue"], "mx1x32": OKABE_ITO["vermillion"]}
+LINESTYLES = {"fp32": ":", "bf16": "-", "fp8": "--"}
 LOG_PROFILE_RANGE = (1.0, 100.0)  # column profiles: mean relative error per channel, 1% to 100% (flushed)
 HEATMAP_CMAP = "magma"
 LOG_ERROR_RANGE = (-4.0, 0.0)   # heatmaps show log10 relative error from 0.01% to 100% (flushed to zero)
@@ -396,8 +397,9 @@ def plot_loss_curves(histories: dict, window: int = 10) -> Figure:
     kernel = np.ones(window) / window
     smoothed = {p: np.convolve(h.loss, kernel, mode="valid") for p, h in histories.items()}
     steps = np.arange(window, window + len(next(iter(smoothed.values()))))
-    for precision, curve in smoothed.items():
-        axes[0].plot(steps, curve, color=COLORS.get(precision), label=precision.upper())
+    for precision, curve in smoothed.items():   # BF16 wide and solid, the others on top of it dashed: all visible
+        axes[0].plot(steps, curve, color=COLORS.get(precision), label=precision.upper(),
+                     linestyle=LINESTYLES.get(precision, "-"), linewidth=3 if precision == "bf16" else 1.5)
     axes[0].set(xlabel="training step", ylabel=f"loss (moving average of {window} steps)",
                 title="Toy MoE decoder, same seed and batches")
     axes[0].legend()
@@ -405,7 +407,8 @@ def plot_loss_curves(histories: dict, window: int = 10) -> Figure:
         for precision, curve in smoothed.items():
             if precision != "bf16":
                 gap = 100 * (curve - smoothed["bf16"]) / smoothed["bf16"]
-                axes[1].plot(steps, gap, color=COLORS.get(precision), label=f"{precision.upper()} vs BF16")
+                axes[1].plot(steps, gap, color=COLORS.get(precision), label=f"{precision.upper()} vs BF16",
+                             linestyle=LINESTYLES.get(precision, "-"))
         axes[1].axhline(0.25, color=GREYS["grey"], linestyle="--", label="report's bound: 0.25%")
         axes[1].axhline(-0.25, color=GREYS["grey"], linestyle="--")
         axes[1].set(xlabel="training step", ylabel="relative loss gap (%)", title="Gap to the BF16 run")
