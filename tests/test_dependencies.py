@@ -130,3 +130,41 @@ def test_pacing_takes_the_cost_models_rules():
 
     with pytest.raises(ValueError, match="W <= B"):
         pacing_from_costs(Plain())
+
+
+@pytest.mark.parametrize("name", SCHEDULE_NAMES)
+def test_dependency_slots_are_the_rule_in_flat_lists(name):
+    """The simulator's flat layout (Schedule.dependency_slots), read back with inputs_of's own words: per
+    action, every input (here, or another rank's copy), what it makes, its kind; the rest is the stage
+    outside the pipeline (an input always there, a result nobody reads)."""
+    from utils.pipeline.schedule import ACTION_KINDS
+
+    s = make_schedule(name, 4, 8)
+    slots = s.dependency_slots
+    outside = s.result_key(s.n_stages, ACT, 0)
+    assert (slots.always, slots.nothing) == (outside, outside + 1)
+    for rank, acts in enumerate(s.actions):
+        for g, action in enumerate(acts, slots.offsets[rank]):
+            parts = action_parts(action)
+            inputs = [(slots.key(k), k >= slots.n_keys) for k in (slots.needs[0][g], slots.needs[1][g],
+                                                                   slots.needs[2][g])]
+            assert [x for x in inputs if x[0] < outside] == [
+                (s.result_key(d.stage, d.kind, d.microbatch), d.remote) for p in parts for d in s.inputs_of(p)]
+            assert all(s.result_of_key(k)[:2] == (s.n_stages, ACT) for k, _ in inputs if k >= outside)
+            assert [k for k in (slots.makes[0][g], slots.makes[1][g]) if k < outside] == [
+                s.result_key(p.stage, MAKES[p.kind], p.microbatch) for p in parts if MAKES[p.kind]]
+            assert ACTION_KINDS[slots.kind[g]] == action_kind(action)
+
+
+@pytest.mark.parametrize("name", SCHEDULE_NAMES)
+def test_dependency_slots_are_the_same_with_and_without_numpy(name, monkeypatch):
+    """dependency_slots shifts the rule's answers with numpy where the process has it, part by part
+    otherwise (utils.pipeline.runtime.loaded_numpy): the same lists either way."""
+    from dataclasses import replace
+
+    from utils.pipeline import runtime
+
+    s = make_schedule(name, 4, 8)
+    with_numpy = s.dependency_slots
+    monkeypatch.setattr(runtime, "loaded_numpy", lambda: None)
+    assert replace(s).dependency_slots == with_numpy

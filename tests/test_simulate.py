@@ -280,3 +280,34 @@ def test_every_generated_schedule_validates_and_simulates(schedule, cost):
             a.end <= b.start + 1e-9 for a, b in zip(row, row[1:], strict=False)
         )  # one at a time, in order
     assert 0 <= tl.bubble_ratio < 1
+
+
+def _intervals(timeline):
+    return [[tuple(iv) for iv in row] for row in timeline.intervals], [
+        (c.rank, c.label, c.start, c.end, c.overlapped) for c in timeline.comms]
+
+
+@settings(max_examples=30, deadline=None)
+@given(schedules(), costs())
+def test_the_same_timeline_with_and_without_numpy(schedule, cost):
+    """The bulk passes run on numpy where the process has it and on lists otherwise (utils.pipeline.runtime):
+    both give the very same timeline, to the last bit."""
+    from unittest import mock
+
+    from utils.pipeline import runtime
+
+    with_numpy = simulate(replace(schedule), cost)
+    with mock.patch.object(runtime, "loaded_numpy", lambda: None):
+        without = simulate(replace(schedule), cost)
+    assert _intervals(without) == _intervals(with_numpy)
+
+
+def test_the_command_line_does_not_import_numpy():
+    """``python -m utils.simulate`` on a learner's size starts in about 0.1 s; importing numpy would add as
+    much again, more than the bulk passes save there (utils.pipeline.runtime.loaded_numpy)."""
+    code = ("import sys; from utils.pipeline.simulate import main; "
+            "main(['dualpipev', '--ranks', '16', '--microbatches', '64', '--json']); "
+            "print('numpy' in sys.modules, file=sys.stderr)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == "False"

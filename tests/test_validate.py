@@ -150,3 +150,77 @@ def test_the_same_schedule_object_is_checked_once_a_changed_one_again():
     for _ in range(2):  # a broken schedule is never remembered as checked
         with pytest.raises(ValueError, match="rank that holds its stage"):
             check_structure(swapped)
+
+
+def _outcome(check, schedule) -> str:
+    try:
+        check(schedule)
+    except ValueError as err:
+        return str(err)
+    return "passes"
+
+
+def _mutants(schedule: Schedule, rng, count: int):
+    """Small edits of ``schedule``: actions swapped, dropped, doubled, moved to another rank, renumbered,
+    pairs split or made (most break a rule; some do not)."""
+    for _ in range(count):
+        rows = [list(r) for r in schedule.actions]
+        r = rng.randrange(len(rows))
+        if not rows[r]:
+            continue
+        i, j = rng.randrange(len(rows[r])), rng.randrange(len(rows[r]))
+        plain = [a for a in rows[r] if isinstance(a, Action)]
+        edit_kind = rng.randrange(8)
+        if edit_kind == 0:
+            rows[r][i], rows[r][j] = rows[r][j], rows[r][i]
+        elif edit_kind == 1:
+            del rows[r][i]
+        elif edit_kind == 2:
+            rows[r].insert(j, rows[r][i])
+        elif edit_kind == 3:
+            rows[rng.randrange(len(rows))].insert(0, rows[r].pop(i))
+        elif edit_kind == 4 and isinstance(rows[r][i], Action):
+            a = rows[r][i]
+            rows[r][i] = Action(a.stage + rng.choice((-1, 1)) if a.stage else 1, a.kind, a.microbatch)
+        elif edit_kind == 5 and isinstance(rows[r][i], Action):
+            a = rows[r][i]
+            rows[r][i] = Action(a.stage, rng.choice("FBIW"), rng.randrange(schedule.n_microbatches + 1))
+        elif edit_kind == 6 and isinstance(rows[r][i], OverlappedAction):
+            rows[r][i:i + 1] = list(rows[r][i].parts)[::rng.choice((1, -1))]
+        elif edit_kind == 7 and len(plain) > 1:
+            f = next((a for a in plain if a.kind == "F"), None)
+            b = next((a for a in plain if a.kind in "BI"), None)
+            if f is not None and b is not None:
+                rows[r] = [a for a in rows[r] if a not in (f, b)]
+                rows[r].insert(min(i, len(rows[r])), OverlappedAction(f, b))
+        yield replace(schedule, actions=tuple(tuple(row) for row in rows))
+
+
+@pytest.mark.parametrize("name, ranks, microbatches", [
+    ("gpipe", 3, 4), ("1f1b", 4, 8), ("zb1p", 4, 6), ("dualpipe", 4, 8), ("dualpipev", 2, 4),
+    ("1f1b-overlap", 4, 8), ("interleaved1f1b", 4, 8), ("zbv", 2, 4)])
+def test_the_bulk_check_and_the_action_by_action_walk_agree(name, ranks, microbatches):
+    """check_structure checks rules 2-4 on all actions at once (numpy) and walks the lists only to name a
+    broken rule: on hundreds of edited schedules its verdict and message are the walk's."""
+    import random
+
+    from utils.pipeline.validation import check_structure_by_action
+
+    rng = random.Random(f"{name}-{ranks}-{microbatches}")
+    schedule = make_schedule(name, ranks, microbatches)
+    verdicts = set()
+    for mutant in _mutants(schedule, rng, 300):
+        walked = _outcome(check_structure_by_action, mutant)
+        assert _outcome(check_structure, mutant) == walked
+        verdicts.add(walked == "passes")
+    assert verdicts == {True, False}  # the edits both keep and break the rules
+
+
+@pytest.mark.parametrize("name", ["gpipe", "1f1b", "zb1p", "dualpipe", "dualpipev", "1f1b-overlap",
+                                  "interleaved1f1b", "zbv"])
+def test_every_generated_schedule_passes_the_bulk_check(name):
+    """The library's own schedules never need the action-by-action walk (it only names broken rules)."""
+    from utils.pipeline.validation import _rules_hold
+
+    for ranks, microbatches in ((2, 4), (4, 8), (8, 24)):
+        assert _rules_hold(make_schedule(name, ranks, microbatches))

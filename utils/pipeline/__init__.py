@@ -12,6 +12,8 @@
     table2       the closed forms of the DeepSeek-V3 report's Table 2, with their assumptions, and beside
                  them 1f1b-overlap's (step time, bubble, exposed communication, activations)
     plots        Gantt charts, activation memory, idle bars
+    raster       the widget canvas's fast path: Gantt blocks painted with numpy, text stamped, PNG encoded
+    runtime      how the simulator adapts to its process: the garbage-collector pause, numpy only if loaded
     explore      the pure functions behind the pipeline widgets and exercises
     compare      all schedules side by side on one model (the comparison widget, the capstone)
     executor/    what a rank runs to execute a schedule for real on a simulated cluster

@@ -9,6 +9,7 @@ the library's teaching message instead, so a widget shows the rule rather than a
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import replace
@@ -203,13 +204,30 @@ def explore_schedule(
         labels = None if labels is None else arg.flag(labels, "labels", where="explore_schedule")
         plot = arg.flag(plot, "plot", where="explore_schedule")
         costs = CostModel(F=F, B=B, W=W, FB=FB, p2p=p2p, dispatch=dispatch, combine=combine)
-        schedule = make_schedule(name, ranks, microbatches)
+        schedule = recent_schedule(name, ranks, microbatches)
         timeline = simulate(schedule, costs)
     except ValueError as err:
         return View(error=str(err))
     figure = plots.plot_timeline(timeline, labels=labels).figure if plot else None
     return View(figure=figure, table=summary_table(timeline, costs), note=_note(timeline, costs),
                 result=timeline)
+
+
+def recent_schedule(name: str, ranks: int, microbatches: int) -> Schedule:
+    """``make_schedule``, remembering the last few: moving a cost slider of the explorer re-simulates the
+    same (immutable) schedule, whose checked structure and dependency plan are kept on it, so only the
+    simulation itself runs again. Bad arguments raise as ``make_schedule`` does (and are not remembered)."""
+    try:
+        return _remembered_schedule(name, ranks, microbatches)
+    except TypeError as error:
+        if isinstance(error, ValueError):  # the library's own message about the argument
+            raise
+        return make_schedule(name, ranks, microbatches)  # unhashable: make_schedule says what is wrong
+
+
+@functools.lru_cache(maxsize=4, typed=True)  # typed: 4.0 is not taken for a remembered 4
+def _remembered_schedule(name: str, ranks: int, microbatches: int) -> Schedule:
+    return make_schedule(name, ranks, microbatches)
 
 
 # --- DualPipe's eight phases, for drawing the schedule phase by phase -------------------------------------

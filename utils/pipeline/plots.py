@@ -22,11 +22,18 @@ from utils.figures import (
     DIRECTION_LABELS,
     EDGE_COLOR,
     KIND_COLORS,
-    OKABE_ITO,
-    SCHEDULE_COLORS,
+    OKABE_ITO,  # noqa: F401 - plots.OKABE_ITO and plots.SCHEDULE_COLORS are read by notebooks
+    SCHEDULE_COLORS,  # noqa: F401
 )
 from utils.pipeline import raster
-from utils.pipeline.schedule import KIND_NAMES, KINDS, OverlappedAction, Schedule
+from utils.pipeline.rank_plots import (  # noqa: F401 - their home was here: plots.plot_memory still works
+    activations_over_time,
+    held_spans,
+    idle_frame,
+    plot_idle_bars,
+    plot_memory,
+)
+from utils.pipeline.schedule import KIND_NAMES, KINDS, ActionLike, OverlappedAction, Schedule
 from utils.pipeline.timeline import Interval, Timeline, check_timeline
 
 _BAR_HEIGHT = 0.8          # fraction of a rank's row covered by compute blocks
@@ -94,23 +101,21 @@ def _collect_blocks(timeline: Timeline, highlight: Callable[[Interval], bool] | 
     An overlapped pair becomes two half-height rectangles: forward chunk above, backward chunk below.
     """
     groups: dict[tuple[str, int, bool], list[tuple[float, float, float, float]]] = {}
-    labels: list[tuple[float, float, float, str]] = []   # (x centre, y, width, text)
+    labels: list[tuple[float, float, float, ActionLike]] = []   # (x centre, y, width, action): text if it fits
     schedule = timeline.schedule
     half = _BAR_HEIGHT / 2
+    side = [direction(schedule, stage) for stage in range(schedule.n_stages)]  # asked once per stage
     for row in timeline.intervals:
         for iv in row:
             faded = highlight is not None and not highlight(iv)
-            y, a = iv.rank, iv.action
-            if isinstance(a, OverlappedAction):
-                groups.setdefault(("FB", direction(schedule, a.forward.stage), faded), []).append(
-                    (iv.start, iv.end, y - half, y))
-                groups.setdefault(("FB", direction(schedule, a.backward.stage), faded), []).append(
-                    (iv.start, iv.end, y, y + half))
+            y, a, start, end = iv.rank, iv.action, iv.start, iv.end
+            if type(a) is OverlappedAction:
+                groups.setdefault(("FB", side[a.forward.stage], faded), []).append((start, end, y - half, y))
+                groups.setdefault(("FB", side[a.backward.stage], faded), []).append((start, end, y, y + half))
             else:
-                groups.setdefault((a.kind, direction(schedule, a.stage), faded), []).append(
-                    (iv.start, iv.end, y - half, y + half))
+                groups.setdefault((a.kind, side[a.stage], faded), []).append((start, end, y - half, y + half))
             if not faded:
-                labels.append(((iv.start + iv.end) / 2, y, iv.end - iv.start, _block_label(a)))
+                labels.append(((start + end) / 2, y, end - start, a))
     return {key: np.asarray(rows, dtype=float) for key, rows in groups.items()}, labels
 
 
@@ -236,7 +241,10 @@ def _label_blocks(ax: Axes, block_labels, labels: bool | None, n: int, xlim: tup
     if labels is None or labels:
         px_per_unit, row_px = _pixel_scale(ax, n, xlim)
         fontsize = 7 if n > 8 else 8
-        for xc, y, width, text in block_labels:
+        for xc, y, width, action in block_labels:
+            if not labels and (row_px < 11 or width * px_per_unit < _LABEL_MIN_PX + 2):
+                continue  # not even one character fits (most blocks of a large schedule): skip the text
+            text = _block_label(action)
             fits = width * px_per_unit >= _LABEL_MIN_PX * len(text) + 2 and row_px >= 11
             if (labels or fits) and xlim[0] <= xc <= xlim[1]:
                 ax.text(xc, y, text, ha="center", va="center", fontsize=fontsize, zorder=5, clip_on=True)
@@ -337,6 +345,7 @@ class TimelineCanvas:
         # A figure-level title at a fixed place: an axes title would be re-positioned by Axes.draw, which a
         # blitted redraw skips.
         self._title = self.figure.text(0.5, 1.0, "", ha="center", va="bottom", fontsize=11)
+        self._stamps = raster.TextStamps(self.figure.dpi)
 
     def render(self, timeline: Timeline, *, title: str | None = None, labels: bool | None = None) -> bytes:
         """Draw ``timeline`` (replacing the previous one) and return the figure as PNG bytes."""
@@ -382,29 +391,31 @@ class TimelineCanvas:
             self._background = canvas.copy_from_bbox(self.figure.bbox)
             for artist in changing:
                 artist.set_visible(True)
+            ax.xaxis.draw(canvas.get_renderer())  # lays out the axis label (the next restore wipes the pixels)
         canvas.restore_region(self._background)
         self._paint(timeline, groups, strips, xlim)
-        renderer = canvas.get_renderer()
-        for artist in changing:
-            artist.draw(renderer)
-        return raster.png_bytes(np.asarray(canvas.buffer_rgba()))
+        renderer, rgba = canvas.get_renderer(), np.asarray(canvas.buffer_rgba())
+        self._stamps.draw_axis(ax.xaxis, renderer, rgba)
+        for text in ax.texts:
+            self._stamps.draw(text, renderer, rgba)
+        self._title.draw(renderer)  # new words on every redraw: drawn, not stamped
+        return raster.png_bytes(rgba)
 
     def _paint(self, timeline: Timeline, groups, strips, xlim) -> None:
-        """The rectangles ``_draw_blocks`` would add as polygons, painted straight into the canvas's pixels
+        """The rectangles ``_draw_blocks`` adds as polygons, painted straight into the canvas's pixels
         (``utils.pipeline.raster``: the same colours, outlines and hatching, several times faster)."""
         ax, dpi = self.ax, self.figure.dpi
-        row_px = _pixel_scale(ax, timeline.n_ranks, xlim)[1]
-        hatched = [b[:, 3] - b[:, 2] for (_, d, _), b in groups.items() if DIRECTION_HATCH[d]]
-        rise_px = np.concatenate(hatched).mean() * row_px if hatched else 1.0  # as _hatch_segments
-        strokes = raster.Strokes(to_rgb(EDGE_COLOR), 0.4 * dpi / 72, 0.6 * dpi / 72, _HATCH_STEP_PX,
-                                 _HATCH_RUN * rise_px)
+        keys = sorted(groups)
+        hatched = [groups[k][:, 3] - groups[k][:, 2] for k in keys if DIRECTION_HATCH[k[1]]]
+        rise_px = np.concatenate(hatched).mean() * _pixel_scale(ax, timeline.n_ranks, xlim)[1] if hatched else 1.0
+        look = raster.Look([to_rgb(KIND_COLORS[k[0]]) for k in keys], [bool(DIRECTION_HATCH[k[1]]) for k in keys],
+                           to_rgb(KIND_COLORS["idle"]), to_rgb(EDGE_COLOR), 0.4 * dpi / 72, 0.6 * dpi / 72,
+                           _HATCH_STEP_PX, _HATCH_RUN * rise_px)  # as _hatch_segments
         area = raster.PlotArea(np.asarray(self.figure.canvas.buffer_rgba()), ax.transData, ax.bbox.get_points())
-        raster.paint_boxes(area, [raster.Boxes(_idle_rows(timeline), to_rgb(KIND_COLORS["idle"]))], strokes)
-        raster.paint_boxes(area, [raster.Boxes(boxes, to_rgb(KIND_COLORS[kind]), _FADED_ALPHA if faded else 1.0,
-                                               outlined=True, hatched=bool(DIRECTION_HATCH[d]))
-                                  for (kind, d, faded), boxes in sorted(groups.items())], strokes)
-        raster.paint_strips(area, [raster.Boxes(spans, to_rgb(KIND_COLORS["comm"]),
-                                                _HIDDEN_ALPHA if hidden else 1.0) for hidden, spans in strips.items()])
+        blocks = raster.Blocks.from_boxes([groups[k] for k in keys], _BAR_HEIGHT)
+        raster.paint_gantt(area, blocks, timeline.n_ranks, (timeline.start, timeline.end), _BAR_HEIGHT, look)
+        raster.paint_strips(area, [(spans, to_rgb(KIND_COLORS["comm"]), _HIDDEN_ALPHA if hidden else 1.0)
+                                   for hidden, spans in strips.items()])
 
 
 def plot_timelines_side_by_side(
@@ -425,113 +436,3 @@ def plot_timelines_side_by_side(
         title = titles[i] if titles is not None else _default_title(tl)
         plot_timeline(tl, ax=ax, title=title, legend=(i == 0))
     return fig
-
-
-def activations_over_time(timeline: Timeline, rank: int) -> tuple[np.ndarray, np.ndarray]:
-    """Step function of stage-activations held by ``rank``: (times, held after each time).
-
-    Same rule as ``Timeline.peak_activations``: held from the start of a stage's F of a micro-batch until the
-    end of that stage's W or full B for it; at equal times releases come first.
-    """
-    events = check_timeline(timeline, "activations_over_time").activation_events(rank)
-    times = [timeline.start]
-    held = [0]
-    count = 0
-    for t, delta in events:
-        count += delta
-        if t == times[-1]:
-            held[-1] = count
-        else:
-            times.append(t)
-            held.append(count)
-    times.append(timeline.end)
-    held.append(count)
-    return np.asarray(times, dtype=float), np.asarray(held, dtype=int)
-
-
-def held_spans(timeline: Timeline, rank: int, at_least: int) -> list[tuple[float, float]]:
-    """The time spans during which ``rank`` holds at least ``at_least`` stage-activations (merged, in order):
-    where ``activations_over_time`` is at or above that level."""
-    times, held = activations_over_time(timeline, rank)
-    spans: list[tuple[float, float]] = []
-    for t0, t1, h in zip(times[:-1], times[1:], held[:-1], strict=True):
-        if h >= at_least and t1 > t0:
-            if spans and spans[-1][1] == t0:
-                spans[-1] = (spans[-1][0], float(t1))
-            else:
-                spans.append((float(t0), float(t1)))
-    return spans
-
-
-_MEMORY_STYLES = ("-", "--", "-.", ":")
-
-
-def plot_memory(timeline: Timeline, ax: Axes | None = None, *, ranks: Sequence[int] | None = None,
-                title: str | None = None) -> Axes:
-    """Activations held over time, one step line per rank (unit: one micro-batch through one stage).
-
-    Ranks often hold exactly the same curve (DualPipe's rank r and PP-1-r mirror each other), which would
-    hide one line under another: each rank is drawn slightly shifted up or down (at most +-0.2 in all, said
-    in the legend's title) and with its own dash pattern, so every rank's line stays visible.
-    """
-    check_timeline(timeline, "plot_memory")
-    _options("plot_memory", title)
-    if ranks is not None:
-        ranks = list(ranks) if isinstance(ranks, range) else ranks
-        ranks = [timeline.check_rank(r, "plot_memory") for r in arg.sequence(ranks, "ranks", where="plot_memory")]
-    if ax is None:
-        _, ax = plt.subplots(figsize=(10, 4), layout="constrained")
-    ranks = list(range(timeline.n_ranks)) if ranks is None else list(ranks)
-    cmap = plt.get_cmap("viridis")
-    shift = min(0.1, 0.4 / max(len(ranks) - 1, 1))
-    for i, r in enumerate(ranks):
-        times, held = activations_over_time(timeline, r)
-        colour = cmap(i / max(len(ranks) - 1, 1) * 0.9)
-        offset = shift * (i - (len(ranks) - 1) / 2)
-        ax.step(times, held + offset, where="post", color=colour, lw=1.6,
-                linestyle=_MEMORY_STYLES[i % len(_MEMORY_STYLES)], label=f"rank {r} (peak {int(held.max())})")
-    s = timeline.schedule
-    ax.set_title(title if title is not None else
-                 f"{s.name}: activations held per rank ({s.n_ranks} ranks, {s.n_microbatches} micro-batch{'es' if s.n_microbatches != 1 else ''})")
-    ax.set_xlabel(f"time ({timeline.time_unit})")
-    ax.set_ylabel("activations held (stage-activations)")
-    ax.yaxis.get_major_locator().set_params(integer=True)
-    legend_title = f"rank (lines {shift:.2g} apart\nso equal ones show)" if len(ranks) > 1 else "rank"
-    ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False, title=legend_title,
-              title_fontsize=8, ncol=1 if len(ranks) <= 16 else 2)
-    return ax
-
-
-def idle_frame(timelines_by_schedule: Mapping[str, Timeline]):
-    """Long-form pandas DataFrame (schedule, rank, idle, time_unit) behind ``plot_idle_bars``."""
-    import pandas as pd
-
-    if not isinstance(timelines_by_schedule, Mapping) or not timelines_by_schedule:
-        arg.fail("timelines_by_schedule", "a non-empty dict {name: Timeline}", timelines_by_schedule,
-                 where="idle_frame", error=arg.InputTypeError)
-    for name, timeline in timelines_by_schedule.items():
-        check_timeline(timeline, "idle_frame", f"timelines_by_schedule[{arg.text(name, 'every name')!r}]")
-    rows = [{"schedule": name, "rank": r, "idle": tl.idle(r), "time_unit": tl.time_unit}
-            for name, tl in timelines_by_schedule.items() for r in range(tl.n_ranks)]
-    return pd.DataFrame(rows, columns=["schedule", "rank", "idle", "time_unit"])
-
-
-def plot_idle_bars(timelines_by_schedule: Mapping[str, Timeline], ax: Axes | None = None, *,
-                   title: str | None = None) -> Axes:
-    """Idle time per rank, one bar colour per schedule (seaborn grouped bars)."""
-    import seaborn as sns
-
-    frame = idle_frame(timelines_by_schedule)
-    _options("plot_idle_bars", title)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(10, 4), layout="constrained")
-    names = list(timelines_by_schedule)
-    palette = {n: SCHEDULE_COLORS.get(n.split()[0].lower(), OKABE_ITO["sky blue"]) for n in names}
-    sns.barplot(data=frame, x="rank", y="idle", hue="schedule", hue_order=names, palette=palette, ax=ax,
-                edgecolor=EDGE_COLOR, linewidth=0.5, saturation=1.0)
-    units = sorted(set(frame["time_unit"])) or ["time units"]
-    ax.set_xlabel("rank")
-    ax.set_ylabel(f"idle time ({', '.join(units)})")
-    ax.set_title(title if title is not None else "Idle time (pipeline bubble) per rank")
-    ax.legend(title="schedule", loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
-    return ax

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 
 from utils import inputs as arg
+from utils.pipeline import runtime
 from utils.pipeline.generators.bidirectional import dualpipe, dualpipev
 from utils.pipeline.generators.linear import gpipe, naive, one_f_one_b, zb1p
 from utils.pipeline.generators.overlapped import one_f_one_b_overlap
@@ -77,8 +78,15 @@ def schedule_name(name) -> str:
 
 
 def make_schedule(name: str, n_ranks: int, n_microbatches: int) -> Schedule:
-    """Build the schedule called ``name`` (one of SCHEDULE_NAMES) for ``n_ranks`` and ``n_microbatches``."""
-    return _BUILDERS[schedule_name(name)](n_ranks, n_microbatches)
+    """Build the schedule called ``name`` (one of SCHEDULE_NAMES) for ``n_ranks`` and ``n_microbatches``.
+
+    The build allocates one Action per action and makes no reference cycles, so Python's cyclic garbage
+    collector is paused while it runs, as in the simulator (``utils.pipeline.runtime``): in a notebook its
+    collections would rescan the kernel's whole heap, about half of building a large schedule.
+    """
+    builder = _BUILDERS[schedule_name(name)]
+    with runtime.cyclic_gc_paused():
+        return builder(n_ranks, n_microbatches)
 
 
 def main(argv: list[str] | None = None) -> int:

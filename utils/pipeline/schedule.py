@@ -14,10 +14,11 @@ The string forms are those of ``torch.distributed.pipelining`` so learners can r
 ``1F0``, ``2I3``, ``2W3``, ``(0F7;7B3)OVERLAP_F_B``.
 
 This module holds the types, their string forms and the one dependency rule (``dependency_rule``, asked
-through ``Schedule.inputs_of`` and ``Schedule.dependency_plan``) that the validator, the simulator and the
-executor all follow. The generators live in ``utils.pipeline.generators``, the checks in
-``utils.pipeline.validation``, the names and the command line in ``utils.pipeline.registry``.
-Ground layer: imports nothing from the kit.
+through ``Schedule.inputs_of`` and ``Schedule.dependency_plan``, or ``Schedule.dependency_slots``, the same
+plan as flat lists for the simulator's loop) that the validator, the simulator and the executor all follow.
+The generators live in ``utils.pipeline.generators``, the checks in ``utils.pipeline.validation``, the names
+and the command line in ``utils.pipeline.registry``.
+Ground layer: imports only ``utils.pipeline.runtime`` (whether numpy is loaded).
 """
 
 from __future__ import annotations
@@ -25,11 +26,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import accumulate, chain, compress, repeat
+from operator import is_not
 from typing import NamedTuple
 
 from utils import inputs as arg
+from utils.pipeline import runtime
 
 KINDS = ("F", "B", "I", "W")
+#: Every ``action_kind``, numbered as ``Schedule.dependency_slots`` numbers them: the plain kinds, then pairs.
+ACTION_KINDS = (*KINDS, "FB", "FI")
 KIND_NAMES = {"F": "forward", "B": "full backward", "I": "backward for input", "W": "backward for weights"}
 
 _ACTION_RE = re.compile(r"^(\d+)([FBIW])(\d+)$")
@@ -147,17 +153,6 @@ def dependency_rule(kind: str, stage: int, prev: int | None, nxt: int | None) ->
     return ((stage, ACT),) if nxt is None else ((stage, ACT), (nxt, GRAD))
 
 
-def _shifted(needs: tuple[tuple[int, bool], ...], shift: int) -> tuple[tuple[int, bool], ...]:
-    """``needs`` (result keys of micro-batch 0, remote flags) for the micro-batch whose keys are ``shift``
-    higher. A plain action needs at most two results; spelled out, this runs faster than a loop."""
-    if len(needs) == 2:
-        (k1, r1), (k2, r2) = needs
-        return ((k1 + shift, r1), (k2 + shift, r2))
-    if needs:
-        return ((needs[0][0] + shift, needs[0][1]),)
-    return ()
-
-
 class Dependency(NamedTuple):
     """A result an action waits for: ``kind`` (ACT or GRAD) of ``stage`` for ``microbatch``.
 
@@ -169,6 +164,86 @@ class Dependency(NamedTuple):
     kind: str
     microbatch: int
     remote: bool
+
+
+class ScheduleColumns(NamedTuple):
+    """Every action's parts in flat lists (``Schedule.columns``), for checks and plans done in bulk. Actions
+    are numbered rank by rank: rank r's list is actions ``offsets[r]`` to ``offsets[r + 1] - 1``. The part
+    lists hold first the one part of every action (an overlapped pair's forward), then the backward part of
+    each pair; ``action`` is each part's action, ``kind`` its index in KINDS."""
+
+    offsets: list[int]
+    stage: list[int]
+    kind: list[int]
+    microbatch: list[int]
+    action: list[int]
+    arrays: tuple | None  # (stage, kind, microbatch, action) as numpy arrays where numpy is loaded
+
+
+class DependencySlots(NamedTuple):
+    """``Schedule.dependency_plan`` as flat lists, one entry per action in rank order (``offsets`` as in
+    ``ScheduleColumns``): plain lists of ints are what a Python loop reads fastest, and they cost no tuple
+    per action to build.
+
+    Keys are ``result_key``s, with one stage more, ``n_stages``, outside the pipeline: its ACT key of a
+    micro-batch is an input that is always there (``always`` for micro-batch 0), its GRAD key a result
+    nobody reads (``nothing``: what a W makes). So every action has three inputs and makes two results,
+    and a micro-batch's keys are micro-batch 0's plus ``2 * microbatch``. An input is a *slot*: a key
+    below ``n_keys``, the result where it was made; ``n_keys + key``, the same result once it reached
+    another rank (the simulator adds the p2p latency there). ``kind`` indexes ACTION_KINDS.
+    """
+
+    n_keys: int
+    offsets: list[int]
+    needs: tuple[list[int], list[int], list[int]]
+    makes: tuple[list[int], list[int]]
+    kind: list[int]
+    always: int
+    nothing: int
+
+    def key(self, slot: int) -> int:
+        """The result a slot is (wherever it waits)."""
+        return slot if slot < self.n_keys else slot - self.n_keys
+
+
+_KIND_INDEX = {kind: i for i, kind in enumerate(KINDS)}
+
+
+def _slot_lists(table: list, route_of: list[int], cols: ScheduleColumns, n_st: int, always: int, nothing: int):
+    """``DependencySlots``' six lists (three inputs, two results, the kind), from the rule's answers
+    ``table`` (input 0, input 1, made: for micro-batch 0, by route, stage and kind): each part's answers
+    shifted to its micro-batch; an overlapped pair takes its forward's input and result, then its
+    backward's. None if a part's stage is not on its micro-batch's route.
+
+    The same arithmetic twice: on numpy arrays where the process has numpy (``runtime.loaded_numpy``),
+    part by part otherwise; tests hold the two to the same lists.
+    """
+    n, pairs = cols.offsets[-1], cols.action[cols.offsets[-1]:]
+    fb, fi = ACTION_KINDS.index("FB"), ACTION_KINDS.index("FI")
+    np = runtime.loaded_numpy()
+    if np is None or cols.arrays is None:
+        answers = [table[(route_of[m] * n_st + st) * len(KINDS) + k]
+                   for st, k, m in zip(cols.stage, cols.kind, cols.microbatch, strict=True)]
+        if None in answers:
+            return None
+        need0, need1, made = ([a[j] + m + m for a, m in zip(answers, cols.microbatch, strict=True)] for j in range(3))
+        lists = [need0[:n], need1[:n], [always] * n, made[:n], [nothing] * n, cols.kind[:n]]
+        for j, g in enumerate(pairs, n):  # a pair: its forward has one input, its backward's two follow
+            lists[1][g], lists[2][g], lists[4][g] = need0[j], need1[j], made[j]
+            lists[5][g] = fi if cols.kind[j] == KINDS.index("I") else fb
+        return lists
+    stage, kind, mb, action = cols.arrays
+    pairs = action[n:]
+    answers = np.array(list(chain.from_iterable((-1, -1, -1) if a is None else a for a in table)), dtype=np.int64)
+    answers = answers.reshape(-1, 3)[(np.array(route_of, dtype=np.int64)[mb] * n_st + stage) * len(KINDS) + kind]
+    if (answers < 0).any():
+        return None
+    answers += 2 * mb[:, None]
+    lists = [answers[:n, 0], answers[:n, 1].copy(), np.full(n, always), answers[:n, 2], np.full(n, nothing),
+             kind[:n].copy()]
+    lists[1][pairs], lists[2][pairs], lists[4][pairs] = answers[n:, 0], answers[n:, 1], answers[n:, 2]
+    lists[5][pairs] = np.where(kind[n:] == KINDS.index("I"), fi, fb)
+    return [a.tolist() for a in lists]
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:
@@ -243,22 +318,6 @@ class Schedule:
                       why=f"the schedule has ranks 0..{self.n_ranks - 1}")
         return self._stages_by_rank[rank]
 
-    @cached_property
-    def route_links(self) -> tuple[list[dict[int, int]], list[dict[int, int]]]:
-        """(prev_of, next_of): per micro-batch, dicts stage -> the previous / next stage on its route.
-
-        Micro-batches sharing a route share the same two dicts, so the validator and the simulator walk
-        thousands of micro-batches without rebuilding them.
-        """
-        links: dict[tuple[int, ...], tuple[dict[int, int], dict[int, int]]] = {}
-        for route in self.routes:
-            if route not in links:
-                links[route] = (
-                    dict(zip(route[1:], route[:-1], strict=True)),
-                    dict(zip(route[:-1], route[1:], strict=True)),
-                )
-        return [links[r][0] for r in self.routes], [links[r][1] for r in self.routes]
-
     def route_of(self, microbatch: int) -> tuple[int, ...]:
         """Stage ids micro-batch ``microbatch`` passes through, in forward order."""
         arg.whole(microbatch, "microbatch", low=0, high=self.n_microbatches - 1, where="route_of",
@@ -289,12 +348,9 @@ class Schedule:
         ``(Dependency(1, "act", 0, False), Dependency(2, "grad", 0, True))``: 1B0 needs its own 1F0 and the
         input gradient that 2B0 (on rank 2) sends back.
         """
-        st, mb = part.stage, part.microbatch
-        prev_of, next_of = self.route_links
-        rank_of = self.stage_to_rank
-        rank = rank_of[st]
-        rule = dependency_rule(part.kind, st, prev_of[mb].get(st), next_of[mb].get(st))
-        return tuple(Dependency(other, kind, mb, rank_of[other] != rank) for other, kind in rule)
+        st, mb, rank_of = part.stage, part.microbatch, self.stage_to_rank
+        rule = dependency_rule(part.kind, st, *self._neighbours.get((st, mb), (None, None)))
+        return tuple(Dependency(other, kind, mb, rank_of[other] != rank_of[st]) for other, kind in rule)
 
     def result_key(self, stage: int, kind: str, microbatch: int) -> int:
         """The integer name of a result in ``dependency_plan``: ``2 * (stage * M + microbatch)``, +1 for GRAD."""
@@ -306,45 +362,96 @@ class Schedule:
         return stage, (GRAD if key % 2 else ACT), mb
 
     @cached_property
+    def columns(self) -> ScheduleColumns | None:
+        """Every action's parts in flat lists (``ScheduleColumns``), read once for ``dependency_slots`` and
+        the validator's bulk check. None when an entry of a list is not an Action or an OverlappedAction
+        (the validator names it)."""
+        flat = list(chain.from_iterable(self.actions))
+        types = list(map(type, flat))
+        pairs = [] if types.count(Action) == len(flat) else \
+            list(compress(range(len(flat)), map(is_not, types, repeat(Action))))  # in C: thousands of actions
+        if types.count(OverlappedAction) != len(pairs):
+            return None
+        backward = [flat[g].backward for g in pairs]
+        for g in pairs:
+            flat[g] = flat[g].forward
+        parts = flat + backward
+        # comprehensions: the fastest way to read one attribute of thousands of objects
+        stage, mb, kinds = [p.stage for p in parts], [p.microbatch for p in parts], [p.kind for p in parts]
+        np, arrays = runtime.loaded_numpy(), None
+        try:
+            if np is None:
+                kind = [_KIND_INDEX[k] for k in kinds]
+            else:  # the kinds' letters, read in one go; a letter that is not a kind reads as len(KINDS)
+                codes = np.full(128, len(KINDS), dtype=np.int64)
+                codes[[ord(k) for k in KINDS]] = range(len(KINDS))
+                arrays = (np.array(stage, dtype=np.int64),
+                          codes[np.frombuffer("".join(kinds).encode("ascii"), dtype=np.uint8)],
+                          np.array(mb, dtype=np.int64),
+                          np.concatenate([np.arange(len(flat)), np.array(pairs, dtype=np.int64)]))
+                kind = arrays[1].tolist()
+                if len(kind) != len(parts) or len(KINDS) in kind:
+                    return None
+        except (KeyError, TypeError, OverflowError, UnicodeError, IndexError):
+            return None  # not a kind, or a number too large for an array: the validator names it
+        offsets = [0, *accumulate(map(len, self.actions))]
+        return ScheduleColumns(offsets, stage, kind, mb, [*range(len(flat)), *pairs], arrays)
+
+    @cached_property
+    def dependency_slots(self) -> DependencySlots | None:
+        """``dependency_plan`` as flat lists of ints (``DependencySlots``): what the simulator's and the
+        deadlock check's loops read. None for a schedule whose parts name stages or micro-batches it does
+        not have, or stages off their micro-batch's route (the validator says which).
+
+        The rule is asked once per distinct route, stage and kind (``dependency_rule``); micro-batches
+        sharing a route share its answers, shifted by ``2 * microbatch`` (``result_key``).
+        """
+        cols = self.columns
+        n_mb, n_st, rank_of = self.n_microbatches, self.n_stages, self.stage_to_rank
+        if cols is None or (cols.stage and (max(cols.stage) >= n_st or max(cols.microbatch) >= n_mb)):
+            return None  # a stage or micro-batch that does not exist
+        n_keys = self.result_key(n_st + 1, ACT, 0)
+        always, nothing = self.result_key(n_st, ACT, 0), self.result_key(n_st, GRAD, 0)
+        # per distinct route, stage on it and kind: (slot of input 0, slot of input 1, key made), for
+        # micro-batch 0; a stage off the route has None
+        distinct: dict[tuple[int, ...], int] = {}
+        route_of = [distinct.setdefault(route, len(distinct)) for route in self.routes]
+        key = {result: [self.result_key(stage, result, 0) for stage in range(n_st)] for result in (ACT, GRAD)}
+        made = [key[MAKES[kind]] if MAKES[kind] else [nothing] * n_st for kind in KINDS]
+        table: list[tuple[int, int, int] | None] = [None] * (len(distinct) * n_st * len(KINDS))
+        kinds = [(k, KINDS[k]) for k in sorted(set(cols.kind))]  # the kinds the schedule uses
+        for r, route in enumerate(distinct):
+            for i, stage in enumerate(route):
+                prev, nxt = route[i - 1] if i else None, route[i + 1] if i + 1 < len(route) else None
+                for k, kind in kinds:
+                    slots = [key[result][other] + (n_keys if rank_of[other] != rank_of[stage] else 0)
+                             for other, result in dependency_rule(kind, stage, prev, nxt)]
+                    slots += [always] * (2 - len(slots))
+                    table[(r * n_st + stage) * len(KINDS) + k] = (slots[0], slots[1], made[k][stage])
+        lists = _slot_lists(table, route_of, cols, n_st, always, nothing)
+        if lists is None:  # a part off its micro-batch's route
+            return None
+        return DependencySlots(n_keys, cols.offsets, lists[:3], lists[3:5], lists[5], always, nothing)
+
+    @cached_property
     def dependency_plan(self) -> tuple[tuple[tuple[tuple[tuple[int, bool], ...], tuple[int, ...], str], ...], ...]:
         """Per rank, per action of its list: ``(needs, makes, kind)``, the rule of ``inputs_of`` for all actions.
 
         ``needs``: the results the action waits for, as (``result_key``, from another rank?); ``makes``: the
-        keys of the results it produces (``MAKES``); ``kind``: ``action_kind``. The validator's deadlock check
-        and the simulator walk thousands of actions through this table, so it is built once per schedule
-        (micro-batches sharing a route share the rule's answers, shifted by the micro-batch) and kept.
+        keys of the results it produces (``MAKES``); ``kind``: ``action_kind``. The readable form of
+        ``dependency_slots``, from which it is read.
         """
-        n_mb, rank_of = self.n_microbatches, self.stage_to_rank
-        by_route: dict[tuple[int, ...], dict[tuple[int, str], tuple]] = {}
-        answers = [by_route.setdefault(route, {}) for route in self.routes]
-
-        def answer(mb: int, stage: int, kind: str) -> tuple[tuple[tuple[int, bool], ...], int | None]:
-            # the rule for this stage and kind on mb's route, with keys for micro-batch 0 (add 2 * mb)
-            prev_of, next_of = self.route_links
-            rule = dependency_rule(kind, stage, prev_of[mb].get(stage), next_of[mb].get(stage))
-            needs = tuple((2 * other * n_mb + (k == GRAD), rank_of[other] != rank_of[stage]) for other, k in rule)
-            made = MAKES[kind]
-            found = (needs, None if made is None else 2 * stage * n_mb + (made == GRAD))
-            answers[mb][(stage, kind)] = found
-            return found
-
-        plan = []
-        for acts in self.actions:
-            row = []
-            for action in acts:
-                if type(action) is OverlappedAction:
-                    f, b = action.forward, action.backward
-                    fm, bm = f.microbatch, b.microbatch
-                    f_needs, f_makes = answers[fm].get((f.stage, "F")) or answer(fm, f.stage, "F")
-                    b_needs, b_makes = answers[bm].get((b.stage, b.kind)) or answer(bm, b.stage, b.kind)
-                    row.append((_shifted(f_needs, 2 * fm) + _shifted(b_needs, 2 * bm),
-                                (f_makes + 2 * fm, b_makes + 2 * bm), "F" + b.kind))
-                else:
-                    m, kind = action.microbatch, action.kind
-                    needs, makes = answers[m].get((action.stage, kind)) or answer(m, action.stage, kind)
-                    row.append((_shifted(needs, 2 * m), () if makes is None else (makes + 2 * m,), kind))
-            plan.append(tuple(row))
-        return tuple(plan)
+        slots = self.dependency_slots
+        if slots is None:
+            raise arg.InputError("dependency_plan: an action names a stage or micro-batch its route does not "
+                                 "have; validate(schedule) names it.")
+        offsets, real = slots.offsets, slots.always  # keys from ``always`` up are outside the pipeline
+        (n0, n1, n2), (m0, m1) = slots.needs, slots.makes
+        return tuple(
+            tuple((tuple((slots.key(s), s >= slots.n_keys) for s in (n0[g], n1[g], n2[g]) if slots.key(s) < real),
+                   tuple(k for k in (m0[g], m1[g]) if k < real), ACTION_KINDS[slots.kind[g]])
+                  for g in range(offsets[r], offsets[r + 1]))
+            for r in range(self.n_ranks))
 
     def rank_lines(self) -> list[str]:
         """One line per rank: ``rank r: 0F0 0F1 ...``."""

@@ -36,15 +36,14 @@ makespan).
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import sys
 
 from utils import inputs as arg
+from utils.pipeline import runtime
 from utils.pipeline.costs import CostModel
 from utils.pipeline.registry import SCHEDULE_NAMES, make_schedule
-from utils.pipeline.schedule import ACT, Schedule, action_parts
+from utils.pipeline.schedule import ACT, ACTION_KINDS, Schedule, action_parts
 from utils.pipeline.timeline import CommInterval, Interval, Timeline
 from utils.pipeline.validation import check_structure, validate
 
@@ -59,123 +58,143 @@ def simulate(schedule: Schedule, costs: CostModel, check: bool = True) -> Timeli
     arg.instance(schedule, "schedule", Schedule, "a Schedule (e.g. make_schedule('1f1b', 4, 8))", where="simulate")
     arg.instance(costs, "costs", CostModel, "a CostModel (e.g. CostModel(F=1, B=2, W=1))", where="simulate")
     check = arg.flag(check, "check", where="simulate")
-    with _cyclic_gc_paused():
+    # no reference cycles are made: the cyclic collector would only rescan the heap (utils.pipeline.runtime)
+    with runtime.cyclic_gc_paused():
         if check:
             check_structure(schedule)  # the deadlock rule is checked by running it, below
         return _simulate(schedule, costs)
 
 
-@contextlib.contextmanager
-def _cyclic_gc_paused():
-    """Pause Python's cyclic garbage collector (if it runs) for the duration of the block.
-
-    The simulation allocates a few hundred thousand small tuples and floats and makes no reference cycles,
-    so the collector finds nothing to free; yet every collection it triggers scans the growing plan and, in
-    a notebook, the kernel's whole heap (torch, pandas and matplotlib hold about 250,000 tracked objects):
-    up to about 1.5x the simulation's own time on a large schedule (``python -m benchmarks simulate``). Pausing it
-    here, rather than ``gc.freeze()`` at import, leaves the learner's kernel exactly as it was: memory is
-    still freed by reference counting, and the collector resumes when the simulation returns or raises.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def _simulate(schedule: Schedule, costs: CostModel) -> Timeline:
     """The event-driven simulation of ``simulate`` (rules in this module's docstring)."""
-    n_ranks = schedule.n_ranks
-    # the dependency rule, for every action (utils.pipeline.schedule.Schedule.dependency_plan); kept on the
+    # the dependency rule for every action, as flat lists (Schedule.dependency_slots); kept on the
     # (immutable) schedule, so re-running it under other costs (a widget's slider) skips that pass
-    plans = schedule.dependency_plan
-    length = _lengths(costs)
-    p2p = costs.p2p
+    slots = schedule.dependency_slots
+    if slots is None:  # an action off its route, or a stage that does not exist: the validator says which
+        validate(schedule)
+        raise ValueError("The schedule names stages or micro-batches it does not have.")
+    n_ranks, n_keys, offsets = schedule.n_ranks, slots.n_keys, slots.offsets
+    need0, need1, need2 = slots.needs
+    make0, make1 = slots.makes
+    kind, length, p2p = slots.kind, _lengths(costs), costs.p2p
 
-    # results by integer key (Schedule.result_key); the value is the producer's end time (-1: not yet)
-    done_at = [-1.0] * (2 * schedule.n_stages * schedule.n_microbatches)
-    waiting: dict[int, list[int]] = {}
+    # when each input is there, by slot (DependencySlots): its producer's end, plus p2p where the slot is
+    # another rank's copy (-1: not yet made)
+    arrival = [-1.0] * (2 * n_keys)
+    arrival[slots.always:n_keys:2] = [0.0] * schedule.n_microbatches  # the inputs that are always there
+    waiting: list[list[int] | None] = [None] * n_keys  # by result key: the ranks blocked on it
     free = [0.0] * n_ranks
-    pos = [0] * n_ranks
-    starts: list[list[float]] = [[] for _ in range(n_ranks)]
-    ends: list[list[float]] = [[] for _ in range(n_ranks)]
+    pos = offsets[:-1]  # per rank, its next action (actions are numbered rank by rank)
+    starts = [0.0] * offsets[-1]
+    ends = [0.0] * offsets[-1]
 
+    # Each rank runs its list until an input is missing; the rank that makes it wakes it up. The loop is
+    # spelled out (no inner loops, no tuples): it runs once per action.
     todo = list(range(n_ranks))
     while todo:
         rank = todo.pop()
-        plan, i, t_free = plans[rank], pos[rank], free[rank]
-        rank_starts, rank_ends = starts[rank], ends[rank]
-        n_plan = len(plan)
-        while i < n_plan:
-            needs, makes, code = plan[i]
-            ready = t_free
-            for key, remote in needs:  # the latest arrival among the inputs, unless one is missing
-                t = done_at[key]
-                if t < 0:
-                    waiting.setdefault(key, []).append(rank)
-                    break
-                if remote:
-                    t += p2p
+        g, t_free, last = pos[rank], free[rank], offsets[rank + 1]
+        while g < last:
+            ready = t_free  # the latest of: the rank is free, each input has arrived (-1: not yet made)
+            t = arrival[need0[g]]
+            if t > ready:
+                ready = t
+            elif t < 0:
+                missing = need0[g]
+                break
+            t = arrival[need1[g]]
+            if t > ready:
+                ready = t
+            elif t < 0:
+                missing = need1[g]
+                break
+            k = kind[g]
+            if k > _PLAIN:  # an overlapped pair: its backward's second input, and its second result below
+                t = arrival[need2[g]]
                 if t > ready:
                     ready = t
-            else:
-                t_free = ready + length[code]
-                rank_starts.append(ready)
-                rank_ends.append(t_free)
-                i += 1
-                for key in makes:
-                    done_at[key] = t_free
-                    woken = waiting.pop(key, None)
-                    if woken:
-                        todo.extend(woken)
-                continue
-            break
-        pos[rank], free[rank] = i, t_free
-    if any(pos[r] < len(plans[r]) for r in range(n_ranks)):
+                elif t < 0:
+                    missing = need2[g]
+                    break
+            t_free = ready + length[k]
+            starts[g] = ready
+            ends[g] = t_free
+            key = make0[g]
+            arrival[key] = t_free
+            arrival[key + n_keys] = t_free + p2p
+            if waiting[key]:
+                todo.extend(waiting[key])
+                waiting[key] = None
+            if k > _PLAIN:
+                key = make1[g]
+                arrival[key] = t_free
+                arrival[key + n_keys] = t_free + p2p
+                if waiting[key]:
+                    todo.extend(waiting[key])
+                    waiting[key] = None
+            g += 1
+        else:
+            pos[rank], free[rank] = g, t_free
+            continue
+        key = missing if missing < n_keys else missing - n_keys  # wait until it is made (wherever it waits)
+        if waiting[key] is None:
+            waiting[key] = [rank]
+        else:
+            waiting[key].append(rank)
+        pos[rank], free[rank] = g, t_free
+    if any(pos[r] < offsets[r + 1] for r in range(n_ranks)):
         validate(schedule)  # explains the deadlock (which ranks wait for what) in the learner's words
-        stuck = [
-            f"rank {r} at {schedule.actions[r][pos[r]]}" for r in range(n_ranks) if pos[r] < len(plans[r])
-        ]
+        stuck = [f"rank {r} at {schedule.actions[r][pos[r] - offsets[r]]}" for r in range(n_ranks)
+                 if pos[r] < offsets[r + 1]]
         raise ValueError(
             "The schedule cannot finish: every unfinished rank waits for an input; " + ", ".join(stuck)
         )
+    comm_wait, p2p_wait = _budget_waits(slots, arrival, starts, ends, costs, length)
     intervals = tuple(
-        tuple(map(Interval, [r] * len(acts), acts, starts[r], ends[r],
-                  *_budget_waits(plans[r], starts[r], ends[r], done_at, costs, length)))
-        for r, acts in enumerate(schedule.actions)
+        Interval.row(r, acts, starts[a:b], ends[a:b], _part(comm_wait, a, b), _part(p2p_wait, a, b))
+        for r, (acts, a, b) in enumerate(zip(schedule.actions, offsets[:-1], offsets[1:], strict=True))
     )
     comms = (
-        _comms(schedule, costs, intervals, done_at) if p2p > 0 or costs.dispatch + costs.combine > 0 else ()
+        _comms(schedule, slots, costs, intervals, arrival) if p2p > 0 or costs.dispatch + costs.combine > 0
+        else ()
     )
     return Timeline(schedule, intervals, comms=comms, time_unit="time units")
 
 
-def _budget_waits(plan, starts, ends, done_at, costs: CostModel, length) -> tuple[list[float], ...]:
-    """One rank's waits for the time budget (``utils.pipeline.timeline``), per action: ``comm_wait``, the
-    all-to-all it waits for inside it (the part of its length beyond ``costs.duration``), and ``p2p_wait``,
-    the time before it when its inputs were all produced but one was still in flight (p2p latency).
+_PLAIN = ACTION_KINDS.index("W")  # kinds above it are overlapped pairs (ACTION_KINDS)
 
-    Both are 0 without all-to-all and p2p latency; then nothing is returned and the Intervals keep their
-    defaults (the common case costs nothing).
+
+def _part(values: list[float] | None, a: int, b: int) -> list[float] | None:
+    """Entries ``a:b`` of a column of ``_budget_waits`` (None: all 0)."""
+    return None if values is None else values[a:b]
+
+
+def _budget_waits(slots, arrival, starts, ends, costs: CostModel, length) -> tuple[list[float] | None, ...]:
+    """Every action's waits for the time budget (``utils.pipeline.timeline``): ``comm_wait``, the all-to-all
+    it waits for inside it (the part of its length beyond ``costs.duration``), and ``p2p_wait``, the time
+    before it when its inputs were all produced but one was still in flight (p2p latency).
+
+    None for a column that is 0 throughout: without all-to-all, and without p2p latency (the common case
+    costs nothing).
     """
-    comm = [length[code] - costs.duration(code) for _, _, code in plan] \
-        if costs.dispatch + costs.combine > 0 else [0.0] * len(plan)
+    comm = [length[k] - costs.duration(ACTION_KINDS[k]) for k in slots.kind] \
+        if costs.dispatch + costs.combine > 0 else None
     if costs.p2p <= 0:
-        return (comm,) if costs.dispatch + costs.combine > 0 else ()
+        return comm, None
+    first = set(slots.offsets)
     in_flight = []
-    for i, (needs, _, _) in enumerate(plan):
-        produced = ends[i - 1] if i else 0.0  # when the rank was free, as in the simulation's loop
-        for key, _remote in needs:
-            if done_at[key] > produced:
-                produced = done_at[key]
-        in_flight.append(starts[i] - produced)
+    for g, start in enumerate(starts):
+        produced = 0.0 if g in first else ends[g - 1]  # when the rank was free, as in the simulation's loop
+        for slot in (slots.needs[0][g], slots.needs[1][g], slots.needs[2][g]):
+            made = arrival[slots.key(slot)]  # the producer's end (0 for an input that is always there)
+            if made > produced:
+                produced = made
+        in_flight.append(start - produced)
     return comm, in_flight
 
 
-def _lengths(costs: CostModel) -> dict[str, float]:
-    """How long an action of each kind (``action_kind``) occupies a rank: ``costs.duration`` plus the
+def _lengths(costs: CostModel) -> list[float]:
+    """How long an action of each kind (``ACTION_KINDS``) occupies a rank: ``costs.duration`` plus the
     all-to-all it cannot hide."""
     a2a = costs.dispatch + costs.combine
     length = {k: costs.duration(k) + (a2a if k != "W" else 0.0) for k in "FBIW"}
@@ -183,24 +202,25 @@ def _lengths(costs: CostModel) -> dict[str, float]:
         # each chunk's all-to-all hides behind the partner chunk's compute; only the excess shows
         exposed = max(0.0, a2a - costs.duration(b_kind)) + max(0.0, a2a - costs.F)
         length["F" + b_kind] = costs.duration("F" + b_kind) + exposed
-    return length
+    return [length[k] for k in ACTION_KINDS]
 
 
-def _comms(schedule: Schedule, costs: CostModel, intervals, done_at) -> tuple[CommInterval, ...]:
+def _comms(schedule: Schedule, slots, costs: CostModel, intervals, arrival) -> tuple[CommInterval, ...]:
     """The p2p transfers and all-to-alls to draw (timing is already decided; this is for the pictures)."""
     a2a = costs.dispatch + costs.combine
     comms: list[CommInterval] = []
     for rank, row in enumerate(intervals):
         was_free = 0.0
-        for iv, (needs, _, _) in zip(row, schedule.dependency_plan[rank], strict=True):
+        for g, iv in enumerate(row, slots.offsets[rank]):
             action, start, end = iv.action, iv.start, iv.end
             parts = action_parts(action)
             if costs.p2p > 0:
-                for key, remote in needs:  # the inputs that travel from another rank (the dependency rule)
-                    if not remote:
+                for slot in (slots.needs[0][g], slots.needs[1][g], slots.needs[2][g]):
+                    if slot < slots.n_keys:  # only the inputs that travel from another rank
                         continue
+                    key = slots.key(slot)
                     other, kind, mb = schedule.result_of_key(key)
-                    sent = done_at[key]
+                    sent = arrival[key]
                     what = f"{other}F{mb}" if kind == ACT else f"gradient of {other}:{mb}"
                     arrive = sent + costs.p2p
                     comms.append(CommInterval(rank, f"p2p {what}", sent, arrive, arrive <= was_free))

@@ -12,7 +12,9 @@ broken rule, naming the rank, the action and the rule. The rules, in the order t
 5. no deadlock: when every rank runs its list in order, each action waiting until the action before it on
    the route has produced its input, every rank reaches the end of its list.
 
-Ground layer: imports only ``utils.pipeline.schedule``.
+Where numpy is loaded, rules 2-4 are first checked for all actions at once (``Schedule.columns``); a
+schedule that fails there, or any schedule without numpy, is walked action by action, which finds the
+first broken rule and names it. Ground layer: imports only ``utils.pipeline.schedule`` (and ``runtime``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import functools
 import weakref
 
 from utils import inputs as arg
+from utils.pipeline import runtime
 from utils.pipeline.schedule import ACT, KIND_NAMES, Action, OverlappedAction, Schedule
 
 
@@ -74,9 +77,77 @@ class _ThisObject:
 def _check_structure_once(key: _ThisObject) -> None:
     schedule = key.ref()
     _check_shape(schedule)
+    if not _rules_hold(schedule):
+        check_structure_by_action(schedule)  # some rule is broken: find the first one and name it
+
+
+def check_structure_by_action(schedule: Schedule) -> None:
+    """Rules 1-4 walked action by action in pure Python, raising at the first broken rule with its message.
+
+    ``check_structure`` first checks rules 2-4 for all actions at once (where numpy is loaded) and walks
+    only a schedule that fails there, to say what is wrong. Public so tests can hold the two to the same
+    verdict (and the simulator's benchmark can time the walk: the whole check before the bulk pass).
+    """
+    _check_shape(schedule)
     where = _check_placement(schedule)
     _check_counts(schedule, where)
     _check_order(schedule, where)
+
+
+def _rules_hold(s: Schedule) -> bool:
+    """Rules 2-4 for all parts at once (numpy, on ``Schedule.columns``): True when every one holds.
+
+    False only says that one may be broken, or that numpy is not loaded (``runtime.loaded_numpy``: a
+    command line walks the lists rather than import it); ``check_structure_by_action`` then decides and
+    names the rule. Each test here is one of the walk's, stated for every (stage, micro-batch) at once, so
+    a schedule passes here exactly when it passes there (``tests/test_validate.py`` holds them to it).
+    """
+    np = runtime.loaded_numpy()
+    if np is None or s.dependency_slots is None or s.columns.arrays is None:
+        return False  # (dependency_slots is None: a stage or micro-batch that does not exist, or off its route)
+    cols, n_mb, n_st = s.columns, s.n_microbatches, s.n_stages
+    stage, kind, mb, action = cols.arrays
+    # placement: every part on the rank that holds its stage, at most once
+    rank = np.repeat(np.arange(s.n_ranks), np.diff(cols.offsets))[action]
+    if not (np.asarray(s.stage_to_rank)[stage] == rank).all():
+        return False
+    where = np.full((len(KIND_NAMES), n_st, n_mb), -1)  # each part's action, by kind, stage and micro-batch
+    where[kind, stage, mb] = action
+    if np.count_nonzero(where >= 0) != len(stage):
+        return False
+    # counts and order, on every stage of every micro-batch's route: an F, then a B or an I and a later W
+    f, b, i, w = where
+    back = np.maximum(b, i)
+    ok = (f >= 0) & ((b >= 0) != (i >= 0)) & ((i >= 0) == (w >= 0)) & (f < back) & ((i < 0) | (w > back))
+    distinct: dict[tuple[int, ...], int] = {}
+    route_of = [distinct.setdefault(route, len(distinct)) for route in s.routes]
+    on_route = np.zeros((len(distinct), n_st), dtype=bool)  # the stages of each distinct route
+    for r, route in enumerate(distinct):
+        on_route[r, list(route)] = True
+    if not ok[on_route[route_of].T].all():
+        return False
+    return _stage_order_holds(s, f, back)
+
+
+def _stage_order_holds(s: Schedule, f, back) -> bool:
+    """The last rule of ``_check_order`` for all micro-batches at once: where a rank holds stages a, then b,
+    of a route, a's F comes no later than b's and b's backward no later than a's."""
+    by_route: dict[tuple[int, ...], list[int]] = {}
+    for mb, route in enumerate(s.routes):
+        by_route.setdefault(route, []).append(mb)
+    for route, mbs in by_route.items():
+        last: dict[int, int] = {}  # rank -> the previous stage of this route it holds
+        before, after = [], []
+        for stage in route:
+            rank = s.stage_to_rank[stage]
+            if rank in last:
+                before.append(last[rank])
+                after.append(stage)
+            last[rank] = stage
+        a, b = f[before][:, mbs], f[after][:, mbs]
+        if (a > b).any() or (back[after][:, mbs] > back[before][:, mbs]).any():
+            return False
+    return True
 
 
 def _check_shape(s: Schedule) -> None:
@@ -310,23 +381,26 @@ def _check_order(s: Schedule, where) -> None:
 def _check_deadlock(s: Schedule) -> None:
     """Run every rank's list in order with dependency resolution only (no times); explain any stall.
 
-    An action is ready when the results it needs exist (``Schedule.dependency_plan``: the one dependency
-    rule, ``utils.pipeline.schedule.dependency_rule``).
+    An action is ready when the results it needs exist (``Schedule.dependency_slots``: the one dependency
+    rule, ``utils.pipeline.schedule.dependency_rule``, for every action).
     """
-    plans = s.dependency_plan
-    done = bytearray(2 * s.n_stages * s.n_microbatches)
+    slots = s.dependency_slots
+    offsets, makes = slots.offsets, slots.makes
+    done = bytearray(slots.n_keys)
+    done[slots.always::2] = b"\1" * s.n_microbatches  # the inputs that are always there
     waiting: dict[int, list[int]] = {}
-    pos = [0] * s.n_ranks
+    pos = offsets[:-1]  # per rank, the index of its next action (actions are numbered rank by rank)
     blocked_on: dict[int, int] = {}
 
     todo = list(range(s.n_ranks))
     while todo:
         rank = todo.pop()
-        plan = plans[rank]
-        while pos[rank] < len(plan):
-            needs, makes, _ = plan[pos[rank]]
+        end = offsets[rank + 1]
+        while pos[rank] < end:
+            g = pos[rank]
             missing = -1
-            for key, _remote in needs:
+            for slot in (slots.needs[0][g], slots.needs[1][g], slots.needs[2][g]):
+                key = slots.key(slot)  # here or once it reached another rank: made either way
                 if not done[key]:
                     missing = key
                     break
@@ -335,11 +409,12 @@ def _check_deadlock(s: Schedule) -> None:
                 waiting.setdefault(missing, []).append(rank)
                 break
             pos[rank] += 1
-            for key in makes:
+            for key in (makes[0][g], makes[1][g]):
                 done[key] = 1
                 woken = waiting.pop(key, None)
                 if woken:
                     todo.extend(woken)
+    pos = [p - offsets[r] for r, p in enumerate(pos)]  # positions in each rank's list, for the message
     stuck = [r for r in range(s.n_ranks) if pos[r] < len(s.actions[r])]
     if not stuck:
         return
