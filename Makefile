@@ -60,13 +60,31 @@ lab: setup ## Open the course in JupyterLab (on a headless server it prints the 
 	$(VENV)/bin/jupyter lab --no-browser --ip=127.0.0.1 --port=$(PORT) --ServerApp.root_dir=$(CURDIR) \
 	    $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) notebooks/00_start_here.ipynb
 
-test: setup ## Run every test: layer rules, unit tests, strict nbval over every notebook, browser tests if Chromium is here
-	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest -q
-	$(NBVAL) -q
+# `make test` runs its stages one after another and prints how long each took (tools/stages.py); the first
+# stage that fails stops it with that stage's exit status. Unit tests: everything under tests/ but the
+# browser folder, on two processes (pytest-xdist; a module whose tests share a cluster stays on one process,
+# tests/conftest.py), nbval's plugin left out. Their JUnit XML feeds `make slowest`. Browser: all of
+# tests/browser (the site build and link checks too); the Chromium tests skip with "browser tests skipped:
+# Chromium not installed" when it is not. Portability: `make portability` (below).
+UNIT := $(PY) -m pytest -q -m "not browser" --ignore=tests/browser -p no:nbval -n 2 --dist loadgroup
+BROWSER := $(PY) -m pytest -q tests/browser
 
-unit: setup ## Unit tests only
-	$(PY) -m pytest -q -m "not browser"
+test: setup ## Run every test, stage by stage with its time: layer rules, unit, browser (if Chromium is here), nbval, portability
+	@mkdir -p test-output
+	@$(PY) -m tools.stages --title "make test: stage times" \
+	    'layer rules=$(VENV)/bin/lint-imports --no-cache' \
+	    'unit=$(UNIT) --junitxml=test-output/junit-unit.xml -o junit_family=xunit1' \
+	    'browser=$(BROWSER)' \
+	    'nbval=$(NBVAL) -q' \
+	    'portability=$(MAKE) --no-print-directory portability'
+
+unit: setup ## Unit tests only (two processes; the ten slowest: make slowest)
+	@mkdir -p test-output
+	$(UNIT) --junitxml=test-output/junit-unit.xml -o junit_family=xunit1
+
+.PHONY: slowest
+slowest: ## The ten slowest unit tests and test files of the last `make test` or `make unit`
+	@$(PY) -m tools.slowest_tests
 
 nbval: setup ## Strict nbval over every notebook only
 	$(NBVAL) -q

@@ -91,9 +91,29 @@ def expand(table: list[tuple]) -> list:
         for parameter, kind in checked.items():
             values = BAD[kind] if isinstance(kind, str) else kind
             for value in values:
-                label = f"{getattr(fn, '__qualname__', fn)}-{parameter}={value!r}"[:90]
+                label = f"{getattr(fn, '__qualname__', fn)}-{parameter}={describe(value)}"[:90]
                 params.append(pytest.param(fn, kwargs, parameter, value, id=label))
     return params
+
+
+def describe(value) -> str:
+    """A short name of a bad value for a test id, the same in every process: a random tensor is named by
+    its shape and dtype (and NaN/inf when it holds them), never by its values, and no memory address
+    appears, so that pytest-xdist's workers collect identical ids (they compare them before running)."""
+    if isinstance(value, torch.Tensor | np.ndarray):
+        kind = "tensor" if isinstance(value, torch.Tensor) else "array"
+        dtype = str(value.dtype).removeprefix("torch.")
+        special = ""
+        if value.size != 0 and (value.dtype.is_floating_point or value.dtype.is_complex
+                                if isinstance(value, torch.Tensor) else value.dtype.kind in "fc"):
+            flat = torch.as_tensor(value)
+            special = " NaN" * bool(torch.isnan(flat).any()) + " inf" * bool(torch.isinf(flat).any())
+        return f"{kind}{list(value.shape)} {dtype}{special}"
+    text = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
+    if len(text) > 40 or "tensor(" in text or "array(" in text:
+        size = f" of {len(value)}" if hasattr(value, "__len__") else ""
+        return f"{type(value).__name__}{size}"
+    return text
 
 
 def call_with(fn: Callable, kwargs: dict, parameter: str, value) -> Callable:

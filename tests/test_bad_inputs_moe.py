@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from bad_inputs import BAD, BAD_TENSORS, assert_teaches, assert_view_error, call_with, expand
+from patience import patient
 
 from utils import inputs as arg
 from utils.moe import explore as mx
@@ -167,7 +168,7 @@ def test_sizes_beyond_the_limits_are_refused_before_any_work():
     assert_teaches(lambda: train(build_toy_decoder(), 10**6), "MAX_TRAIN_STEPS")
     assert_teaches(lambda: ExpertLayout(1024, 1024, 8), "MAX_EXPERT_RANKS")
     assert_teaches(lambda: routing.topk_route(torch.empty(1 << 24, 8), 2), "MAX_ELEMENTS")
-    assert time.perf_counter() - start < 5.0
+    assert time.perf_counter() - start < patient(5.0)
 
 
 # ------------------------------------------------------------------------ the widgets' pure functions

@@ -15,6 +15,7 @@ from bad_inputs import (
     call_with,
     expand,
 )
+from patience import patient
 
 from utils import inputs as arg
 from utils.pipeline import compare, explore, plots, table2, virtual_stages
@@ -171,7 +172,7 @@ def test_a_schedule_built_from_lists_becomes_tuples_and_runs():
 def test_every_schedule_refuses_sizes_beyond_the_limits_at_once(name, ranks, microbatches, limit):
     start = time.perf_counter()
     message = assert_teaches(lambda: make_schedule(name, ranks, microbatches), limit)
-    assert time.perf_counter() - start < 1.0, "the limit is checked before any action is built"
+    assert time.perf_counter() - start < patient(1.0), "the limit is checked before any action is built"
     assert "at most" in message
 
 
@@ -204,13 +205,13 @@ def test_widget_functions_show_the_rule_instead_of_a_traceback(fn, kwargs, param
     start = time.perf_counter()
     view = fn(**{**kwargs, parameter: value})
     assert_view_error(view)
-    assert time.perf_counter() - start < 5.0, "a bad setting is refused before any simulation"
+    assert time.perf_counter() - start < patient(5.0), "a bad setting is refused before any simulation"
 
 
 def test_the_explorer_at_a_huge_size_answers_at_once_with_the_limit():
     start = time.perf_counter()
     view = explore.explore_schedule("zb1p", 2000, 4000)
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < patient(1.0)
     assert_view_error(view, "MAX_RANKS")
 
 

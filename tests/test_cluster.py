@@ -2,6 +2,9 @@
 
 One 3-rank cluster is shared by the module (starting ranks costs about a second each); fault tests run on
 it too, because after a fault the next `run` must restart it transparently, which is itself under test.
+
+Time limits here bound hangs and hold with both cores busy (`patient`, tests/patience.py): waiting for
+processes to disappear returns as soon as they have, and "fast" means well under the collective's timeout.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import types
 
 import pytest
 import torch
+from patience import patient
 
 from utils.cluster import jobs
 from utils.cluster.cluster import MAX_WORLD_SIZE, RankError, RankTimeoutError, SimulatedCluster, check_job
@@ -30,6 +34,8 @@ except ImportError:  # pragma: no cover - psutil comes with jupyter, but the che
     psutil = None
 
 WORLD = 3
+#: The shared cluster's timeout (also gloo's, for one collective): a fault must be reported well before it.
+CLUSTER_TIMEOUT = 120
 
 
 def alive(pid: int) -> bool:
@@ -62,10 +68,10 @@ def wait_gone(pids, seconds: float) -> list[int]:
 
 @pytest.fixture(scope="module")
 def cluster():
-    with SimulatedCluster(world_size=WORLD, timeout=30) as c:
+    with SimulatedCluster(world_size=WORLD, timeout=CLUSTER_TIMEOUT) as c:
         yield c
         pids = c.pids + [c._factory.proc.pid]  # the ranks and the factory process that forks them
-    assert wait_gone(pids, 1) == [], "close() left processes behind"
+    assert wait_gone(pids, patient(10)) == [], "close() left processes behind"
 
 
 # ----------------------------------------------------------------------------------------- bad input
@@ -184,14 +190,15 @@ def test_a_rank_that_raises_is_named_fast_and_the_cluster_restarts(cluster):
     with pytest.raises(RankError) as info:
         cluster.run(jobs.fail_on_rank, 2)  # ranks 0 and 1 wait in an all-reduce for rank 2 forever
     elapsed = time.monotonic() - start
-    assert elapsed < 10, f"took {elapsed:.1f} s: the error must not wait for the collective's timeout"
+    assert elapsed < patient(10) < CLUSTER_TIMEOUT, \
+        f"took {elapsed:.1f} s: the error must not wait for the collective's timeout"
     error = info.value
     assert str(error).splitlines()[0] == ("utils.cluster.jobs:fail_on_rank failed: "
                                           "rank 2 raised RuntimeError: simulated fault on rank 2")
     assert "ranks 0, 1 had not finished and were stopped" in str(error)
     assert error.ranks == (2,) and 'in fail_on_rank\n    raise RuntimeError' in error.tracebacks[2]
     assert not cluster.running and cluster.pids == []
-    assert wait_gone(old, 1) == []
+    assert wait_gone(old, patient(10)) == []
     assert cluster.run(jobs.whoami) == [(r, WORLD) for r in range(WORLD)]  # restarted transparently
     assert set(cluster.pids).isdisjoint(old)
 
@@ -208,14 +215,15 @@ def test_an_error_on_every_rank_names_every_rank(cluster):
 
 def test_a_hanging_rank_is_reported_within_the_timeout(cluster):
     started(cluster)
+    timeout = patient(1.5)  # ranks 0 and 2 must finish within it: more time when the cores are busy
     start = time.monotonic()
     with pytest.raises(RankTimeoutError) as info:
-        cluster.run(jobs.hang_on_rank, 1, timeout=1.5)
+        cluster.run(jobs.hang_on_rank, 1, timeout=timeout)
     elapsed = time.monotonic() - start
-    assert 1.5 <= elapsed < 1.5 + 5
+    assert timeout <= elapsed < timeout + patient(5)
     assert isinstance(info.value, TimeoutError) and isinstance(info.value, RankError)
     assert str(info.value).splitlines()[0] == ("utils.cluster.jobs:hang_on_rank: rank 1 did not finish "
-                                               "within 1.5 s (ranks 0, 2 finished)")
+                                               f"within {timeout:g} s (ranks 0, 2 finished)")
     assert info.value.ranks == (1,)
 
 
@@ -225,22 +233,37 @@ def test_a_killed_rank_is_named_with_its_signal(cluster):
     with pytest.raises(RankError) as info:
         cluster.run(jobs.kill_rank, 2)
     elapsed = time.monotonic() - start
-    assert elapsed < 10
+    assert elapsed < patient(10) < CLUSTER_TIMEOUT
     first = str(info.value).splitlines()[0]
     assert first.startswith("utils.cluster.jobs:kill_rank failed: rank 2 was killed by signal SIGKILL")
     assert 2 in info.value.ranks
-    assert wait_gone(old, 1) == []
+    assert wait_gone(old, patient(10)) == []
 
 
-def test_interrupting_a_job_stops_the_ranks(cluster):
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT raises KeyboardInterrupt during the test, as in a terminal or a Jupyter kernel. A process started
+    in the background (`make test &`, nohup, a script's `cmd &`) inherits SIGINT *ignored*, and Python then
+    installs no handler: without this the interrupt below would be lost and the job would run to its
+    timeout (the "rank 0 did not finish within 20 s" failure seen on a busy machine)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_interrupting_a_job_stops_the_ranks(cluster, ctrl_c_raises):
     """Ctrl-C (Jupyter's interrupt button) during a job must not leave ranks stuck in a collective."""
     old = started(cluster).pids
     timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
+    start = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        cluster.run(jobs.hang_on_rank, 0, timeout=20)
+        cluster.run(jobs.hang_on_rank, 0, timeout=CLUSTER_TIMEOUT)  # a bound on a hang: the interrupt ends it
     timer.join()
-    assert wait_gone(old, 1) == []
+    assert time.monotonic() - start < patient(20), "the interrupt did not stop the job"
+    assert wait_gone(old, patient(10)) == []
     assert cluster.run(jobs.whoami) == [(r, WORLD) for r in range(WORLD)]
 
 
@@ -248,39 +271,43 @@ def test_restart_a_dead_factory_and_idempotent_close():
     c = SimulatedCluster(world_size=2)
     first = c.pids
     c.restart()
-    assert set(first).isdisjoint(c.pids) and wait_gone(first, 1) == []
+    assert set(first).isdisjoint(c.pids) and wait_gone(first, patient(10)) == []
     assert c.run(jobs.ring_demo) == [1, 0]
     # The factory that forks the ranks dies: its ranks follow it, the job says so, and the next run
     # starts a new factory.
     os.kill(c._factory.proc.pid, signal.SIGKILL)
     with pytest.raises(RankError, match="rank 0 died.*\n.*rank factory process had died"):
-        c.run(jobs.hang_on_rank, 0, timeout=20)
+        c.run(jobs.hang_on_rank, 0, timeout=CLUSTER_TIMEOUT)  # a bound on a hang: the death ends the job
     assert c.run(jobs.ring_demo) == [1, 0]
     last = c.pids + [c._factory.proc.pid]
     c.close()
     c.close()
-    assert wait_gone(last, 1) == []
+    assert wait_gone(last, patient(10)) == []
     assert repr(c) == "SimulatedCluster(world_size=2, backend='gloo', closed)"
     with pytest.raises(RuntimeError, match="closed"):
         c.run(jobs.whoami)
 
 
-def test_two_clusters_at_once_do_not_collide():
-    with SimulatedCluster(world_size=2) as a, SimulatedCluster(world_size=2) as b:
+def test_two_clusters_at_once_do_not_collide(cluster):
+    """Two clusters (two notebooks) run jobs at the same time: the module's 3-rank cluster and a new 2-rank one.
+    Each has its own store and group; closing the new one leaves the other running."""
+    a = started(cluster)
+    with SimulatedCluster(world_size=2) as b:
         results = {}
 
         def work(name, c, values):
             results[name] = [c.run(jobs.all_reduce_demo, values) for _ in range(5)]
 
-        threads = [threading.Thread(target=work, args=("a", a, [1.0, 2.0])),
+        threads = [threading.Thread(target=work, args=("a", a, [1.0, 2.0, 3.0])),
                    threading.Thread(target=work, args=("b", b, [10.0, 20.0]))]
         for t in threads:
             t.start()
         for t in threads:
-            t.join(60)
-        pids = a.pids + b.pids + [a._factory.proc.pid, b._factory.proc.pid]
-    assert results == {"a": [[3.0, 3.0]] * 5, "b": [[30.0, 30.0]] * 5}
-    assert wait_gone(pids, 1) == []
+            t.join(patient(60))
+        pids = b.pids + [b._factory.proc.pid]
+    assert results == {"a": [[6.0, 6.0, 6.0]] * 5, "b": [[30.0, 30.0]] * 5}
+    assert wait_gone(pids, patient(10)) == []  # (the module's cluster is checked when the module ends)
+    assert a.running and a.run(jobs.whoami) == [(r, WORLD) for r in range(WORLD)]
 
 
 def test_killing_the_parent_leaves_no_orphans():
@@ -298,7 +325,7 @@ def test_killing_the_parent_leaves_no_orphans():
         assert len(pids) == 3 and all(alive(pid) for pid in pids)
         parent.send_signal(signal.SIGKILL)
         parent.wait(10)
-        assert wait_gone(pids, 5) == [], "processes outlived their killed parent"
+        assert wait_gone(pids, patient(10)) == [], "processes outlived their killed parent"
     finally:
         if parent.poll() is None:
             parent.kill()

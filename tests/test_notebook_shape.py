@@ -16,8 +16,10 @@ def load(path: Path) -> dict:
 
 
 def test_the_course_has_its_notebooks_in_order():
-    """00 to 08, with 04b (virtual stages) between 04 and 05: a lettered notebook keeps the numbers readable."""
-    assert [p.name.split("_")[0] for p in NOTEBOOKS] == ["00", "01", "02", "03", "04", "04b", "05", "06", "07", "08"]
+    """00 to 08, with 04b (virtual stages) between 04 and 05 and 05b (optimal schedules) between 05 and 06: a
+    lettered notebook keeps the numbers readable."""
+    assert [p.name.split("_")[0] for p in NOTEBOOKS] == ["00", "01", "02", "03", "04", "04b", "05", "05b", "06", "07",
+                                                         "08"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

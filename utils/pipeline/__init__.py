@@ -16,8 +16,12 @@
     runtime      how the simulator adapts to its process: the garbage-collector pause, numpy only if loaded
     explore      the pure functions behind the pipeline widgets and exercises
     compare      all schedules side by side on one model (the comparison widget, the capstone)
+    optimal/     the best schedule the cost model allows, found by CP-SAT (OR-Tools) from the dependency rule
+                 and the simulator's durations, as a kit Schedule; ``python -m utils.optimal``
+    optimal_figures  notebook 05b's tables and figures (each schedule beside its optimum, the memory cap sweep)
     executor/    what a rank runs to execute a schedule for real on a simulated cluster
 
-May import: torch, numpy, pandas, matplotlib, ``utils.figures``, ``utils.cluster`` (the executor only) and
-``utils.moe`` (the executor's MoE stage models only). The executor never imports the simulator.
+May import: torch, numpy, pandas, matplotlib, ``utils.figures``, ``utils.cluster`` (the executor only),
+``utils.moe`` (the executor's MoE stage models only) and ortools (``optimal`` only, when a search runs). The
+executor never imports the simulator.
 """

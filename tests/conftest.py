@@ -1,0 +1,28 @@
+"""Shared by every test under tests/: how the tests are spread over two processes (`make test` runs the unit
+tests with pytest-xdist, ``-n 2 --dist loadgroup``), and time limits that hold on a busy machine.
+
+Spreading: a module whose tests share a module-scoped fixture (a SimulatedCluster of rank processes, a
+full-scale evaluation) runs on one worker, so the fixture is built once and not once per worker; every
+other test goes to whichever worker is free. Without xdist the marks below change nothing.
+
+Time limits: `patient(seconds)` (tests/patience.py) scales a limit that bounds a hang (never a measurement)
+by how busy this machine's cores are, so a test that waits "at most 10 s" for processes to stop still passes
+while both cores are taken by other work (xdist's other worker, a notebook run, another user).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        fixturedefs = getattr(item, "_fixtureinfo", None)
+        if fixturedefs is None:
+            continue
+        shared = any(defs and defs[-1].scope in ("module", "package")
+                     for defs in fixturedefs.name2fixturedefs.values())
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+
