@@ -114,13 +114,16 @@ class ScheduleModel:
     def _precedences(self) -> None:
         """Each part starts after its inputs arrive (``SearchSpace.edges``: ``Schedule.inputs_of``)."""
         m = self.model
-        by_part: dict[Part, dict[str, set[tuple[Part, int]]]] = {}
+        # dicts, not sets, all the way: the model is built in the same order in every process (a set of tuples
+        # holding strings iterates in an order that changes with Python's hash seed, and so would CP-SAT's search)
+        by_part: dict[Part, dict[str, dict[tuple[Part, int], None]]] = {}
         for e in self.space.edges:
-            by_part.setdefault(e.consumer, {}).setdefault(e.kind, set()).add((e.producer, e.lag))
-        self.sure: dict[Part, set[tuple[Part, int]]] = {}
+            by_part.setdefault(e.consumer, {}).setdefault(e.kind, {})[(e.producer, e.lag)] = None
+        self.sure: dict[Part, list[tuple[Part, int]]] = {}
         for part, by_kind in by_part.items():
-            always = set.intersection(*by_kind.values()) if len(by_kind) == len(self.space.kinds_of(part)) \
-                else set()
+            every_kind = len(by_kind) == len(self.space.kinds_of(part))
+            always = [need for need in next(iter(by_kind.values()))
+                      if every_kind and all(need in needs for needs in by_kind.values())]
             self.sure[part] = always
             for kind, needs in by_kind.items():
                 when = self.runs_as(part, kind)
@@ -149,17 +152,18 @@ class ScheduleModel:
         share = self._shares()
         for r, rank_intervals in enumerate(self.intervals):
             mine = [p for p in space.parts if space.rank_of(p) == r]
-            subsets = {}
-            for h in {head[p] for p in mine if p.role != "W"}:  # a W's head follows its backward's
-                chosen = frozenset(p for p in mine if head[p] >= h)
+            subsets: dict[tuple[Part, ...], tuple[int, int]] = {}  # parts in rank order -> (head, tail)
+            for h in sorted({head[p] for p in mine if p.role != "W"}):  # a W's head follows its backward's
+                chosen = tuple(p for p in mine if head[p] >= h)
                 subsets[chosen] = (h, min(tail[p] for p in chosen))
-            for t in {tail[p] for p in mine if p.role != "W"}:
-                chosen = frozenset(p for p in mine if tail[p] >= t)
+            for t in sorted({tail[p] for p in mine if p.role != "W"}):
+                chosen = tuple(p for p in mine if tail[p] >= t)
                 subsets.setdefault(chosen, (min(head[p] for p in chosen), t))
             for chosen, (h, t) in subsets.items():
+                inside = frozenset(chosen)  # for membership only
                 m.add(self.makespan >= h + t + sum(share[p] for p in chosen))
                 m.add(self.makespan >= h + t + sum(length * lit for lit, length, parts, _, _ in rank_intervals
-                                                   if chosen.intersection(parts)))
+                                                   if inside.intersection(parts)))
 
     def _shares(self) -> dict[Part, cp_model.IntVar]:
         """Each part's share of its rank's busy time: its interval, or a pair's split between its two parts."""
@@ -258,7 +262,7 @@ class ScheduleModel:
         return tuple(rows)
 
 
-def _heads_and_tails(parts, sure: dict[Part, set[tuple[Part, int]]], shortest: dict[Part, int]):
+def _heads_and_tails(parts, sure: dict[Part, list[tuple[Part, int]]], shortest: dict[Part, int]):
     """For each part, the earliest it can start (head) and the least time the step lasts after its end
     (tail), along the dependencies every choice keeps, each action at its shortest."""
     head, tail = dict.fromkeys(parts, 0), dict.fromkeys(parts, 0)
