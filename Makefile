@@ -62,11 +62,14 @@ lab: setup ## Open the course in JupyterLab (on a headless server it prints the 
 
 # `make test` runs its stages one after another and prints how long each took (tools/stages.py); the first
 # stage that fails stops it with that stage's exit status. Unit tests: everything under tests/ but the
-# browser folder, on two processes (pytest-xdist; a module whose tests share a cluster stays on one process,
-# tests/conftest.py), nbval's plugin left out. Their JUnit XML feeds `make slowest`. Browser: all of
+# browser folder, on $(UNIT_WORKERS) processes (pytest-xdist; a module whose tests share a cluster stays on one
+# process, tests/conftest.py; UNIT_WORKERS=0: one process), nbval's
+# plugin left out (seconds of imports per process). Their JUnit XML feeds `make slowest`. Browser: all of
 # tests/browser (the site build and link checks too); the Chromium tests skip with "browser tests skipped:
-# Chromium not installed" when it is not. Portability: `make portability` (below).
-UNIT := $(PY) -m pytest -q -m "not browser" --ignore=tests/browser -p no:nbval -n 2 --dist loadgroup
+# Chromium not installed" when it is not. nbval: one notebook per process, $(UNIT_WORKERS) at a time (a notebook
+# waits on its kernel and its ranks much of the time). Portability: `make portability` (below).
+UNIT_WORKERS ?= 2
+UNIT := $(PY) -m pytest -q -m "not browser" --ignore=tests/browser -p no:nbval -n $(UNIT_WORKERS) --dist loadgroup
 BROWSER := $(PY) -m pytest -q tests/browser
 
 test: setup ## Run every test, stage by stage with its time: layer rules, unit, browser (if Chromium is here), nbval, portability
@@ -75,10 +78,10 @@ test: setup ## Run every test, stage by stage with its time: layer rules, unit, 
 	    'layer rules=$(VENV)/bin/lint-imports --no-cache' \
 	    'unit=$(UNIT) --junitxml=test-output/junit-unit.xml -o junit_family=xunit1' \
 	    'browser=$(BROWSER)' \
-	    'nbval=$(NBVAL) -q' \
+	    'nbval=$(NBVAL) -q -n $(UNIT_WORKERS) --dist loadfile' \
 	    'portability=$(MAKE) --no-print-directory portability'
 
-unit: setup ## Unit tests only (two processes; the ten slowest: make slowest)
+unit: setup ## Unit tests only, on two processes (UNIT_WORKERS=n to change); `make slowest` then lists the slowest
 	@mkdir -p test-output
 	$(UNIT) --junitxml=test-output/junit-unit.xml -o junit_family=xunit1
 

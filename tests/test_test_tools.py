@@ -1,0 +1,87 @@
+"""The tools `make test` runs its stages with (tools/stages.py) and reports the slowest tests with
+(tools/slowest_tests.py): a failing stage fails the run and skips what follows, times are printed, and the
+slowest tests and files are read from pytest's JUnit XML in either of its formats."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # tools/ is repository tooling, not part of the installed package
+    sys.path.insert(0, str(ROOT))
+
+from tools import slowest_tests, stages  # noqa: E402
+
+
+def test_stages_stop_at_the_first_failure_with_its_exit_status_and_list_every_time(capsys):
+    code = stages.main(["first=true", "second=exit 3", "third=echo never", "fourth="])
+    out = capsys.readouterr().out
+    assert code == 3
+    table = out[out.index("stage times:"):].splitlines()
+    assert table[1].split()[:3] == ["first", "0.0", "s"] and table[1].endswith("ok")
+    assert "FAILED (exit status 3)" in table[2]
+    assert "skipped (an earlier stage failed)" in table[3] and "never" not in out
+    assert "not set up yet" in table[4] and table[5].split()[0] == "total"
+
+
+def test_keep_going_runs_every_stage_and_still_fails():
+    assert stages.main(["--keep-going", "a=false", "b=true"]) == 1
+    assert stages.main(["a=true", "b=true"]) == 0
+
+
+def test_a_stage_is_name_equals_command(capsys):
+    with pytest.raises(SystemExit):
+        stages.main(["no command"])
+    assert "NAME=COMMAND" in capsys.readouterr().err
+
+
+XUNIT1 = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest">
+<testcase classname="tests.test_a" name="test_fast" file="tests/test_a.py" line="1" time="0.010"/>
+<testcase classname="tests.test_a" name="test_slow[x]" file="tests/test_a.py" line="5" time="3.5"/>
+<testcase classname="tests.test_b.TestThing" name="test_mid" file="tests/test_b.py" line="9" time="1.25">
+<failure message="boom">boom</failure></testcase>
+<testcase classname="tests.test_b" name="test_skipped" file="tests/test_b.py" line="12" time="0.001">
+<skipped message="why">why</skipped></testcase>
+</testsuite></testsuites>"""
+
+
+def test_slowest_tests_from_a_junit_xml(tmp_path, capsys):
+    xml = tmp_path / "junit.xml"
+    xml.write_text(XUNIT1)
+    cases = slowest_tests.read_durations(xml)
+    assert ("tests/test_a.py::test_slow[x]", 3.5, "passed") in cases
+    assert ("tests/test_b.py::test_mid", 1.25, "failed") in cases
+    assert slowest_tests.main([str(xml), "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    first = lines.index("The 2 slowest tests:")
+    assert "tests/test_a.py::test_slow[x]" in lines[first + 1] and "[failed]" in lines[first + 2]
+    files = lines.index("The 2 slowest files:")
+    assert "tests/test_a.py (2 tests)" in lines[files + 1] and "tests/test_b.py (2 tests)" in lines[files + 2]
+
+
+def test_slowest_tests_reads_pytests_default_format_too(tmp_path):
+    xml = tmp_path / "junit.xml"  # xunit2: no file attribute; the file comes from the class name
+    xml.write_text(XUNIT1.replace(' file="tests/test_a.py"', "").replace(' file="tests/test_b.py"', ""))
+    names = {test for test, _, _ in slowest_tests.read_durations(xml)}
+    assert names == {"tests/test_a.py::test_fast", "tests/test_a.py::test_slow[x]", "tests/test_b.py::test_mid",
+                     "tests/test_b.py::test_skipped"}
+
+
+def test_slowest_tests_says_what_is_missing(tmp_path, capsys):
+    assert slowest_tests.main([str(tmp_path / "none.xml")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    (tmp_path / "bad.xml").write_text("not xml")
+    assert slowest_tests.main([str(tmp_path / "bad.xml")]) == 2
+
+
+def test_a_skip_reason_said_by_a_stage_is_repeated_after_the_table(capfd):
+    """`make test` still ends by saying "browser tests skipped: Chromium not installed" when it is."""
+    said = "browser tests skipped: Chromium not installed (apt-get install chromium) (13 tests)"
+    assert stages.main([f"browser=echo '{said}'; echo '13 skipped'", "nbval=echo 'all passed'"]) == 0
+    out = capfd.readouterr().out
+    table = out[out.index("stage times:"):]
+    assert "all passed" not in table and table.count(said) == 1 and table.rstrip().endswith(said)
