@@ -58,10 +58,12 @@ def test_the_valid_calls_of_the_table_run(fn, kwargs):
 
 
 def test_the_rules_of_a_search_are_named():
-    assert_teaches(lambda: solve.optimal_schedule(2, 4, CostModel(F=1.5, B=2, W=1)), "whole", "F lasts 1.5")
+    assert_teaches(lambda: solve.optimal_schedule(2, 4, CostModel(F=1.0001, B=2, W=1)), "tick", "F 1.0001")
     assert_teaches(lambda: solve.optimal_schedule(2, 4, CostModel(F=1, B=2, W=0), split_backward=True),
                    "take time", "W")
-    assert_teaches(lambda: solve.optimal_schedule(2, 4, CostModel(F=1, B=2, W=1, p2p=0.5)), "whole", "p2p")
+    assert_teaches(lambda: solve.optimal_schedule(2, 4, CostModel(F=1, B=2, W=1, p2p=0.0005)), "tick", "p2p")
+    assert_teaches(lambda: solve.optimal_schedule(2, 4, CostModel(F=1, B=2, W=1, chunk_scale=(1, 2))),
+                   "chunk_scale", "same")
     assert_teaches(lambda: solve.optimal_schedule(3, 4, COSTS, "bidirectional"), "even")
     assert_teaches(lambda: solve.optimal_schedule(16, 16, COSTS), "MAX_STAGE_PASSES")
     assert_teaches(lambda: solve.optimal_schedule(2, 4, COSTS, "v", max_activations=1), "max_activations", "2")
@@ -73,7 +75,9 @@ def test_the_rules_of_a_search_are_named():
 
 CASES = [
     (["--ranks", "0", "--microbatches", "4"], "at least 1"),
-    (["--ranks", "2", "--microbatches", "4", "--F", "1.5"], "whole"),
+    (["--ranks", "2", "--microbatches", "4", "--F", "1.0001"], "tick"),
+    (["--ranks", "2", "--microbatches", "4", "--comm-share", "1"], "comm_share"),
+    (["--ranks", "2", "--microbatches", "4", "--chunk-scale", "1,x"], "chunk-scale"),
     (["--ranks", "2", "--microbatches", "4", "--F", "nan"], "finite"),
     (["--ranks", "2"], "required"),
     (["--ranks", "2", "--microbatches", "3", "--placement", "bidirectional"], "even"),

@@ -20,7 +20,7 @@ from patience import patient
 from utils import inputs as arg
 from utils.pipeline import compare, explore, plots, table2, virtual_stages
 from utils.pipeline.costs import CostModel
-from utils.pipeline.generators import bidirectional, linear, overlapped, virtual
+from utils.pipeline.generators import bidirectional, chimera, linear, overlapped, virtual
 from utils.pipeline.registry import SCHEDULE_NAMES, make_schedule, schedule_key, schedule_name
 from utils.pipeline.schedule import (
     Action,
@@ -54,6 +54,13 @@ TABLE = [
     (virtual.interleaved_rank_actions, dict(rank=0, n_ranks=2, n_microbatches=4, v=2, warmup=3),
      {"rank": BAD["index"] + [2], "v": "count", "warmup": [-1, 1.5, None]}),
     (virtual.zbv_fill_microbatches, dict(n_ranks=4), {"n_ranks": "count"}),
+    (chimera.chimera, dict(n_ranks=4, n_microbatches=8),
+     {"n_ranks": BAD["count"] + [3, 5], "n_microbatches": BAD["count"] + [2, 6, 9]}),
+    (chimera.chimera_phase_steps, dict(n_ranks=4, rank=1), {"n_ranks": BAD["count"] + [3], "rank": BAD["index"] + [4]}),
+    (chimera.chimera_bubble, dict(pp=4, n_microbatches=8, F=1, B=2),
+     {"pp": BAD["count"] + [3], "n_microbatches": BAD["count"] + [2, 6], "F": "nonneg", "B": "nonneg"}),
+    (chimera.chimera_peak_activations, dict(pp=4, rank=0), {"pp": BAD["count"] + [3], "rank": BAD["index"] + [4]}),
+    (chimera.dualpipe_over_chimera, dict(), {}),
     (Action, dict(stage=0, kind="F", microbatch=0),
      {"stage": BAD["index"], "microbatch": BAD["index"], "kind": ["X", 3, None, "f"]}),
     (OverlappedAction, dict(forward=Action(0, "F", 1), backward=Action(0, "B", 0)),

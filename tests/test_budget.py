@@ -28,16 +28,18 @@ SIZES = [(1, 1), (2, 3), (2, 4), (3, 7), (4, 8), (4, 9), (5, 12), (6, 13), (8, 1
 
 def _compute_of(action, c: CostModel) -> float:
     """The cost model's compute time of one action (no communication): the reference for the budget."""
-    if isinstance(action, OverlappedAction):
-        return c.FB if action.backward.kind == "B" else max(c.F, c.I, c.FB - c.W)
+    if isinstance(action, OverlappedAction):  # on the SMs its hidden all-to-all leaves, if it hides one
+        slow = 1 / (1 - c.comm_share) if c.dispatch + c.combine > 0 else 1.0
+        return slow * (c.FB if action.backward.kind == "B" else max(c.F, c.I, c.FB - c.W))
     return c.duration(action.kind)
 
 
 def _a2a_exposed_of(action, c: CostModel) -> float:
     """All-to-all a rank waits for inside ``action``: all of it alone, the excess over the partner in a pair."""
     a2a = c.dispatch + c.combine
-    if isinstance(action, OverlappedAction):
-        return max(0.0, a2a - c.duration(action.backward.kind)) + max(0.0, a2a - c.F)
+    if isinstance(action, OverlappedAction):  # the partner computes on the SMs the all-to-all leaves
+        slow = 1 / (1 - c.comm_share) if a2a > 0 else 1.0
+        return max(0.0, a2a - slow * c.duration(action.backward.kind)) + max(0.0, a2a - slow * c.F)
     return 0.0 if action.kind == "W" else a2a
 
 

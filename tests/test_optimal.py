@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -115,14 +116,25 @@ def test_the_same_search_gives_the_same_schedule_in_another_process():
     assert there.returncode == 0, there.stderr
     answer = json.loads(there.stdout)
     assert answer["schedule"] == [[str(a) for a in row] for row in here.schedule.actions]
-    assert answer["makespan"] == here.makespan == 28 and answer["proven_optimal"]
+    # a pair computes on 112 of 132 SMs (comm_share 20/132): 3 x 132/112 = 99/28 units, counted in 28ths
+    assert answer["makespan"] == here.makespan == pytest.approx(804 / 28, abs=1e-12) and answer["proven_optimal"]
 
 
 def test_lengths_are_the_simulators_durations():
     assert action_lengths(PLAIN) == {k: PLAIN.duration(k) for k in ("F", "B", "I", "W", "FB", "FI")}
     with_a2a = action_lengths(A2A)
     assert with_a2a["F"] == A2A.F + 1 and with_a2a["W"] == A2A.W  # an F waits for its all-to-all; W has none
-    assert with_a2a["FB"] == A2A.FB  # inside a pair each chunk's all-to-all hides behind the other
+    # inside a pair each chunk's all-to-all hides behind the other, which computes on the SMs it leaves
+    assert with_a2a["FB"] == A2A.FB * 132 / 112 == A2A.FB * A2A.pair_slowdown
+    assert action_lengths(replace(A2A, comm_share=0))["FB"] == A2A.FB  # free overlap: the pair's compute alone
+
+
+def test_lengths_that_are_not_whole_units_are_counted_in_ticks():
+    found = optimal_schedule(2, 4, A2A, "v", split_backward=True, pairs=True)
+    assert found.timeline.makespan == found.makespan and found.proven_optimal
+    assert (found.makespan * 28) == pytest.approx(round(found.makespan * 28), abs=1e-9)  # whole 28ths
+    half = optimal_schedule(2, 4, CostModel(F=1.5, B=3, W=1.5))  # 1F1B's (M + PP - 1)(F + B), in half units
+    assert half.makespan == 5 * 4.5 and half.proven_optimal
 
 
 def test_placements_are_the_generators():

@@ -54,11 +54,14 @@ def test_with_no_all_to_all_it_is_table2s_1f1b_bubble():
 
 
 def test_the_saving_over_1f1b_is_the_hidden_all_to_all():
-    """With F&B = F + B and a <= min(F, B) each of the M - 1 pairs hides both of its chunks' all-to-alls."""
-    costs = CostModel(F=1, B=2, W=1, dispatch=0.5, combine=0.5)
-    for pp, m in [(4, 8), (8, 33), (16, 64)]:
-        saving = table2.one_f_one_b_step_time(pp, m, costs) - table2.overlap_step_time(pp, m, costs)
-        assert saving == (m - 1) * 2 * (costs.dispatch + costs.combine)
+    """With F&B = F + B and a <= min(F, B) each of the M - 1 pairs hides both of its chunks' all-to-alls, and
+    pays for it in compute: the pair runs on the SMs the communication leaves (k = 132/112 by default)."""
+    for share in (0, 20 / 132, 0.3):
+        costs = CostModel(F=1, B=2, W=1, dispatch=0.5, combine=0.5, comm_share=share)
+        k = 1 / (1 - share)
+        for pp, m in [(4, 8), (8, 33), (16, 64)]:
+            saving = table2.one_f_one_b_step_time(pp, m, costs) - table2.overlap_step_time(pp, m, costs)
+            assert saving == pytest.approx((m - 1) * (2 * (costs.dispatch + costs.combine) - (k - 1) * costs.FB))
 
 
 @pytest.mark.parametrize("costs,why", [

@@ -73,9 +73,14 @@ def test_the_reports_setting_fits_in_80_gb(report):
 def test_overlap_needs_pairs_and_only_dualpipe_fits_with_it(report):
     s = report.schedules
     added = {name: r.a2a_added_ms for name, r in s.items()}
-    # F&B pairs hide the all-to-all; the V placement alone (ZB-V) does not
-    assert added["1f1b-overlap"] < 0.2 * added["1f1b"] and added["dualpipe"] < 0.2 * added["1f1b"]
+    # F&B pairs hide the all-to-all; the V placement alone (ZB-V) does not. Hiding is not free: a pair computes
+    # on 112 of 132 SMs, and that slower compute is most of what the all-to-all still adds to DualPipe's step
+    assert added["1f1b-overlap"] < 0.4 * added["1f1b"] and added["dualpipe"] < 0.4 * added["1f1b"]
     assert added["zbv"] > 0.9 * added["1f1b"]
+    slower = s["dualpipe"].pipeline.costs.pair_slowdown - 1  # 20/112
+    pairs = sum(1 for iv in s["dualpipe"].timeline.intervals[0] if iv.kind == "FB")
+    assert slower == pytest.approx(20 / 112)
+    assert added["dualpipe"] > 0.5 * pairs * slower * s["dualpipe"].pipeline.costs.FB
     # 1F1B with overlapped pairs holds 2 PP chunk-activations and does not fit; DualPipe's PP + 1 does
     assert s["1f1b-overlap"].peak_activations == 2 * 16
     assert s["1f1b-overlap"].memory.total > 80e9 >= s["dualpipe"].memory.total
@@ -83,7 +88,7 @@ def test_overlap_needs_pairs_and_only_dualpipe_fits_with_it(report):
 
 def test_dualpipe_hides_the_all_to_all_and_pays_in_parameters(report):
     one, dual = report.schedules["1f1b"], report.schedules["dualpipe"]
-    assert dual.a2a_added_ms < 0.25 * one.a2a_added_ms
+    assert dual.a2a_added_ms < 0.4 * one.a2a_added_ms  # hidden, but its pairs compute on 112 of 132 SMs
     budget = dual.timeline.worst_budget()
     assert dual.compute_ms + dual.comm_waited_ms + dual.idle_ms == pytest.approx(dual.step_ms)
     assert (dual.compute_ms, dual.idle_ms) == (budget.compute, budget.idle)

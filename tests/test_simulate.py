@@ -107,22 +107,44 @@ def test_all_to_all_blocks_plain_actions():
 
 def test_all_to_all_hidden_inside_pairs():
     """Inside F&B each chunk's all-to-all runs while the partner computes: hidden when it is shorter."""
-    hidden = CostModel(F=1, B=2, W=1, FB=3, dispatch=0.25, combine=0.25)
+    hidden = CostModel(F=1, B=2, W=1, FB=3, dispatch=0.25, combine=0.25, comm_share=0)  # free overlap
     tl = simulate(make_schedule("dualpipev", 2, 4), hidden)
     pairs = [iv for row in tl.intervals for iv in row if iv.kind == "FB"]
     assert pairs and all(iv.end - iv.start == 3 for iv in pairs)
     pair_comms = [c for c in tl.comms if c.label.startswith("all-to-all")]
     assert len(pair_comms) == 2 * len(pairs) and all(c.overlapped for c in pair_comms)
     # longer than the partner's compute (F = 1): the excess 1.5 - 1 shows
-    long = CostModel(F=1, B=2, W=1, FB=3, dispatch=0.75, combine=0.75)
+    long = CostModel(F=1, B=2, W=1, FB=3, dispatch=0.75, combine=0.75, comm_share=0)
     tl = simulate(make_schedule("dualpipev", 2, 4), long)
     pairs = [iv for row in tl.intervals for iv in row if iv.kind == "FB"]
     assert all(iv.end - iv.start == 3.5 for iv in pairs)
 
 
+def test_hiding_costs_the_sms_the_communication_takes():
+    """By default a pair that hides an all-to-all computes on 112 of 132 SMs: 132/112 times its F&B, and the
+    partner it hides behind computes that much longer too; plain actions and pairs with nothing to hide keep
+    the whole GPU."""
+    k = 132 / 112
+    for a, excess in ((0.5, 0.0), (1.5, 1.5 - k)):  # (all-to-all, what shows beyond the slowed partner F)
+        costs = CostModel(F=1, B=2, W=1, dispatch=a / 2, combine=a / 2)
+        tl = simulate(make_schedule("dualpipev", 2, 4), costs)
+        pairs = [iv for row in tl.intervals for iv in row if iv.kind == "FB"]
+        assert pairs and all(iv.end - iv.start == pytest.approx(3 * k + excess) for iv in pairs)
+        lone = [iv for row in tl.intervals for iv in row if iv.kind in "FB" and len(iv.kind) == 1]
+        assert all(iv.end - iv.start == pytest.approx(costs.duration(iv.kind) + a) for iv in lone if iv.kind != "W")
+        for r in range(tl.n_ranks):  # the slowed compute counts as compute; the budget still adds up
+            b = tl.budget(r)
+            assert b.compute + b.comm_exposed + b.idle == pytest.approx(tl.makespan)
+    nothing_to_hide = simulate(make_schedule("dualpipev", 2, 4), CostModel(F=1, B=2, W=1))
+    assert all(iv.end - iv.start == 3 for row in nothing_to_hide.intervals for iv in row if iv.kind == "FB")
+    share_zero = CostModel(F=1, B=2, W=1, dispatch=0.25, combine=0.25, comm_share=0)
+    assert simulate(make_schedule("dualpipe", 4, 8), share_zero).makespan < \
+        simulate(make_schedule("dualpipe", 4, 8), replace(share_zero, comm_share=20 / 132)).makespan
+
+
 def test_dualpipe_hides_what_1f1b_exposes():
     """Same chunk costs and all-to-all: the all-to-all lengthens 1F1B's step far more than DualPipe's."""
-    base = CostModel(F=1, B=2, W=1, FB=2.5)
+    base = CostModel(F=1, B=2, W=1, FB=2.5, comm_share=0)  # what is hidden, with overlap free
     ep = replace(base, dispatch=0.3, combine=0.3)
     grow = {}
     for name, ranks in (("1f1b", 4), ("dualpipe", 4)):
@@ -243,12 +265,14 @@ MIN_MB = {"dualpipe": lambda r: 2 * r, "dualpipev": lambda r: 2 * r}
 def schedules(draw):
     name = draw(st.sampled_from(SCHEDULE_NAMES))
     ranks = draw(st.integers(1, 16))
-    if name == "dualpipe":
+    if name in ("dualpipe", "chimera"):
         ranks = max(2, ranks - ranks % 2)
     low = MIN_MB.get(name, lambda r: 1)(ranks)
     mbs = draw(st.integers(low, max(low, 64)))
     if name == "dualpipe":
         mbs += mbs % 2
+    if name == "chimera":  # basic units of PP micro-batches (Li and Hoefler, Sec. 3.5)
+        mbs = max(ranks, mbs - mbs % ranks)
     while name == "interleaved1f1b" and mbs % max(1, mbs // ranks):  # equal rounds only
         mbs -= 1
     return make_schedule(name, ranks, mbs)

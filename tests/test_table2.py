@@ -89,7 +89,7 @@ def test_zb1p_differs_when_w_is_longer_than_f():
     assert worst_idle("zb1p", 4, 8, c) == 3
     assert table2.assumptions_hold("zb1p", c, 4, 8) == (
         False,
-        "ZB1P needs W <= F and W <= B - W so a postponed W fits in a wait",
+        "ZB1P needs W <= F and W <= B - W (execution times) so a postponed W fits in a wait",
     )
 
 

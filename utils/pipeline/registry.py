@@ -16,6 +16,7 @@ from collections.abc import Callable
 from utils import inputs as arg
 from utils.pipeline import runtime
 from utils.pipeline.generators.bidirectional import dualpipe, dualpipev
+from utils.pipeline.generators.chimera import chimera
 from utils.pipeline.generators.linear import gpipe, naive, one_f_one_b, zb1p
 from utils.pipeline.generators.overlapped import one_f_one_b_overlap
 from utils.pipeline.generators.virtual import interleaved1f1b, zbv
@@ -31,6 +32,7 @@ _BUILDERS: dict[str, Callable[[int, int], Schedule]] = {
     "dualpipev": dualpipev,
     "interleaved1f1b": interleaved1f1b,
     "zbv": zbv,
+    "chimera": chimera,  # DualPipe's ancestor (Li and Hoefler, SC'21): not a Table 2 row, not in the comparison
 }
 SCHEDULE_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 # The schedules of the DeepSeek-V3 report's Table 2 (1F1B, ZB1P, DualPipe) plus DualPipeV, whose row comes
@@ -71,8 +73,8 @@ def schedule_name(name) -> str:
     if found is None:
         raise arg.InputError(
             f"Unknown schedule {name!r}: the kit builds {', '.join(SCHEDULE_NAMES)} (the schedules compared in "
-            f"the DeepSeek-V3 report's Table 2, the fair 1F1B baseline with overlapped pairs, plus naive and "
-            f"GPipe for reference)."
+            f"the DeepSeek-V3 report's Table 2, the fair 1F1B baseline with overlapped pairs, plus naive, GPipe "
+            f"and Chimera for reference)."
         )
     return found
 

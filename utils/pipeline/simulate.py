@@ -9,13 +9,16 @@ Semantics (the rules a learner can replay with a pencil; DeepSeek-V3 report Sec.
 * B or I of stage s for m needs the B or I of the stage after s on the route (the last stage, which holds the
   loss, needs nothing from outside) and its own F of m.
 * W of stage s for m needs its own I of m.
-* Durations: F, B (full backward), W, I = B - W (``B_input``). An overlapped pair lasts ``FB`` (F&B) and both
-  of its results are ready at its end (if its backward is an I, it lasts max(F, B - W, FB - W)).
+* Durations (``CostModel.duration``): F, B (full backward), W, I = B - W (``B_input``). An overlapped pair
+  lasts ``FB`` (F&B) and both of its results are ready at its end (if its backward is an I, it lasts
+  max(F, B - W, FB - W)). With ``chunk_scale`` each action's costs are its model chunk's.
 * Optional expert-parallel all-to-all (``dispatch`` before a chunk's MLP, ``combine`` after it; a backward
   runs their gradients, which cost the same): for a plain F, B or I it blocks the rank (the action lasts its
   compute plus dispatch plus combine); inside an F&B pair each chunk's all-to-all runs while the partner
-  chunk computes, so it is hidden up to the partner's compute time and only the excess is added. W has no
-  all-to-all. These communications appear as ``CommInterval`` rows so plots can draw what DualPipe hides.
+  chunk computes, so it is hidden up to the partner's compute time and only the excess is added. Hiding
+  costs compute: the pair computes on the SMs the communication leaves (``comm_share``, 20 of 132 by
+  default), so it lasts ``pair_slowdown`` times its F&B. W has no all-to-all. These communications appear
+  as ``CommInterval`` rows so plots can draw what DualPipe hides. ``action_length`` is the whole rule.
 * The time budget: each interval records the all-to-all its rank waited for inside it (``comm_wait``) and
   the time the rank waited before it for a message in flight (``p2p_wait``: the inputs were all produced,
   one had not arrived). ``Timeline.budget(rank)`` splits the step into compute + exposed communication +
@@ -28,6 +31,8 @@ Command line::
 
     python -m utils.simulate dualpipe --ranks 8 --microbatches 16 --F 1 --B 2 --W 1 --FB 3 [--p2p 0] [--json]
     python -m utils.simulate 1f1b-overlap --ranks 4 --microbatches 8 --dispatch 0.5 --combine 0.5 --json
+    python -m utils.simulate dualpipe --ranks 4 --microbatches 8 --dispatch 0.5 --combine 0.5 --comm-share 0
+    python -m utils.simulate 1f1b --ranks 4 --microbatches 8 --chunk-scale 1.3,1,1,1.4
 
 ``--json`` prints the makespan, worst idle, bubble ratio, the budget's shares of all rank-time, and per rank:
 busy, idle, peak_activations, param_copies, compute and comm_exposed (compute + comm_exposed + idle =
@@ -41,9 +46,9 @@ import sys
 
 from utils import inputs as arg
 from utils.pipeline import runtime
-from utils.pipeline.costs import CostModel
+from utils.pipeline.costs import COMM_SHARE, CostModel
 from utils.pipeline.registry import SCHEDULE_NAMES, make_schedule
-from utils.pipeline.schedule import ACT, ACTION_KINDS, Schedule, action_parts
+from utils.pipeline.schedule import ACT, ACTION_KINDS, ActionLike, Schedule, action_parts
 from utils.pipeline.timeline import CommInterval, Interval, Timeline
 from utils.pipeline.validation import check_structure, validate
 
@@ -59,6 +64,10 @@ def simulate(schedule: Schedule, costs: CostModel, check: bool = True) -> Timeli
     arg.instance(costs, "costs", CostModel, "a CostModel (e.g. CostModel(F=1, B=2, W=1))", where="simulate")
     check = arg.flag(check, "check", where="simulate")
     # no reference cycles are made: the cyclic collector would only rescan the heap (utils.pipeline.runtime)
+    if costs.chunk_scale is not None and len(costs.chunk_scale) != schedule.n_chunks:
+        raise arg.InputError(
+            f"simulate: costs.chunk_scale has {len(costs.chunk_scale)} factors, but {schedule.name} cuts the "
+            f"model into {schedule.n_chunks} chunks: give one factor per model chunk (Schedule.n_chunks).")
     with runtime.cyclic_gc_paused():
         if check:
             check_structure(schedule)  # the deadlock rule is checked by running it, below
@@ -76,7 +85,8 @@ def _simulate(schedule: Schedule, costs: CostModel) -> Timeline:
     n_ranks, n_keys, offsets = schedule.n_ranks, slots.n_keys, slots.offsets
     need0, need1, need2 = slots.needs
     make0, make1 = slots.makes
-    kind, length, p2p = slots.kind, _lengths(costs), costs.p2p
+    kind, p2p = slots.kind, costs.p2p
+    length = _action_lengths(schedule, slots, costs)  # how long each action holds its rank
 
     # when each input is there, by slot (DependencySlots): its producer's end, plus p2p where the slot is
     # another rank's copy (-1: not yet made)
@@ -116,7 +126,7 @@ def _simulate(schedule: Schedule, costs: CostModel) -> Timeline:
                 elif t < 0:
                     missing = need2[g]
                     break
-            t_free = ready + length[k]
+            t_free = ready + length[g]
             starts[g] = ready
             ends[g] = t_free
             key = make0[g]
@@ -149,7 +159,7 @@ def _simulate(schedule: Schedule, costs: CostModel) -> Timeline:
         raise ValueError(
             "The schedule cannot finish: every unfinished rank waits for an input; " + ", ".join(stuck)
         )
-    comm_wait, p2p_wait = _budget_waits(slots, arrival, starts, ends, costs, length)
+    comm_wait, p2p_wait = _budget_waits(schedule, slots, arrival, starts, ends, costs, length)
     intervals = tuple(
         Interval.row(r, acts, starts[a:b], ends[a:b], _part(comm_wait, a, b), _part(p2p_wait, a, b))
         for r, (acts, a, b) in enumerate(zip(schedule.actions, offsets[:-1], offsets[1:], strict=True))
@@ -169,7 +179,7 @@ def _part(values: list[float] | None, a: int, b: int) -> list[float] | None:
     return None if values is None else values[a:b]
 
 
-def _budget_waits(slots, arrival, starts, ends, costs: CostModel, length) -> tuple[list[float] | None, ...]:
+def _budget_waits(schedule, slots, arrival, starts, ends, costs: CostModel, length) -> tuple[list[float] | None, ...]:
     """Every action's waits for the time budget (``utils.pipeline.timeline``): ``comm_wait``, the all-to-all
     it waits for inside it (the part of its length beyond ``costs.duration``), and ``p2p_wait``, the time
     before it when its inputs were all produced but one was still in flight (p2p latency).
@@ -177,8 +187,15 @@ def _budget_waits(slots, arrival, starts, ends, costs: CostModel, length) -> tup
     None for a column that is 0 throughout: without all-to-all, and without p2p latency (the common case
     costs nothing).
     """
-    comm = [length[k] - costs.duration(ACTION_KINDS[k]) for k in slots.kind] \
-        if costs.dispatch + costs.combine > 0 else None
+    comm = None
+    if costs.all_to_all > 0:
+        if costs.chunk_scale is None:
+            compute = [costs.duration(k) for k in ACTION_KINDS]
+            comm = [n - compute[k] for n, k in zip(length, slots.kind, strict=True)]
+        else:
+            chunk_of = schedule.stage_to_chunk
+            comm = [n - costs.duration(a, chunk_of) for n, a in
+                    zip(length, (a for row in schedule.actions for a in row), strict=True)]
     if costs.p2p <= 0:
         return comm, None
     first = set(slots.offsets)
@@ -193,21 +210,25 @@ def _budget_waits(slots, arrival, starts, ends, costs: CostModel, length) -> tup
     return comm, in_flight
 
 
-def _lengths(costs: CostModel) -> list[float]:
-    """How long an action of each kind (``ACTION_KINDS``) occupies a rank: ``costs.duration`` plus the
-    all-to-all it cannot hide."""
-    a2a = costs.dispatch + costs.combine
-    length = {k: costs.duration(k) + (a2a if k != "W" else 0.0) for k in "FBIW"}
-    for b_kind in "BI":
-        # each chunk's all-to-all hides behind the partner chunk's compute; only the excess shows
-        exposed = max(0.0, a2a - costs.duration(b_kind)) + max(0.0, a2a - costs.F)
-        length["F" + b_kind] = costs.duration("F" + b_kind) + exposed
-    return [length[k] for k in ACTION_KINDS]
+def action_length(costs: CostModel, action: ActionLike | str, stage_to_chunk=None) -> float:
+    """How long ``action`` holds its rank: ``CostModel.length`` (its compute plus the all-to-all it does not
+    hide), the rule the simulator places every action by."""
+    return costs.length(action, stage_to_chunk)
+
+
+def _action_lengths(schedule: Schedule, slots, costs: CostModel) -> list[float]:
+    """``action_length`` of every action, in the slots' rank-by-rank order: by kind for a uniform model (one
+    price per kind), action by action with ``chunk_scale``."""
+    if costs.chunk_scale is None:
+        by_kind = [action_length(costs, k) for k in ACTION_KINDS]
+        return [by_kind[k] for k in slots.kind]
+    chunk_of = schedule.stage_to_chunk
+    return [action_length(costs, a, chunk_of) for row in schedule.actions for a in row]
 
 
 def _comms(schedule: Schedule, slots, costs: CostModel, intervals, arrival) -> tuple[CommInterval, ...]:
     """The p2p transfers and all-to-alls to draw (timing is already decided; this is for the pictures)."""
-    a2a = costs.dispatch + costs.combine
+    a2a = costs.all_to_all
     comms: list[CommInterval] = []
     for rank, row in enumerate(intervals):
         was_free = 0.0
@@ -237,7 +258,7 @@ def _comms(schedule: Schedule, slots, costs: CostModel, intervals, arrival) -> t
                 comms.append(CommInterval(rank, f"{first} {action}", t, t + c1, False))
                 comms.append(CommInterval(rank, f"{second} {action}", t + c1 + half, end, False))
                 continue
-            hidden = end - start <= costs.duration(action)
+            hidden = end - start <= costs.duration(action, schedule.stage_to_chunk)
             t = start
             for part in parts:
                 comms.append(CommInterval(rank, f"all-to-all {part}", t, t + a2a, hidden))
@@ -267,9 +288,11 @@ def _main(argv: list[str] | None) -> int:
         ("combine", 0.0),
     ):
         parser.add_argument(f"--{flag}", type=float, default=default)
+    add_overlap_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print JSON (makespan and per-rank numbers)")
     args = parser.parse_args(argv)
-    costs = CostModel(args.F, args.B, args.W, args.FB, args.p2p, args.dispatch, args.combine)
+    costs = CostModel(args.F, args.B, args.W, args.FB, args.p2p, args.dispatch, args.combine,
+                      comm_share=args.comm_share, chunk_scale=chunk_factors(args.chunk_scale))
     timeline = simulate(make_schedule(args.name, args.ranks, args.microbatches), costs)
     rows = timeline.summary()
     if args.json:
@@ -281,6 +304,8 @@ def _main(argv: list[str] | None) -> int:
                     "worst_idle": timeline.worst_idle,
                     "bubble_ratio": timeline.bubble_ratio,
                     "budget_shares": timeline.budget_shares(),
+                    "comm_share": costs.comm_share,
+                    "chunk_scale": list(costs.chunk_scale) if costs.chunk_scale is not None else None,
                     "ranks": rows,
                 },
                 indent=1,
@@ -301,6 +326,26 @@ def _main(argv: list[str] | None) -> int:
         )
     print(ascii_timeline(timeline))
     return 0
+
+
+def add_overlap_arguments(parser) -> None:
+    """``--comm-share`` and ``--chunk-scale``, shared by the command lines that take a cost model."""
+    parser.add_argument("--comm-share", type=float, default=COMM_SHARE,
+                        help="share of compute a pair gives up while it hides communication (default 20/132, "
+                             "DeepSeek-V3's SMs for the all-to-all; 0: overlap is free); plain actions unaffected")
+    parser.add_argument("--chunk-scale", default=None, metavar="S0,S1,...",
+                        help="one factor per model chunk multiplying its F, B and W (default: all 1)")
+
+
+def chunk_factors(text: str | None) -> tuple[float, ...] | None:
+    """``--chunk-scale``'s value: comma-separated numbers (their range is CostModel's to check)."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise arg.InputError(f"--chunk-scale takes comma-separated numbers, one per model chunk (e.g. "
+                             f"1.3,1,1,1.4); got {text!r}.") from None
 
 
 def ascii_timeline(timeline: Timeline, width: int = 100) -> str:

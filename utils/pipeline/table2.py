@@ -11,12 +11,18 @@ DualPipe   (PP/2-1)(F&B+B-3W)         2x          PP+1
 =========  =========================  ==========  ==========
 
 F forward chunk, B full backward chunk, W its weight part, and F&B "the execution time of two mutually
-overlapped forward and backward chunks" (the report's words). The course gives F&B one meaning: the
-**compute** time of an overlapped pair, F + B by default. The expert all-to-all is modelled separately
-(``CostModel.dispatch``/``combine``: the pair hides it behind the partner chunk's compute), so the pair saves
-communication, not compute. An F&B below F + B says that the two chunks' computations themselves overlap
-(compute overlap, ``CostModel.compute_overlap``), which needs a reason (e.g. a memory-bound kernel of one
-chunk sharing the GPU with the matrix multiplications of the other); the report claims none.
+overlapped forward and backward chunks" (the report's words): all four are **execution times**, how long a
+chunk holds its GPU, its communication included. The course's ``CostModel`` separates the two: F, B, W and
+F&B there are compute, and the expert all-to-all a = dispatch + combine is added by the simulator (a lone
+chunk waits for all of it, a pair hides each chunk's behind the partner's compute, on the SMs the
+communication leaves: ``CostModel.comm_share``). ``execution_times`` turns a cost model into the report's
+quantities, F = F + a, B = B + a, W = W (no all-to-all) and F&B = the pair's length, and the formulas below
+take those. So Table 2 holds with communication too: with a = 1 per chunk (F = 2, B = 3, W = 1 and F&B = 3
+when overlap is free) the simulator gives the three rows' bubbles exactly at PP 4, 8 and 16. Without
+communication execution time and compute are the same. An F&B compute below F + B says that the two chunks'
+computations themselves overlap (compute overlap, ``CostModel.compute_overlap``), which needs a reason (e.g.
+a memory-bound kernel of one chunk sharing the GPU with the matrix multiplications of the other); the
+report claims none.
 Here "bubble" is the idle time of the worst rank in one step (``Timeline.budget``), "activation" the peak
 number of stage-activations (one micro-batch through one stage) a rank holds, and "parameter" the stages'
 worth of parameters a rank keeps. For DualPipe and DualPipeV, PP is the number of model chunks (stages of the
@@ -24,8 +30,9 @@ model): the number of ranks for DualPipe, twice the number of ranks for DualPipe
 DualPipeV is not a row of the report's Table 2: its row comes from the deepseek-ai/DualPipe repository
 (README, "Pipeline Bubbles and Memory Usage Comparison").
 
-These formulas are exact only under the assumptions each function states; ``assumptions_hold`` checks them
-and ``simulated_table2`` puts the formula beside the simulator's answer (``utils.pipeline.simulate``).
+These formulas are exact only under the assumptions each function states (equal costs on every stage, no p2p
+latency, and each method's own); ``assumptions_hold`` checks them and ``simulated_table2`` puts the formula
+beside the simulator's answer (``utils.pipeline.simulate``).
 
 Beside Table 2 (not one of its rows): ``1f1b-overlap``, 1F1B with its steady forward and backward run as an
 overlapped pair, the fair baseline for DualPipe's communication hiding. Its step time, bubble, exposed
@@ -37,7 +44,7 @@ from __future__ import annotations
 from utils import inputs as arg
 from utils.pipeline.costs import CostModel
 from utils.pipeline.registry import TABLE2_SCHEDULES, make_schedule, schedule_key
-from utils.pipeline.simulate import simulate
+from utils.pipeline.simulate import action_length, simulate
 
 METHODS = TABLE2_SCHEDULES
 
@@ -71,9 +78,9 @@ def bubble_dualpipe(pp: int, FB: float, B: float, W: float) -> float:
 
     Assumes: equal costs on every stage, p2p latency 0, F = B - W (forward as long as the input-backward,
     the balance DualPipe is designed for), W <= F, and an even number of micro-batches >= 2 PP for DualPipe
-    (>= PP for DualPipeV). F&B is the pair's compute, F + B unless the chunks' computations overlap (the
-    cost model allows down to max(F, B), the longer chunk alone). Otherwise the simulated bubble differs
-    (larger or smaller: with F < B - W it is smaller than the formula says).
+    (>= PP for DualPipeV). All four are execution times (``execution_times``): F&B is how long a pair holds
+    its GPU, its compute on the SMs the hidden all-to-all leaves plus what it cannot hide. Otherwise the
+    simulated bubble differs (larger or smaller: with F < B - W it is smaller than the formula says).
     """
     pp = _pp(pp, "bubble_dualpipe", even=True)
     for v, n in ((FB, "FB"), (B, "B"), (W, "W")):
@@ -98,15 +105,27 @@ def param_copies(method: str) -> int:
     return {"1f1b": 1, "zb1p": 1, "dualpipe": 2, "dualpipev": 2}[_method(method)]
 
 
+def execution_times(costs: CostModel) -> dict[str, float]:
+    """The report's F, B, W and F&B for ``costs``: how long each chunk holds its GPU, communication included
+    (``utils.pipeline.simulate.action_length``, the simulator's own rule): F + a, B + a, W, and an
+    overlapped pair's compute (on the SMs its hidden all-to-all leaves) plus the all-to-all it cannot hide.
+    Without all-to-all they are the cost model's F, B, W and F&B. Uniform costs only (every stage alike)."""
+    arg.instance(costs, "costs", CostModel, "a CostModel (e.g. CostModel(F=1, B=2, W=1))",
+                 where="execution_times")
+    return {kind: action_length(costs, kind) for kind in ("F", "B", "W", "FB")}
+
+
 def bubble(method: str, pp: int, costs: CostModel) -> float:
-    """The Table 2 bubble of ``method`` for PP stages (model chunks) under ``costs``."""
+    """The Table 2 bubble of ``method`` for PP stages (model chunks) under ``costs``, with the report's
+    definitions: F, B, W and F&B are the chunks' execution times (``execution_times``)."""
     method = _method(method)
     arg.instance(costs, "costs", CostModel, "a CostModel (e.g. CostModel(F=1, B=2, W=1))", where="bubble")
+    x = execution_times(costs)
     if method == "1f1b":
-        return bubble_1f1b(pp, costs.F, costs.B)
+        return bubble_1f1b(pp, x["F"], x["B"])
     if method == "zb1p":
-        return bubble_zb1p(pp, costs.F, costs.B, costs.W)
-    return bubble_dualpipe(pp, costs.FB, costs.B, costs.W)
+        return bubble_zb1p(pp, x["F"], x["B"], x["W"])
+    return bubble_dualpipe(pp, x["FB"], x["B"], x["W"])
 
 
 def assumptions_hold(method: str, costs: CostModel, pp: int, n_microbatches: int) -> tuple[bool, str]:
@@ -117,17 +136,22 @@ def assumptions_hold(method: str, costs: CostModel, pp: int, n_microbatches: int
     pp = _pp(pp, "assumptions_hold")
     n_microbatches = arg.whole(n_microbatches, "n_microbatches", low=1, high=arg.MAX_MICROBATCHES,
                                where="assumptions_hold", why="a training step needs at least one micro-batch")
-    if costs.p2p > 0 or costs.dispatch > 0 or costs.combine > 0:
-        return False, "Table 2 ignores communication time (p2p and all-to-all must be 0)"
+    if costs.p2p > 0:
+        return False, "Table 2 counts no p2p latency (p2p must be 0)"
+    if not costs.uniform:
+        return False, "Table 2 assumes every stage costs the same (chunk_scale all ones)"
+    x = execution_times(costs)  # the report's F, B, W, F&B: execution times, communication included
+    f, i, w = x["F"], x["B"] - x["W"], x["W"]
     if method == "zb1p":
         if n_microbatches < pp:
             return False, "ZB1P needs at least PP micro-batches to have W passes to postpone"
-        if costs.W > costs.F or costs.W > costs.I:
-            return False, "ZB1P needs W <= F and W <= B - W so a postponed W fits in a wait"
+        if w > f or w > i:
+            return False, "ZB1P needs W <= F and W <= B - W (execution times) so a postponed W fits in a wait"
     if method in ("dualpipe", "dualpipev"):
-        if abs(costs.F - costs.I) > 1e-12:
-            return False, "DualPipe's formula assumes F = B - W (forward as long as the input-backward)"
-        if costs.W > costs.F:
+        if abs(f - i) > 1e-12:
+            return False, ("DualPipe's formula assumes F = B - W (forward as long as the input-backward, "
+                           "execution times)")
+        if w > f:
             return False, "DualPipe's formula assumes W <= F"
     return True, "the formula is exact"
 
@@ -193,23 +217,25 @@ def _method(method: str) -> str:
 # Beside Table 2: 1F1B with overlapped pairs (``1f1b-overlap``, utils.pipeline.generators.overlapped)
 #
 # Notation: a = dispatch + combine, the all-to-all of one chunk; a lone F or B waits for all of it, so it
-# occupies its rank F + a or B + a; inside a pair each chunk's all-to-all hides behind the partner's compute
-# and only e = max(0, a - B) + max(0, a - F) shows, so a pair occupies P = F&B + e. Rank r runs
-# w_r = min(2 (PP-1-r) + 1, M) lone forwards, M - w_r pairs and w_r lone backwards.
+# occupies its rank F + a or B + a. A pair computes on the SMs its hidden all-to-all leaves, k = 1/(1 - s)
+# times slower (s = comm_share, k = 1 without all-to-all): it computes k F&B, each chunk's all-to-all hides
+# behind the partner's k F or k B and only e = max(0, a - k B) + max(0, a - k F) shows, so a pair occupies
+# P = k F&B + e. Rank r runs w_r = min(2 (PP-1-r) + 1, M) lone forwards, M - w_r pairs and w_r lone backwards.
 
 OVERLAP_METHOD = "1f1b-overlap"
 
 
 def overlap_exposed_per_pair(costs: CostModel) -> float:
-    """e = max(0, a - B) + max(0, a - F): the all-to-all a pair cannot hide (each chunk's hides behind the
-    partner's compute; DeepSeek-V3 report Sec. 3.2.1, Figure 4). 0 while a <= min(F, B)."""
-    a = costs.dispatch + costs.combine
-    return max(0.0, a - costs.B) + max(0.0, a - costs.F)
+    """e = max(0, a - k B) + max(0, a - k F): the all-to-all a pair cannot hide (each chunk's hides behind the
+    partner's compute, k = ``pair_slowdown``; DeepSeek-V3 report Sec. 3.2.1, Figure 4). 0 while a <= k min(F, B)."""
+    a, k = costs.all_to_all, costs.pair_slowdown
+    return max(0.0, a - k * costs.B) + max(0.0, a - k * costs.F)
 
 
 def overlap_pair_time(costs: CostModel) -> float:
-    """P = F&B + e: how long one overlapped pair occupies its rank, its exposed all-to-all included."""
-    return costs.FB + overlap_exposed_per_pair(costs)
+    """P = k F&B + e: how long one overlapped pair occupies its rank: its compute on the SMs the all-to-all
+    leaves (k = ``pair_slowdown``) and its exposed all-to-all."""
+    return costs.FB * costs.pair_slowdown + overlap_exposed_per_pair(costs)
 
 
 def overlap_step_time(pp: int, n_microbatches: int, costs: CostModel) -> float:
@@ -236,14 +262,14 @@ def bubble_1f1b_overlap(pp: int, F: float, B: float, a: float = 0.0) -> float:
 def overlap_rank_budget(pp: int, n_microbatches: int, rank: int, costs: CostModel) -> dict[str, float]:
     """The time budget of ``rank`` in closed form: compute, comm_exposed and idle (they sum to the step).
 
-    compute = w_r (F + B) + (M - w_r) F&B; comm_exposed = 2a w_r + (M - w_r) e (the lone chunks wait for all
+    compute = w_r (F + B) + (M - w_r) k F&B; comm_exposed = 2a w_r + (M - w_r) e (the lone chunks wait for all
     of their all-to-all, a pair for its excess); idle = step - both = (PP - w_r)(F + B + 2a) + (w_r - 1) P.
     compute and comm_exposed only depend on the rank's list of actions; idle needs ``overlap_step_time``.
     """
     w = min(2 * (pp - 1 - rank) + 1, n_microbatches)
     pairs = n_microbatches - w
     a = costs.dispatch + costs.combine
-    compute = w * (costs.F + costs.B) + pairs * costs.FB
+    compute = w * (costs.F + costs.B) + pairs * costs.FB * costs.pair_slowdown
     exposed = 2 * a * w + pairs * overlap_exposed_per_pair(costs)
     return {"compute": compute, "comm_exposed": exposed,
             "idle": overlap_step_time(pp, n_microbatches, costs) - compute - exposed}
@@ -280,6 +306,8 @@ def overlap_assumptions_hold(costs: CostModel) -> tuple[bool, str]:
     """
     if costs.p2p > 0:
         return False, "the closed forms assume p2p latency 0"
+    if not costs.uniform:
+        return False, "the closed forms assume every stage costs the same (chunk_scale all ones)"
     a = costs.dispatch + costs.combine
     if overlap_pair_time(costs) < max(costs.F, costs.B) + a - 1e-12:
         return False, ("a pair (F&B plus its exposed all-to-all) is shorter than a lone chunk with its "

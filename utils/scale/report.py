@@ -140,9 +140,9 @@ def evaluate(
             unavailable[name] = str(error)
     order = [n for n in dict.fromkeys((*map(schedule_name, schedules), setting.schedule)) if n in results]
     results = {name: results[name] for name in order}
-    overlap, chunk = results[setting.schedule].pipeline.overlap, results[setting.schedule].pipeline.costs
-    layer = compute_ms(layer_flops(model, True, setting.seq_len, setting.recompute),
-                       setting.tokens_per_microbatch, hardware, setting, overlap)
+    chunk = results[setting.schedule].pipeline.costs
+    layer = compute_ms(layer_flops(model, True, setting.seq_len, setting.recompute),  # on every SM, as the chunks
+                       setting.tokens_per_microbatch, hardware, setting, False)
     a2a = all_to_all_ms(model, hardware, setting, layout)
     flops = model_flops(model, setting.seq_len, setting.recompute)
     return ScaleResult(

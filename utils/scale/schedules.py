@@ -3,12 +3,13 @@
 For a schedule of the registry, sized for the setting (PP ranks, the setting's micro-batch count):
 
 1. cut the model into the schedule's chunks (``utils.scale.stages``: PP chunks, 2 PP for DualPipeV);
-2. price each chunk (``utils.scale.timing``) and give the simulator one cost per kind: the mean over chunks,
-   i.e. a perfectly balanced cut (the simulator takes uniform costs and the report does not give its cut;
-   ``SizedPipeline.imbalance`` says how much slower the costliest chunk of our cut is). A schedule with
-   overlapped F&B pairs (1F1B with overlapped pairs, DualPipe, DualPipeV) computes on the SMs the all-to-all
-   leaves free (112 of 132 on H800, report Sec. 3.2.2); one that waits for its all-to-all computes on all.
-   An F&B pair costs F + B of compute: overlapping hides communication, it saves no FLOPs;
+2. price each chunk (``utils.scale.timing``) on the whole GPU and give the simulator one cost per kind: the
+   mean over chunks, i.e. a perfectly balanced cut (the report does not give its cut;
+   ``SizedPipeline.imbalance`` says how much slower the costliest chunk of our cut is). The cost model's
+   ``comm_share`` is the hardware's SMs for communication over all SMs (20 of 132 on H800, report Sec. 3.2.2
+   and 3.5.1): an overlapped F&B pair (1F1B with overlapped pairs, DualPipe, DualPipeV) computes on the SMs
+   the all-to-all leaves, a lone chunk that waits for its all-to-all on all of them, exactly as in the
+   time-unit notebooks. An F&B pair costs F + B of compute: overlapping hides communication, it saves no FLOPs;
 3. simulate (``utils.pipeline``'s rules: a plain chunk waits for its dispatch and combine, a pair hides
    each chunk's all-to-all behind its partner's compute) and read the step time, the worst idle time, the
    step time the all-to-all adds, and, per rank, the activation bytes held at the peak, each chunk's
@@ -75,15 +76,17 @@ def size_pipeline(
     overlap = overlaps_communication(schedule)
 
     def unit_cost(kind: str) -> float:
-        passes = compute_ms(unit_flops(model, kind, setting), 1, hardware, setting, overlap)
+        passes = compute_ms(unit_flops(model, kind, setting), 1, hardware, setting, False)
         return passes.F + passes.B
 
     chunks = plan_chunks(model, schedule.n_chunks, unit_cost)
-    times = tuple(chunk_times(model, hardware, setting, layout, c, overlap) for c in chunks)
+    # priced on every SM: the cost model slows a pair, and only a pair, by the SMs its communication takes
+    times = tuple(chunk_times(model, hardware, setting, layout, c, False) for c in chunks)
     F, B, W, dispatch, combine = (
         sum(getattr(t, k) for t in times) / len(times) for k in ("F", "B", "W", "dispatch", "combine")
     )
-    costs = CostModel(F=F, B=B, W=W, FB=F + B, p2p=times[0].p2p, dispatch=dispatch, combine=combine)
+    costs = CostModel(F=F, B=B, W=W, FB=F + B, p2p=times[0].p2p, dispatch=dispatch, combine=combine,
+                      comm_share=hardware.comm_sms / hardware.n_sms)
     return SizedPipeline(schedule, chunks, times, costs, overlap)
 
 

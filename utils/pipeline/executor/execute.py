@@ -34,7 +34,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -88,7 +88,9 @@ def pacing_from_costs(costs, unit_ms: float = 20.0) -> Pacing:
                      "utils.pipeline.costs.CostModel", costs, where="pacing_from_costs", error=arg.InputTypeError)
         costs = CostModel(F=costs.F, B=costs.B, W=costs.W, FB=getattr(costs, "FB", None),
                           p2p=getattr(costs, "p2p", None) or 0.0)
-    return Pacing(F=costs.F, B=costs.B, W=costs.W, FB=costs.FB, unit_ms=unit_ms, p2p=costs.p2p)
+    return Pacing(F=costs.F, B=costs.B, W=costs.W, FB=costs.FB, unit_ms=unit_ms, p2p=costs.p2p,
+                  dispatch=costs.dispatch, combine=costs.combine, comm_share=costs.comm_share,
+                  chunk_scale=costs.chunk_scale)
 
 
 #: Paced mode sleeps unit_ms per time unit of every action: beyond a second per unit a step takes minutes.
@@ -152,6 +154,11 @@ def execute(cluster, schedule: Schedule, model_spec: ModelSpec, microbatches=Non
         timeout = arg.real(timeout, "timeout", low=0, low_open=True, where="execute",
                            why="seconds the ranks may take before they are reported stuck")
     pacing = None if paced is None else pacing_from_costs(paced, unit_ms)
+    if pacing is not None and pacing.chunk_scale is not None:  # the schedule says which chunk a stage runs
+        if len(pacing.chunk_scale) != schedule.n_chunks:
+            raise arg.InputError(f"execute: paced costs have {len(pacing.chunk_scale)} chunk_scale factors, but "
+                                 f"{schedule.name} cuts the model into {schedule.n_chunks} chunks: one per chunk.")
+        pacing = replace(pacing, stage_to_chunk=schedule.stage_to_chunk)
     start = time.perf_counter()
     results = cluster.run(pipeline_job, schedule, model_spec, microbatches, pacing, overlap, timeout=timeout)
     return assemble_result(schedule, model_spec, results, time.perf_counter() - start)

@@ -1,5 +1,5 @@
 """Schedule generators: naive, GPipe, 1F1B, 1F1B with overlapped pairs, ZB1P (ZB-H1), DualPipe, DualPipeV,
-interleaved 1F1B and ZB-V.
+interleaved 1F1B, ZB-V and Chimera.
 
 One module per family; each generator returns a ``utils.pipeline.schedule.Schedule``. They read like the
 diagrams: one loop per phase, each phase's length a named formula of the rank, the number of ranks and the
@@ -10,6 +10,8 @@ number of micro-batches. Call them through ``utils.pipeline.registry.make_schedu
     overlapped      one_f_one_b_overlap (``1f1b-overlap``): 1F1B with its steady F and B as overlapped pairs
     bidirectional   dualpipe, dualpipev (and dualpipe_phase_steps, the eight phases' counts)
     virtual         interleaved_1f1b (v chunks per rank; interleaved1f1b: v = 2), zbv: several stages per rank
+    chimera         chimera.chimera: two 1F1B pipelines in opposite directions (DualPipe's ancestor), its
+                    closed forms and dualpipe_over_chimera (what DualPipe adds on top of it)
 
 May import: ``utils.pipeline.schedule`` only.
 """
@@ -22,4 +24,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     **{name: "bidirectional" for name in ("dualpipe", "dualpipev", "dualpipe_phase_steps", "DUALPIPE_ACTIONS_PER_STEP")},
     **{name: "virtual" for name in ("interleaved_1f1b", "interleaved1f1b", "interleaved_rounds", "zbv",
                                     "zbv_fill_microbatches")},
+    # not the function chimera: that name is its module's (generators.chimera.chimera)
+    **{name: "chimera" for name in ("chimera_phase_steps", "chimera_bubble", "chimera_peak_activations",
+                                    "dualpipe_over_chimera", "Difference")},
 })

@@ -17,7 +17,7 @@ import sys
 from utils import inputs as arg
 from utils.pipeline.costs import CostModel
 from utils.pipeline.optimal.problem import PLACEMENTS
-from utils.pipeline.simulate import ascii_timeline
+from utils.pipeline.simulate import add_overlap_arguments, ascii_timeline, chunk_factors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +33,7 @@ def _parser() -> arg.ArgumentParser:
     for flag, default in (("F", 1.0), ("B", 2.0), ("W", 1.0), ("FB", None), ("p2p", 0.0), ("dispatch", 0.0),
                           ("combine", 0.0)):
         parser.add_argument(f"--{flag}", type=float, default=default)
+    add_overlap_arguments(parser)
     parser.add_argument("--placement", choices=PLACEMENTS, default="linear",
                         help="linear: a stage per rank; v: ZB-V's and DualPipeV's; bidirectional: DualPipe's")
     parser.add_argument("--split-backward", action="store_true", help="a backward may run as I then W")
@@ -59,7 +60,8 @@ def _main(argv: list[str] | None) -> int:
         parser.error("--ranks and --microbatches are required (or --precompute)")
     from utils.pipeline.optimal.solve import optimal_schedule
 
-    costs = CostModel(args.F, args.B, args.W, args.FB, args.p2p, args.dispatch, args.combine)
+    costs = CostModel(args.F, args.B, args.W, args.FB, args.p2p, args.dispatch, args.combine,
+                      comm_share=args.comm_share, chunk_scale=chunk_factors(args.chunk_scale))
     found = optimal_schedule(args.ranks, args.microbatches, costs, args.placement,
                              split_backward=args.split_backward, pairs=args.pairs,
                              max_activations=args.max_activations,

@@ -231,7 +231,7 @@ class ScheduleModel:
                     chosen.add(self.weight_runs[part] if a.kind == "W" else self.alone[part])
                     parts = (part,)
                 for p in parts:
-                    values[self.start[p]], values[self.end[p]] = int(iv.start), int(iv.end)
+                    values[self.start[p]], values[self.end[p]] = self._tick(iv.start), self._tick(iv.end)
         for w, runs in self.weight_runs.items():
             if runs not in chosen:
                 back_end = values[self.end[Part(w.stage, "back", w.microbatch)]]
@@ -240,7 +240,11 @@ class ScheduleModel:
             m.add_hint(lit, lit in chosen)
         for var, value in values.items():
             m.add_hint(var, value)
-        m.add_hint(self.makespan, int(timeline.makespan))
+        m.add_hint(self.makespan, self._tick(timeline.makespan))
+
+    def _tick(self, time: float) -> int:
+        """A simulated time in the solver's ticks (``SearchSpace.ticks`` per unit)."""
+        return round(time * self.space.ticks)
 
     def solve(self, time_limit: float) -> tuple[cp_model.CpSolver, str]:
         """Run CP-SAT: one worker, a fixed seed, at most ``time_limit`` seconds. Returns the solver and its

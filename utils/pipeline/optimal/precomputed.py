@@ -140,7 +140,7 @@ def load_precomputed(path: Path | str | None = None) -> dict[str, StoredSearch]:
         rows = tuple(tuple(parse_action(a) for a in line.split(":", 1)[1].split()) for line in e["schedule"])
         schedule = Schedule("optimal", layout.n_ranks, layout.n_microbatches, layout.stage_to_rank,
                             layout.stage_to_chunk, layout.routes, rows)
-        costs = CostModel(**{f.name: s["costs"][f.name] for f in fields(CostModel)})
+        costs = CostModel(**{f.name: s["costs"][f.name] for f in fields(CostModel) if f.name in s["costs"]})
         if costs != case.costs() or simulate(schedule, costs).makespan != e["makespan"]:
             raise arg.InputError(f"load_precomputed: the stored search {case.key!r} no longer matches the kit's "
                                  f"costs or simulator; refresh it with `python -m utils.optimal --precompute`.")

@@ -5,9 +5,10 @@ Everything here is read from the kit's one definition of each rule, never restat
 
 * the **dependency rule** from ``Schedule.inputs_of`` (``utils.pipeline.schedule``), asked once for every
   (stage, kind, micro-batch) the search may place, on a schedule that holds only the placement;
-* the **durations** from the simulator itself (``action_lengths``): ``CostModel.duration`` plus the all-to-all
-  the simulator adds to an action (DeepSeek-V3 report Sec. 3.2.1: hidden inside an F&B pair up to the partner's
-  compute), measured on a one-rank probe schedule, so a change of either rule reaches the solver unchanged;
+* the **durations** from the simulator itself (``action_lengths``, its ``action_length``): ``CostModel.duration``
+  plus the all-to-all the simulator adds to an action (DeepSeek-V3 report Sec. 3.2.1: hidden inside an F&B
+  pair up to the partner's compute, on the SMs the communication leaves), so a change of either rule reaches
+  the solver unchanged;
 * the **p2p latency** as the simulator applies it: an input from another rank (``Dependency.remote``) arrives
   ``costs.p2p`` after its producer ends.
 """
@@ -15,14 +16,14 @@ Everything here is read from the kit's one definition of each rule, never restat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import cached_property
 from typing import NamedTuple
 
 from utils import inputs as arg
 from utils.pipeline.costs import CostModel
 from utils.pipeline.generators.common import check_counts, linear_schedule, v_schedule
 from utils.pipeline.schedule import MAKES, Action, OverlappedAction, Schedule, action_parts
-from utils.pipeline.simulate import simulate
+from utils.pipeline.simulate import action_length
 
 #: The placements the search takes by name: one stage per rank (1F1B, ZB1P), the V of ZB-V and DualPipeV
 #: (rank r holds stages r and 2R-1-r), DualPipe's two directions (rank r holds stage r of each).
@@ -32,6 +33,11 @@ MAX_STAGE_PASSES = arg.Limit(
     128, "MAX_STAGE_PASSES", "the solver compares every pair of forward and backward a rank could overlap; "
     "beyond 128 stage-passes (8 ranks x 16 micro-batches) building the model alone takes seconds and a proof "
     "of optimality minutes to hours")
+#: The finest tick the solver counts time in: lengths must be whole multiples of 1/MAX_TICKS time units
+#: (e.g. a pair that computes 3 x 132/112 = 99/28 units is counted in 28ths).
+MAX_TICKS = arg.Limit(
+    1000, "MAX_TICKS", "the solver counts time in whole ticks; lengths that are not whole multiples of a "
+    "thousandth of a unit would need a tick so fine that every time range grows past what it searches quickly")
 #: The longest search allowed, in seconds.
 MAX_TIME_LIMIT = 3600.0
 
@@ -124,33 +130,26 @@ def min_activations(layout: Schedule) -> int:
 
 
 def action_lengths(costs: CostModel) -> dict[str, float]:
-    """How long the simulator holds a rank for each action kind (F, B, I, W, FB, FI): ``CostModel.duration``
-    plus the all-to-all the simulator does not hide, read from ``simulate`` on two one-rank probe schedules
-    (a forward, a pair, a backward; with B, then with I and W), so the simulator's rule is not restated here."""
+    """How long the simulator holds a rank for each action kind (F, B, I, W, FB, FI): its own rule,
+    ``utils.pipeline.simulate.action_length`` (``CostModel.duration`` plus the all-to-all it does not hide)."""
     arg.instance(costs, "costs", CostModel, "a CostModel (e.g. CostModel(F=1, B=2, W=1))", where="action_lengths")
-    return dict(_probed_lengths(costs))
+    return {kind: action_length(costs, kind) for kind in ("F", "B", "I", "W", "FB", "FI")}
 
 
-@lru_cache(maxsize=64)
-def _probed_lengths(costs: CostModel) -> dict[str, float]:
-    lengths: dict[str, float] = {}
-    for back in ("B", "I"):
-        weights = [Action(0, "W", 0)] if back == "I" else []
-        row = [Action(0, "F", 0), OverlappedAction(Action(0, "F", 1), Action(0, back, 0)), *weights,
-               Action(0, back, 1), *[Action(0, "W", 1)] * bool(weights)]
-        probe = Schedule("probe", 1, 2, (0,), (0,), ((0,), (0,)), (tuple(row),))
-        for interval in simulate(probe, costs).intervals[0]:
-            kind = "F" + interval.action.backward.kind if isinstance(interval.action, OverlappedAction) \
-                else interval.action.kind
-            lengths[kind] = interval.end - interval.start
-    return lengths
+def ticks_per_unit(values) -> int | None:
+    """The smallest whole q <= MAX_TICKS with every value times q a whole number (to 1e-9), or None."""
+    for q in range(1, int(MAX_TICKS) + 1):
+        if all(abs(v * q - round(v * q)) <= 1e-9 * max(1.0, abs(v * q)) for v in values):
+            return q
+    return None
 
 
 @dataclass(frozen=True)
 class SearchSpace:
     """A checked search: the placement (``layout``), the costs, and what the schedule may do.
 
-    ``lengths`` and ``p2p`` are whole time units (the solver's integers). ``pair_kinds``: the backward kinds
+    ``lengths`` and ``p2p`` are whole ticks (the solver's integers), ``ticks`` of them per time unit (1 when
+    every length is a whole number of units; 28 for a pair of 99/28 units). ``pair_kinds``: the backward kinds
     an overlapped pair may take, only those that can beat running the two parts one after the other.
     """
 
@@ -161,6 +160,7 @@ class SearchSpace:
     max_activations: int | None
     lengths: dict[str, int]
     p2p: int
+    ticks: int = 1
 
     @property
     def alone_kind(self) -> str:
@@ -251,18 +251,23 @@ def search_space(layout, n_ranks, n_microbatches, costs, split_backward, pairs, 
     found = action_lengths(costs)
     used = {"F", "B" if not split_backward else "I", *(("W",) if split_backward else ()),
             *(("FB",) if pairs else ()), *(("FI",) if pairs and split_backward else ())}
-    for kind in sorted(used) + ["p2p"]:
-        value = costs.p2p if kind == "p2p" else found[kind]
-        if not float(value).is_integer():
-            raise arg.InputError(
-                f"{where}: the solver counts time in whole units, so every action length and the p2p latency "
-                f"must be a whole number; {kind} lasts {value:g}. Scale all costs (e.g. double them): the best "
-                f"order does not change.")
-        if kind != "p2p" and value <= 0:
+    if not costs.uniform:
+        raise arg.InputError(
+            f"{where}: the search prices actions by kind, so every model chunk must cost the same (chunk_scale "
+            f"None or all ones); simulate a schedule with uneven chunks instead (utils.pipeline.simulate).")
+    for kind in sorted(used):
+        if found[kind] <= 0:
             raise arg.InputError(
                 f"{where}: every action the solver may place must take time (a rank's order is read from the "
                 f"start times); {kind} lasts 0 with these costs: "
                 + ("with W = 0 or W = B there is nothing to split, so leave split_backward off." if kind in "IW"
                    else "give it a positive cost."))
+    q = ticks_per_unit([found[k] for k in sorted(used)] + [costs.p2p])
+    if q is None:
+        raise arg.InputError(
+            f"{where}: the solver counts time in whole ticks of at least 1/{int(MAX_TICKS)} of a unit, so every "
+            f"action length and the p2p latency must be a multiple of such a tick; these are "
+            + ", ".join(f"{k} {found[k]:g}" for k in sorted(used)) + f", p2p {costs.p2p:g}. Round the costs "
+            f"(e.g. to tenths).")
     return SearchSpace(layout, costs, split_backward, pairs, max_activations,
-                       {k: int(v) for k, v in found.items()}, int(costs.p2p))
+                       {k: round(v * q) for k, v in found.items()}, round(costs.p2p * q), q)

@@ -15,6 +15,7 @@ and a fixed seed (``model.SEED``) make an answer proven within the limit the sam
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, fields, replace
 
@@ -96,6 +97,10 @@ def optimal_for(schedule: Schedule, costs: CostModel, *, same_memory: bool = Fal
     return optimal_schedule(schedule.n_ranks, schedule.n_microbatches, costs, time_limit=time_limit, **rules)
 
 
+#: Step times that differ by less are the same (the simulator sums floats such as 99/28; the solver counts ticks).
+_SAME = 1e-9
+
+
 def _solve(space: SearchSpace, time_limit: float) -> OptimalSchedule:
     """Start from the best known schedule, search, read the answer back and check it with the kit."""
     from utils.pipeline.optimal.model import ScheduleModel  # CP-SAT loads only when a search runs
@@ -103,23 +108,23 @@ def _solve(space: SearchSpace, time_limit: float) -> OptimalSchedule:
     began = time.perf_counter()
     seed, seed_timeline = best_known(space)
     # room to search: a horizon far above the known step keeps CP-SAT's presolve from probing a tight box
-    model = ScheduleModel(space, 4 * int(seed_timeline.makespan))
+    model = ScheduleModel(space, 4 * math.ceil(seed_timeline.makespan * space.ticks))
     model.hint(seed_timeline)
     solver, status = model.solve(time_limit)
     found, proven, bound = seed, False, 0.0
     if status in ("OPTIMAL", "FEASIBLE"):
         found = replace(seed, name="optimal", actions=model.actions(solver))
-        proven, bound = status == "OPTIMAL", float(solver.best_objective_bound)
+        proven, bound = status == "OPTIMAL", float(solver.best_objective_bound) / space.ticks
     elif status != "UNKNOWN":  # INFEASIBLE or MODEL_INVALID: the known schedule proves it wrong
         raise RuntimeError(f"CP-SAT answered {status} for a search that has a solution "
                            f"({seed.name}, step {seed_timeline.makespan:g}): a bug in utils.pipeline.optimal.model")
     validate(found)
     timeline = simulate(found, space.costs)
-    if timeline.makespan > seed_timeline.makespan:  # only when stopped before reaching the hint's quality
+    if timeline.makespan > seed_timeline.makespan + _SAME:  # only when stopped before reaching the hint's quality
         found, timeline = seed, seed_timeline
-    if proven and timeline.makespan != solver.objective_value:
-        raise RuntimeError(f"the solver's step time {solver.objective_value:g} is not the simulator's "
-                           f"{timeline.makespan:g}: a bug in utils.pipeline.optimal.model")
+    if proven and abs(timeline.makespan - solver.objective_value / space.ticks) > _SAME:
+        raise RuntimeError(f"the solver's step time {solver.objective_value / space.ticks:g} is not the "
+                           f"simulator's {timeline.makespan:g}: a bug in utils.pipeline.optimal.model")
     held = max(timeline.peak_activations(r) for r in range(timeline.n_ranks))
     if space.max_activations is not None and held > space.max_activations:
         raise RuntimeError(f"the schedule found holds {held} activations, over the cap of {space.max_activations} "
