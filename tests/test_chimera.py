@@ -1,4 +1,4 @@
-"""Chimera (Li and Hoefler, SC'21) against the paper: its D = 4 order (Figure 3), its bubble (Sec. 3.1,
+"""Chimera (Li and Hoefler, SC'21) against the paper: its D = 4 order (the paper's four-stage figure), its bubble (Sec. 3.1,
 Table 1: D - 2 slots where forward and backward take one slot each), its memory (Table 1: two weight copies,
 (D/2 + 1) to D activations per worker), its rules on counts (even D, Sec. 3.1; N a multiple of D, Sec. 3.5),
 torch's own schedule validator, and the executor's gradients against one process."""
@@ -22,10 +22,10 @@ from utils.pipeline.schedule import OverlappedAction, action_parts
 from utils.pipeline.simulate import simulate
 from utils.pipeline.validation import validate
 
-#: The paper's unit: forward and backward one slot each (Sec. 3.1, Figure 3, Table 1).
+#: The paper's unit: forward and backward one slot each (Sec. 3.1, its four-stage figure, Table 1).
 SLOT = CostModel(F=1, B=1, W=0)
 
-# Figure 3 (D = 4, N = 4) in the kit's ids: the down pipeline's stage i is id i on worker i, the up
+# The four-stage figure (D = 4, N = 4) in the kit's ids: the down pipeline's stage i is id i on worker i, the up
 # pipeline's stage i is id 4 + i on worker 3 - i; micro-batches 0 and 1 go down, 2 and 3 go up. Worker 0
 # runs down forwards 0, 1, then 1F1B on the up pipeline's last stage (2, 3), then the down backwards 0, 1:
 FIGURE_3 = [

@@ -196,3 +196,23 @@ def test_timeline_canvas_redraw_equals_a_fresh_drawing():
     assert plots.KIND_LABELS["F"] in legend and canvas.ax.get_xlabel() == "time (time units)"
     assert "naive" in canvas._title.get_text()
     assert [t.get_text() for t in canvas.ax.get_yticklabels()] == ["rank 0", "rank 1"]
+
+
+def test_microbatch_numbers_sit_on_a_light_box_above_the_hatching():
+    """Hatching would strike through the digits: each label has a light box drawn above the strokes."""
+    ax = plots.plot_timeline(bidirectional_timeline())
+    hatch_z = max(c.get_zorder() for c in ax.collections if isinstance(c, LineCollection))
+    for text in ax.texts:
+        box = text.get_bbox_patch()
+        assert box is not None and text.get_zorder() > hatch_z
+        assert to_hex(box.get_facecolor(), keep_alpha=False) == "#ffffff" and box.get_alpha() >= 0.5
+
+
+def test_plot_memory_says_when_a_stage_is_a_fraction_of_1f1b_s():
+    from utils.pipeline.costs import CostModel
+    from utils.pipeline.registry import make_schedule
+    from utils.pipeline.simulate import simulate
+
+    zbv = simulate(make_schedule("zbv", 2, 4), CostModel(F=1, B=2, W=1))
+    assert "1/2 of a 1F1B stage" in plots.plot_memory(zbv).get_ylabel()
+    assert "1F1B stage" not in plots.plot_memory(two_rank_timeline()).get_ylabel()

@@ -163,7 +163,7 @@ def test_zbv_with_too_few_microbatches_idles_inside():
     tl = simulate(schedule, costs)
     assert vs.inner_idle(tl, 0) > 0
     ok, why = vs.assumptions_hold(schedule, costs)
-    assert not ok and "2PP-1 = 7" in why
+    assert not ok and "2PP-1 = 7" in why and "waits inside the step" in why
 
 
 def test_zbv_peak_activations_and_parameters():
@@ -326,6 +326,8 @@ def test_bubble_vs_chunks_table():
     assert list(table["worst-rank idle"]) == pytest.approx(list(table["(PP-1)(F+B)/v"]))
     assert list(table["p2p messages per step"]) == [2 * 8 * (v * 4 - 1) for v in (1, 2, 4)]
     assert table["rank 0 peak activations (1/PP units)"].iloc[0] == 4  # v = 1 is 1F1B: PP
+    # (vPP-1)/(PP-1) times 1F1B's messages: more than v (7/3, 15/3 on 4 ranks)
+    assert list(table["messages / 1F1B's"]) == pytest.approx([1, 7 / 3, 5])
 
 
 def test_step_vs_latency_table():

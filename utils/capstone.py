@@ -6,7 +6,7 @@
   overlapped F&B pairs, ZB1P, DualPipe, DualPipeV and the virtual-stage schedules) on the same model and
   devices, with the expert-parallel all-to-all of each chunk costing `comm_ratio` times the chunk's forward
   compute F (report Sec. 3.2.1 puts computation : communication near 1:1; a backward, 2F of compute, sends
-  as much, so it is 1:2 there): step time, the worst rank's time budget (compute, exposed communication,
+  as much, so it is 1:2 there): step time, rank 0's time budget (compute, exposed communication,
   idle: `Timeline.budget`), bubble, peak activations, parameters per device (`utils.pipeline.compare`);
 * **node cap**: cross-node bytes of the all-to-all when each token may use at most M nodes (node-limited
   routing, report Sec. 2.1.2; the two-hop dispatch of Sec. 3.2.2), from routing decisions on synthetic
@@ -42,8 +42,9 @@ from utils.moe.expert_parallel import (
     traffic_totals,
 )
 from utils.moe.routing import route
-from utils.pipeline.compare import comparison_table
-from utils.pipeline.registry import CHUNKS_PER_RANK, COMPARED_SCHEDULES
+from utils.pipeline.compare import costs_per_stage
+from utils.pipeline.registry import CHUNKS_PER_RANK, COMPARED_SCHEDULES, make_schedule
+from utils.pipeline.simulate import simulate
 from utils.recipe import PRESETS, RecipeConfig  # noqa: F401 - the dashboard's configuration, by its old name
 from utils.view import View
 
@@ -79,32 +80,74 @@ class DashboardView(View):
         return list(self.notes)
 
 
+#: The rank whose time budget the dashboard reads (`Timeline.budget`): rank 0, the first stage's, which holds
+#: the fewest pairs in 1F1B-overlap and so computes least at the presets (every preset's worst rank).
+BUDGET_RANK = 0
+
+
 def pipeline_table(config: RecipeConfig) -> pd.DataFrame:
     """Every schedule of the fair comparison on the same model, `config.pp` devices, `config.microbatches`.
 
-    Time, from the time budget of the rank that computes least (`Timeline.worst_budget`): `compute`,
+    Time, from the time budget of one named rank, `BUDGET_RANK` (column `rank`; `Timeline.budget`): `compute`
+    (pairs that hide an all-to-all compute on 1 - comm_share of the SMs, so longer: `CostModel.pair_slowdown`),
     `comm_exposed` (all-to-all it waits for), `idle` and `not_computing` (their sum; `makespan` = compute +
-    not_computing); `worst_idle` is the bubble (the largest idle of any rank, Table 2's quantity) and
-    `comm_added` the step time the all-to-all adds (the step with it minus the step without it).
+    not_computing). `worst_idle` is the bubble, the largest idle of any rank (Table 2's quantity), on rank
+    `worst_idle_rank`; `comm_added` the step time the all-to-all adds (the step with it minus the step without
+    it, same comm_share).
     Memory is per device in model terms: `params_per_device` in units of 1/PP of the model, `activation_memory`
     in units of one such stage's activations for one micro-batch. DualPipeV's, interleaved 1F1B's and ZB-V's
     stages are half that size (they cut the model in 2 PP), so on the same devices they hold 1x the
     parameters; Table 2's "2x" for DualPipeV compares it, on PP/2 devices, with 1F1B on PP devices.
     """
     costs = _config(config, "pipeline_table").costs
-    table = comparison_table([config.pp], config.microbatches, costs, vary="ranks", schedules=SCHEDULES)
-    no_comm = comparison_table([config.pp], config.microbatches, replace(costs, dispatch=0.0, combine=0.0),
-                               vary="ranks", schedules=SCHEDULES)
+    no_comm = replace(costs, dispatch=0.0, combine=0.0)
+    rows = []
+    for name in SCHEDULES:
+        row = {"schedule": name, "rank": BUDGET_RANK, "note": ""}
+        try:
+            timeline = simulate(make_schedule(name, config.pp, config.microbatches), costs_per_stage(name, costs))
+            plain = simulate(make_schedule(name, config.pp, config.microbatches), costs_per_stage(name, no_comm))
+        except ValueError as error:
+            row["note"] = str(error)
+            rows.append(row)
+            continue
+        budget, idles = timeline.budget(BUDGET_RANK), [b.idle for b in timeline.budgets]
+        row.update(makespan=timeline.makespan, compute=budget.compute, not_computing=budget.not_computing,
+                   comm_exposed=budget.comm_exposed, idle=budget.idle, worst_idle=max(idles),
+                   worst_idle_rank=int(np.argmax(idles)), comm_added=timeline.makespan - plain.makespan,
+                   bubble_ratio=timeline.bubble_ratio,
+                   peak_activations=max(map(timeline.peak_activations, range(timeline.n_ranks))))
+        rows.append(row)
+    table = pd.DataFrame(rows)
     stage_size = 1.0 / table["schedule"].map(lambda n: CHUNKS_PER_RANK.get(n, 1))
     # DualPipe keeps two whole stages (mirrored copies); every other schedule one copy of the model in all
     table["params_per_device"] = np.where(table["schedule"] == "dualpipe", 2.0, 1.0)
     table["activation_memory"] = table["peak_activations"] * stage_size
-    table["idle"] = table["not_computing"] - table["comm_exposed"]
-    table["compute"] = table["makespan"] - table["not_computing"]
-    table["comm_added"] = table["makespan"] - no_comm["makespan"]
-    columns = ["schedule", "makespan", "compute", "not_computing", "comm_exposed", "idle", "worst_idle",
-               "comm_added", "bubble_ratio", "peak_activations", "activation_memory", "params_per_device", "note"]
-    return table[columns].set_index("schedule")
+    columns = ["schedule", "rank", "makespan", "compute", "not_computing", "comm_exposed", "idle", "worst_idle",
+               "worst_idle_rank", "comm_added", "bubble_ratio", "peak_activations", "activation_memory",
+               "params_per_device", "note"]
+    return table.reindex(columns=columns).set_index("schedule")
+
+
+def gain_budget(pipe: pd.DataFrame, slower: str, faster: str) -> dict[str, float]:
+    """What `faster` saves on `slower` in a `pipeline_table`, split by the time budget of the table's rank:
+    `saved` (step time) = `comm_exposed` (less communication waited for) + `idle` (less idle) - `compute`
+    (more compute: pairs run on fewer SMs). All four in time units, on one rank (`rank`)."""
+    a, b = pipe.loc[slower], pipe.loc[faster]
+    return {"rank": int(b["rank"]), "saved": a["makespan"] - b["makespan"],
+            "comm_exposed": a["comm_exposed"] - b["comm_exposed"], "idle": a["idle"] - b["idle"],
+            "compute": b["compute"] - a["compute"]}
+
+
+def gain_words(gain: dict[str, float]) -> str:
+    """`gain_budget` in words, the one way the course states a gain: "X less exposed communication, Y less
+    idle, Z more compute" (a part that grows instead says so)."""
+    def part(value: float, less: str, more: str) -> str:
+        return f"{abs(value):.3g} {less if value >= 0 else more}"
+
+    return (f"{part(gain['comm_exposed'], 'less exposed communication', 'more exposed communication')}, "
+            f"{part(gain['idle'], 'less idle', 'more idle')}, "
+            f"{part(gain['compute'], 'more compute', 'less compute')}")
 
 
 def routed_experts(config: RecipeConfig, max_nodes: int) -> list[torch.Tensor]:
@@ -194,24 +237,26 @@ def _summary(config: RecipeConfig, pipe: pd.DataFrame, cap: pd.DataFrame, fp8: p
     lines = []
     ok = pipe.dropna(subset=["makespan"])
     best, calm = ok["makespan"].idxmin(), ok["worst_idle"].idxmin()
+    r = BUDGET_RANK
     lines.append(
-        f"Pipeline ({config.pp} devices, {config.microbatches} micro-batches, {config.comm_label}): {best} has "
-        f"the shortest step, {ok.loc[best, 'makespan']:.4g} units, of which {ok.loc[best, 'not_computing']:.4g} "
-        f"not computing on its worst rank ({ok.loc[best, 'comm_exposed']:.4g} waiting for the all-to-all, "
-        f"{ok.loc[best, 'idle']:.4g} idle); 1F1B takes {ok.loc['1f1b', 'makespan']:.4g} "
-        f"({ok.loc['1f1b', 'not_computing']:.4g} not computing). The smallest bubble is {calm}'s, "
-        f"{ok.loc[calm, 'worst_idle']:.4g} units on its worst rank."
+        f"Pipeline ({config.pp} devices, {config.microbatches} micro-batches, {config.comm_label}; a pair that hides "
+        f"an all-to-all computes {config.costs.pair_slowdown:.3g}x as long): {best} has the shortest step, {ok.loc[best, 'makespan']:.4g} "
+        f"units; on rank {r} {ok.loc[best, 'compute']:.4g} computing, {ok.loc[best, 'comm_exposed']:.4g} waiting "
+        f"for the all-to-all, {ok.loc[best, 'idle']:.4g} idle. 1F1B takes {ok.loc['1f1b', 'makespan']:.4g} "
+        f"(rank {r}: {ok.loc['1f1b', 'compute']:.4g} + {ok.loc['1f1b', 'comm_exposed']:.4g} + "
+        f"{ok.loc['1f1b', 'idle']:.4g}). The smallest bubble (largest idle of any rank) is {calm}'s, "
+        f"{ok.loc[calm, 'worst_idle']:.4g} units on rank {ok.loc[calm, 'worst_idle_rank']:.0f}."
     )
     if {"1f1b-overlap", "dualpipe"} <= set(ok.index):
         base, dual, plain = ok.loc["1f1b-overlap"], ok.loc["dualpipe"], ok.loc["1f1b"]
+        pairs, own = gain_budget(ok, "1f1b", "1f1b-overlap"), gain_budget(ok, "1f1b-overlap", "dualpipe")
         lines.append(
             f"Fair baseline: 1F1B with overlapped F&B pairs hides the all-to-all too and takes "
-            f"{base['makespan']:.4g} (same bubble as 1F1B, {base['worst_idle']:.4g}; "
-            f"{base['activation_memory']:g} activations against {plain['activation_memory']:g}; 1x parameters). "
-            f"Of DualPipe's {plain['makespan'] - dual['makespan']:.4g} units saved on 1F1B, "
-            f"{plain['makespan'] - base['makespan']:.4g} come from the pairs and "
-            f"{base['makespan'] - dual['makespan']:.4g} from its smaller bubble ({dual['worst_idle']:.4g}), paid "
-            f"with {dual['params_per_device']:g}x parameters and {dual['activation_memory']:g} activations."
+            f"{base['makespan']:.5g} ({base['activation_memory']:g} activations against "
+            f"{plain['activation_memory']:g}; 1x parameters). Of DualPipe's {plain['makespan'] - dual['makespan']:.4g} "
+            f"units saved on 1F1B, on rank {r}: the pairs save {pairs['saved']:.4g} ({gain_words(pairs)}) and "
+            f"DualPipe over the pairs {own['saved']:.4g} ({gain_words(own)}), paid with "
+            f"{dual['params_per_device']:g}x parameters and {dual['activation_memory']:g} activations."
         )
     m = config.node_cap
     if m in cap.index:
@@ -304,20 +349,25 @@ def claims_table(config: RecipeConfig | None = None) -> pd.DataFrame:
     vs_fair = {r: s["dualpipe"] / s["1f1b-overlap"] for r, s in step.items()}
     own = {r: s["1f1b-overlap"] - s["dualpipe"] for r, s in step.items()}
     one, none = by_ratio[1.0], by_ratio[0.0]
+    free = pipeline_table(replace(config, comm_share=0.0))  # the what-if: overlap costs no compute
     cap, fp8 = node_cap_table(config), fp8_table(config)
     size = bytes_per_value("tile1x128")
-    m = config.node_cap
-    pairs_saved = step[1.0]["1f1b"] - step[1.0]["1f1b-overlap"]
+    m, r = config.node_cap, BUDGET_RANK
+    pairs, dual = gain_budget(one, "1f1b", "1f1b-overlap"), gain_budget(one, "1f1b-overlap", "dualpipe")
+    free_pairs, free_dual = gain_budget(free, "1f1b", "1f1b-overlap"), gain_budget(free, "1f1b-overlap", "dualpipe")
     measurements = (
-        f"at 1:1, all-to-all left exposed on the worst rank: 1F1B {one.loc['1f1b', 'comm_exposed']:.4g}, "
+        f"at 1:1, on rank {r}: all-to-all left exposed 1F1B {one.loc['1f1b', 'comm_exposed']:.4g}, "
         f"1F1B-overlap {one.loc['1f1b-overlap', 'comm_exposed']:.4g}, DualPipe "
-        f"{one.loc['dualpipe', 'comm_exposed']:.4g}; bubble: 1F1B {one.loc['1f1b', 'worst_idle']:.4g}, "
-        f"1F1B-overlap {one.loc['1f1b-overlap', 'worst_idle']:.4g}, DualPipe {one.loc['dualpipe', 'worst_idle']:.4g} "
-        f"(without communication {none.loc['1f1b', 'worst_idle']:.4g}, "
-        f"{none.loc['1f1b-overlap', 'worst_idle']:.4g}, {none.loc['dualpipe', 'worst_idle']:.4g}; time units)",
+        f"{one.loc['dualpipe', 'comm_exposed']:.4g}; idle {one.loc['1f1b', 'idle']:.4g}, "
+        f"{one.loc['1f1b-overlap', 'idle']:.4g}, {one.loc['dualpipe', 'idle']:.4g}; bubble (largest idle of any "
+        f"rank): 1F1B {one.loc['1f1b', 'worst_idle']:.4g}, 1F1B-overlap {one.loc['1f1b-overlap', 'worst_idle']:.4g}, "
+        f"DualPipe {one.loc['dualpipe', 'worst_idle']:.4g} (without communication "
+        f"{none.loc['1f1b', 'worst_idle']:.4g}, {none.loc['1f1b-overlap', 'worst_idle']:.4g}, "
+        f"{none.loc['dualpipe', 'worst_idle']:.4g}; time units)",
         f"DualPipe step / 1F1B-overlap step: {vs_fair[0.0]:.2f} (no communication), {vs_fair[1.0]:.2f} (1:1), "
-        f"{vs_fair[2.0]:.2f} (2:1), {own[0.0]:.4g}, {own[1.0]:.4g} and {own[2.0]:.4g} units saved; against "
-        f"plain 1F1B {vs_plain[0.0]:.2f}, {vs_plain[1.0]:.2f}, {vs_plain[2.0]:.2f}",
+        f"{vs_fair[2.0]:.2f} (2:1), {own[0.0]:.4g}, {own[1.0]:.4g} and {own[2.0]:.4g} units saved (at 1:1 on rank "
+        f"{r}: {gain_words(dual)}); against plain 1F1B {vs_plain[0.0]:.2f}, {vs_plain[1.0]:.2f}, "
+        f"{vs_plain[2.0]:.2f}",
         f"cross-node bytes at M={m} of {config.nodes}: {cap.loc[m, 'vs_uncapped']:.0%} of uncapped; a token's "
         f"experts on {cap.loc[m, 'nodes_per_token']:.3g} nodes, {cap.loc[m, 'nodes_crossed_per_token']:.3g} "
         f"of them crossed to (uncapped {cap['nodes_per_token'].iloc[-1]:.3g} and "
@@ -328,10 +378,12 @@ def claims_table(config: RecipeConfig | None = None) -> pd.DataFrame:
         f"{fp8.loc['tile1x128', 'flushed_to_zero']:.2%} of values vs {fp8.loc['tensor', 'flushed_to_zero']:.2%} "
         f"per tensor",
         f"simulated step at 1:1: {step[1.0]['dualpipe']:.4g} against 1F1B's {step[1.0]['1f1b']:.4g} "
-        f"({vs_plain[1.0]:.2f}x); of the {pairs_saved + own[1.0]:.4g} units saved {pairs_saved:.4g} come from "
-        f"F&B pairs (1F1B-overlap: "
-        f"{one.loc['1f1b-overlap', 'activation_memory']:g} activations, 1x parameters) and {own[1.0]:.4g} from "
-        f"DualPipe's bubble ({one.loc['dualpipe', 'params_per_device']:g}x parameters); cross-node bytes "
+        f"({vs_plain[1.0]:.2f}x); of the {pairs['saved'] + dual['saved']:.4g} units saved, on rank {r}, "
+        f"{pairs['saved']:.4g} come from F&B pairs ({gain_words(pairs)}; 1F1B-overlap: "
+        f"{one.loc['1f1b-overlap', 'activation_memory']:g} activations, 1x parameters) and {dual['saved']:.4g} "
+        f"from DualPipe ({gain_words(dual)}; {one.loc['dualpipe', 'params_per_device']:g}x parameters); "
+        f"if overlap were free (comm_share 0): {free.loc['dualpipe', 'makespan']:.4g}, "
+        f"{free_pairs['saved']:.4g} from pairs and {free_dual['saved']:.4g} from DualPipe; cross-node bytes "
         f"{cap.loc[m, 'vs_uncapped']:.0%}, FP8 bytes {size['fp8/bf16']:.0%}",
     )
     verdicts = (
@@ -339,14 +391,15 @@ def claims_table(config: RecipeConfig | None = None) -> pd.DataFrame:
         "leaves the bubble as it is; the smaller bubble comes from DualPipe's two directions and W split "
         "(Table 2), paid with 2x parameters",
         "misattributed: what grows with communication is the gain of F&B pairs, which 1F1B can use too; "
-        "against that fair baseline bidirectional feeding saves a roughly constant amount (its smaller "
-        "bubble), a shrinking share as communication grows",
+        "against that fair baseline DualPipe saves a roughly constant amount (on rank 0 less idle, from its "
+        "smaller bubble, and less exposed communication), a shrinking share as communication grows",
         "holds, misattributed: the cap is MoE routing (report Sec. 2.1.2), not part of DualPipe; it makes the "
         "all-to-all small enough to hide",
         "misattributed: FP8 is a separate technique that DualPipe does not need; on its own it holds with "
         "fine-grained scaling and FP32 promotion (notebook 06)",
         "holds, with nuance: three independent savings (time, bytes across nodes, bytes per value); of the "
-        "time, most is overlap any 1F1B can have, DualPipe's own share is the bubble",
+        "time, most is overlap any 1F1B can have (at the price of compute on fewer SMs); DualPipe's own share is "
+        "less idle (its smaller bubble) and less exposed communication",
     )
     return pd.DataFrame(
         {

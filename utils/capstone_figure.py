@@ -1,7 +1,6 @@
 """The capstone dashboard's figure (notebook 07): four panels drawn from the tables of `utils.capstone`.
 
-Time not computing per schedule (the worst rank's time budget: idle below, waiting for the all-to-all
-hatched above), memory per device relative to 1F1B on one axis, cross-node bytes against the node cap, FP8
+One rank's time budget per schedule (compute, waiting for the all-to-all hatched, idle: the step), memory per device relative to 1F1B on one axis, cross-node bytes against the node cap, FP8
 error per scaling granularity. Every panel keeps its legend off the data and its title whole at the size the
 notebook shows it (12 x 8.5 inches). `utils.capstone.recipe_dashboard` calls `plot_dashboard`.
 """
@@ -23,19 +22,25 @@ GRANULARITY_LABELS = {g: label + (" (DeepSeek-V3)" if g in WEIGHT_GRANULARITY el
 
 
 def _time_panel(ax, config, ok: pd.DataFrame) -> None:
-    """Worst rank's time not computing, from the time budget: idle below, exposed all-to-all hatched above."""
+    """One rank's time budget per schedule, its three parts stacked: compute, waiting for the all-to-all
+    (hatched), idle; the bar's height is the step."""
     names = list(ok.index)
     x = np.arange(len(names))
-    ax.bar(x, ok["idle"], color=figures.KIND_COLORS["idle"], edgecolor=figures.EDGE_COLOR,
-           label="idle (pipeline bubble)")
-    ax.bar(x, ok["comm_exposed"], bottom=ok["idle"], color=figures.KIND_COLORS["comm"], hatch="//",
-           edgecolor=figures.EDGE_COLOR, label="waiting for the all-to-all")
-    for xi, total in zip(x, ok["not_computing"], strict=True):
+    rank = int(ok["rank"].iloc[0])
+    bottom = np.zeros(len(names))
+    for column, colour, hatch, label in (
+        ("compute", figures.KIND_COLORS["F"], None, f"computing, rank {rank}"),
+        ("comm_exposed", figures.KIND_COLORS["comm"], "//", f"waiting for the all-to-all, rank {rank}"),
+        ("idle", figures.KIND_COLORS["idle"], None, f"idle, rank {rank}"),
+    ):
+        ax.bar(x, ok[column], bottom=bottom, color=colour, hatch=hatch, edgecolor=figures.EDGE_COLOR, label=label)
+        bottom = bottom + ok[column].to_numpy()
+    for xi, total in zip(x, ok["makespan"], strict=True):
         ax.text(xi, total, f"{total:.0f}", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylim(0, 1.3 * max(ok["not_computing"].max(), 1e-9))
-    ax.set_title(f"Time not computing, worst rank (PP={config.pp}, M={config.microbatches});\n"
-                 f"step = {ok['compute'].min():.4g} of compute + this", fontsize=10)
+    ax.set_ylim(0, 1.45 * max(ok["makespan"].max(), 1e-9))
+    ax.set_title(f"Step time of rank {rank}: compute + exposed all-to-all + idle\n(PP={config.pp}, "
+                 f"{config.microbatches} micro-batches)", fontsize=10)
     ax.set_xlabel("schedule")
     ax.set_ylabel("simulated time units")
     ax.legend(fontsize=8, loc="upper right", frameon=False)
@@ -62,7 +67,7 @@ def _memory_panel(ax, config, ok: pd.DataFrame) -> None:
 
 
 def plot_dashboard(config, pipe: pd.DataFrame, cap: pd.DataFrame, fp8: pd.DataFrame) -> Figure:
-    """Four panels: time not computing per schedule, memory per schedule, cross-node bytes vs M, FP8 error.
+    """Four panels: one rank's time budget per schedule, memory per schedule, cross-node bytes vs M, FP8 error.
 
     `config` is a `utils.capstone.RecipeConfig`; `pipe`, `cap` and `fp8` its `pipeline_table`,
     `node_cap_table` and `fp8_table`.
@@ -90,14 +95,14 @@ def plot_dashboard(config, pipe: pd.DataFrame, cap: pd.DataFrame, fp8: pd.DataFr
     labels = [GRANULARITY_LABELS[g] for g in fp8.index]
     y = np.arange(len(labels))
     ax.barh(y - 0.2, 100 * fp8["mean_rel_error"], 0.4, color=figures.KIND_COLORS["B"],
-            label="mean relative error (%)")
+            label="mean relative error (% of the value)")
     ax.barh(y + 0.2, 100 * fp8["flushed_to_zero"], 0.4, color=figures.KIND_COLORS["idle"],
-            edgecolor=figures.EDGE_COLOR, label="flushed to zero (%)")
+            edgecolor=figures.EDGE_COLOR, label="values flushed to zero (% of all values)")
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1.35 * 100 * fp8[["mean_rel_error", "flushed_to_zero"]].to_numpy().max())
     ax.set_title(f"FP8 E4M3 error with {config.outlier:g}x outlier channels", fontsize=10)
-    ax.set_xlabel("percent of values")
+    ax.set_xlabel("percent (error: of each value; flushed: of all values)")
     ax.legend(fontsize=8, loc="lower right", frameon=False)
     fig.suptitle(f"DeepSeek-V3's training recipe on one screen (computed live; {config.comm_label})",
                  fontsize=11)

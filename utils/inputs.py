@@ -80,6 +80,12 @@ MAX_SEQUENCES = _limit(1 << 18, "MAX_SEQUENCES", "the synthetic dataset is built
                        "262,144 sequences take about a second")
 MAX_EXPERT_RANKS = _limit(256, "MAX_EXPERT_RANKS", "traffic accounting loops over pairs of ranks and nodes; "
                           "DeepSeek-V3 uses 64 expert-parallel ranks")
+MAX_STAGE_PASSES = _limit(128, "MAX_STAGE_PASSES", "the schedule search compares every pair of forward and "
+                          "backward a rank could overlap; beyond 128 stage-passes (8 ranks x 16 micro-batches) "
+                          "building the model alone takes seconds and a proof of optimality minutes to hours")
+MAX_TICKS = _limit(1000, "MAX_TICKS", "the schedule search counts time in whole ticks; lengths that are not "
+                   "whole multiples of a thousandth of a unit would need a tick so fine that every time range "
+                   "grows past what it searches quickly")
 
 
 # ------------------------------------------------------------------------------------------------ messages

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 from utils import inputs as arg
 from utils.moe.expert_parallel import ExpertLayout
-from utils.pipeline.costs import CostModel
+from utils.pipeline.costs import COMM_SHARE, CostModel
 
 
 @dataclass(frozen=True)
@@ -15,6 +15,9 @@ class RecipeConfig:
     """One configuration of the recipe. Costs are per pipeline stage, in simulated time units.
 
     `comm_ratio` is the expert all-to-all time of one chunk (dispatch + combine) over its forward compute F.
+    `comm_share` is the share of the GPU's compute given to communication while an overlapped F&B pair hides
+    an all-to-all (default: DeepSeek-V3's 20 of 132 SMs, report Sec. 3.2.2; 0 is the what-if "overlap is
+    free"): such a pair computes 132/112 times as long (`CostModel.pair_slowdown`).
     `ep_ranks` GPUs in `nodes` nodes hold `experts` routed experts; each token picks `top_k` of them on at
     most `node_cap` nodes. `d_model` sets the bytes per token. `outlier` multiplies a few activation channels.
     """
@@ -26,6 +29,7 @@ class RecipeConfig:
     W: float = 1.0
     FB: float = 3.0
     comm_ratio: float = 1.0
+    comm_share: float = COMM_SHARE
     ep_ranks: int = 64
     nodes: int = 8
     experts: int = 256
@@ -63,7 +67,7 @@ class RecipeConfig:
     @property
     def costs(self) -> CostModel:
         """Stage costs with the all-to-all split evenly into dispatch and combine."""
-        costs = CostModel(F=self.F, B=self.B, W=self.W, FB=self.FB)  # its rules first, then the all-to-all
+        costs = CostModel(F=self.F, B=self.B, W=self.W, FB=self.FB, comm_share=self.comm_share)  # its rules first, then the all-to-all
         return replace(costs, dispatch=self.comm_ratio * costs.F / 2, combine=self.comm_ratio * costs.F / 2)
 
     @property

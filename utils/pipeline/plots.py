@@ -42,6 +42,9 @@ _LABEL_MIN_PX = 7.0        # a micro-batch number needs this many pixels per cha
 _FADED_ALPHA = 0.2         # intervals outside `highlight`
 _HIDDEN_ALPHA = 0.35       # communication hidden behind compute is drawn faint: it costs no time
 _HATCH_STEP_PX, _HATCH_RUN = 7.0, 0.6  # hatch strokes: pixels apart, run per rise
+_LABEL_LIGHTEN = 0.65      # a micro-batch number sits on a box this much lighter than the block: no hatch
+#: The box under a micro-batch number: hatching and outlines would strike through the digits otherwise.
+_LABEL_BOX = {"boxstyle": "square,pad=0.12", "facecolor": "white", "alpha": _LABEL_LIGHTEN, "edgecolor": "none"}
 
 #: Legend names of the palette's keys, in the order legends list them (the kinds' names are the schedule's).
 KIND_LABELS: dict[str, str] = {
@@ -247,7 +250,8 @@ def _label_blocks(ax: Axes, block_labels, labels: bool | None, n: int, xlim: tup
             text = _block_label(action)
             fits = width * px_per_unit >= _LABEL_MIN_PX * len(text) + 2 and row_px >= 11
             if (labels or fits) and xlim[0] <= xc <= xlim[1]:
-                ax.text(xc, y, text, ha="center", va="center", fontsize=fontsize, zorder=5, clip_on=True)
+                ax.text(xc, y, text, ha="center", va="center", fontsize=fontsize, zorder=5, clip_on=True,
+                        bbox=_LABEL_BOX)
 
 
 def _legend_keys(groups, strips) -> tuple[list[str], set[int], set[bool]]:
@@ -397,6 +401,7 @@ class TimelineCanvas:
         renderer, rgba = canvas.get_renderer(), np.asarray(canvas.buffer_rgba())
         self._stamps.draw_axis(ax.xaxis, renderer, rgba)
         for text in ax.texts:
+            _lighten_under(text, renderer, rgba)
             self._stamps.draw(text, renderer, rgba)
         self._title.draw(renderer)  # new words on every redraw: drawn, not stamped
         return raster.png_bytes(rgba)
@@ -416,6 +421,20 @@ class TimelineCanvas:
         raster.paint_gantt(area, blocks, timeline.n_ranks, (timeline.start, timeline.end), _BAR_HEIGHT, look)
         raster.paint_strips(area, [(spans, to_rgb(KIND_COLORS["comm"]), _HIDDEN_ALPHA if hidden else 1.0)
                                    for hidden, spans in strips.items()])
+
+
+def _lighten_under(text, renderer, rgba: np.ndarray) -> None:
+    """The canvas's ``_LABEL_BOX``: lighten the pixels under ``text`` (its box, 1 px around) towards white,
+    as the box ``plot_timeline`` draws, so the raster's hatching does not strike through the digits."""
+    if not text.get_visible() or not text.get_text():
+        return
+    box = text.get_window_extent(renderer)
+    height = rgba.shape[0]
+    r0, r1 = max(int(height - box.y1) - 1, 0), min(int(np.ceil(height - box.y0)) + 1, height)
+    c0, c1 = max(int(box.x0) - 1, 0), min(int(np.ceil(box.x1)) + 1, rgba.shape[1])
+    if r1 > r0 and c1 > c0:
+        under = rgba[r0:r1, c0:c1, :3].astype(np.float32)
+        rgba[r0:r1, c0:c1, :3] = np.rint(under + (255.0 - under) * _LABEL_LIGHTEN)
 
 
 def plot_timelines_side_by_side(

@@ -64,7 +64,8 @@ _MEMORY_STYLES = ("-", "--", "-.", ":")
 
 def plot_memory(timeline: Timeline, ax: Axes | None = None, *, ranks: Sequence[int] | None = None,
                 title: str | None = None) -> Axes:
-    """Activations held over time, one step line per rank (unit: one micro-batch through one stage).
+    """Activations held over time, one step line per rank (unit: one micro-batch through one stage; with v
+    chunks per rank a stage is 1/v of a 1F1B stage, and the y label says so).
 
     Ranks often hold exactly the same curve (DualPipe's rank r and PP-1-r mirror each other), which would
     hide one line under another: each rank is drawn slightly shifted up or down (at most +-0.2 in all, said
@@ -90,7 +91,11 @@ def plot_memory(timeline: Timeline, ax: Axes | None = None, *, ranks: Sequence[i
     ax.set_title(title if title is not None else
                  f"{s.name}: activations held per rank ({s.n_ranks} ranks, {s.n_microbatches} micro-batch{'es' if s.n_microbatches != 1 else ''})")
     ax.set_xlabel(f"time ({timeline.time_unit})")
-    ax.set_ylabel("activations held (stage-activations)")
+    # A stage of a v-chunk schedule (ZB-V, interleaved 1F1B, DualPipeV) holds 1/v of a 1F1B stage's layers:
+    # its count is not comparable with 1F1B's without that factor, so the axis says it.
+    v = max(1, s.n_chunks // s.n_ranks)
+    ax.set_ylabel("activations held (stage-activations)" if v == 1 else
+                  f"activations held (stage-activations;\na stage here is 1/{v} of a 1F1B stage)")
     ax.yaxis.get_major_locator().set_params(integer=True)
     legend_title = f"rank (lines {shift:.2g} apart\nso equal ones show)" if len(ranks) > 1 else "rank"
     ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False, title=legend_title,

@@ -76,12 +76,16 @@ def plot_bubble_vs_chunks(table: pd.DataFrame) -> Figure:
 
 
 def plot_step_vs_latency(table: pd.DataFrame) -> Figure:
-    """``virtual_stages.step_vs_latency``'s table: step time of each schedule as the p2p latency grows."""
+    """``virtual_stages.step_vs_latency``'s table: step time of each schedule as the p2p latency grows.
+
+    Two schedules can share a point (or a whole line): each gets its own marker, dash pattern and marker size
+    (the later ones smaller, drawn on top), so a line under another still shows."""
     fig, ax = plt.subplots(figsize=(8, 3.8), layout="constrained")
-    markers = "os^Dv"
+    markers, dashes = "os^Dv", ("-", "--", "-.", ":")
     for i, (name, part) in enumerate(table.groupby("schedule", sort=False)):
         messages = int(part["p2p messages per step"].iloc[0])
         ax.plot(part["p2p latency"], part["step time"], marker=markers[i % len(markers)],
+                linestyle=dashes[i % len(dashes)], markersize=max(9 - 1.5 * i, 4),
                 color=SCHEDULE_COLORS.get(name, EDGE_COLOR), label=f"{name} ({messages} messages per step)")
     ax.set_xlabel("p2p latency per message (time units)")
     ax.set_ylabel("step time (time units)")

@@ -9,8 +9,9 @@ schedule's counts are in units v times smaller than 1F1B's (``per_rank_memory`` 
 
 * Interleaved 1F1B (Narayanan et al. 2021, "Efficient Large-Scale Language Model Training on GPU Clusters
   Using Megatron-LM", Sec. 2.2.2): bubble (PP-1)(F+B)/v, i.e. (PP-1)(f+b) in chunk costs f = F/v,
-  b = B/v; its price is v times as many point-to-point messages and more activations on the first ranks
-  ((v-1)P + 2(PP-1-r) + 1 chunk-activations on rank r, P the micro-batches per round).
+  b = B/v; its price is point-to-point messages, 2M(vPP-1) per step against 1F1B's 2M(PP-1) (more than v
+  times as many: 2.33x at v = 2 on 4 ranks), and more activations on the first ranks ((v-1)P + 2(PP-1-r) + 1
+  chunk-activations on rank r, P the micro-batches per round).
 * ZB-V (Qi et al. 2024, "Zero Bubble Pipeline Parallelism", Sec. 6): with chunk costs f = b_input = w and
   at least 2PP-1 micro-batches, every rank computes without a gap from its first action to its last
   (the paper's "zero bubble"); what is left is the fill and drain of the V, rank r starting r f late and
@@ -165,7 +166,9 @@ def assumptions_hold(schedule: Schedule, costs: CostModel) -> tuple[bool, str]:
                        f"its round before the first micro-batch comes back around")
     if schedule.name == "zbv":
         if m < zbv_fill_microbatches(pp):
-            return False, f"ZB-V fills its V with 2PP-1 = {zbv_fill_microbatches(pp)} micro-batches; got {m}"
+            return False, (f"(PP-1) F per chunk needs at least 2PP-1 = {zbv_fill_microbatches(pp)} micro-batches "
+                           f"to fill the V; with {m}, rank 0 runs out of forwards before the first gradient "
+                           f"comes back up the V and waits inside the step")
         if abs(costs.F - costs.I) > _TOLERANCE or abs(costs.F - costs.W) > _TOLERANCE:
             return False, "ZB-V's zero bubble assumes F = B_input = W (here F = B - W = W per chunk)"
     return True, "the formula is exact"
@@ -223,11 +226,13 @@ def per_rank_memory(timeline: Timeline) -> list[dict]:
 
 def bubble_vs_chunks(pp: int, m: int, costs: CostModel, chunks=(1, 2, 3, 4)):
     """Interleaved 1F1B with v = each of ``chunks`` on the same model (``costs`` of one rank's share, each
-    chunk 1/v of them; v = 1 is 1F1B): simulated worst-rank idle beside (PP-1)(F+B)/v, step time, messages per step and rank
-    0's peak activations in 1/PP units. A pandas DataFrame, one row per v."""
+    chunk 1/v of them; v = 1 is 1F1B): simulated worst-rank idle beside (PP-1)(F+B)/v, step time, messages per
+    step and their ratio to 1F1B's, (vPP-1)/(PP-1), and rank 0's peak activations in 1/PP units. A pandas
+    DataFrame, one row per v."""
     _sizes("bubble_vs_chunks", pp=pp, m=m), _costs(costs, "bubble_vs_chunks")
     for v in arg.sequence(chunks, "chunks", where="bubble_vs_chunks"):
         arg.whole(v, "every v", low=1, high=16, where="bubble_vs_chunks", why="model chunks per rank")
+    baseline = p2p_messages(make_schedule("1f1b", pp, m))  # 2M(PP-1)
     rows = []
     for v in chunks:
         # v = 1 is plain 1F1B (torch's interleaved order with one chunk warms up twice as deep, for nothing)
@@ -236,6 +241,7 @@ def bubble_vs_chunks(pp: int, m: int, costs: CostModel, chunks=(1, 2, 3, 4)):
         rows.append({"chunks per rank v": v, "worst-rank idle": timeline.worst_idle,
                      "(PP-1)(F+B)/v": bubble_interleaved(pp, costs.F, costs.B, v),
                      "step time": timeline.makespan, "p2p messages per step": p2p_messages(timeline.schedule),
+                     "messages / 1F1B's": p2p_messages(timeline.schedule) / baseline,
                      "rank 0 peak activations (1/PP units)": timeline.peak_activations(0) / v})
     return pd.DataFrame(rows)
 

@@ -28,7 +28,7 @@ passes themselves so that a forward and a backward last alike (forward doubling 
 recomputation), which one kit action per micro-batch and stage cannot express: they are not built here.
 
 Micro-batches: the down pipeline runs 0 .. N/2-1 and the up pipeline N/2 .. N-1, each in order (DualPipe's
-numbering in the kit; for N = D it is the paper's Figure 3: 0 and 1 down, 2 and 3 up).
+numbering in the kit; for N = D it is the paper's four-stage figure: 0 and 1 down, 2 and 3 up).
 """
 
 from __future__ import annotations

@@ -29,15 +29,10 @@ from utils.pipeline.simulate import action_length
 #: (rank r holds stages r and 2R-1-r), DualPipe's two directions (rank r holds stage r of each).
 PLACEMENTS = ("linear", "v", "bidirectional")
 #: Stage-passes (micro-batches x stages on a route) the search places at most.
-MAX_STAGE_PASSES = arg.Limit(
-    128, "MAX_STAGE_PASSES", "the solver compares every pair of forward and backward a rank could overlap; "
-    "beyond 128 stage-passes (8 ranks x 16 micro-batches) building the model alone takes seconds and a proof "
-    "of optimality minutes to hours")
+MAX_STAGE_PASSES = arg.MAX_STAGE_PASSES
 #: The finest tick the solver counts time in: lengths must be whole multiples of 1/MAX_TICKS time units
 #: (e.g. a pair that computes 3 x 132/112 = 99/28 units is counted in 28ths).
-MAX_TICKS = arg.Limit(
-    1000, "MAX_TICKS", "the solver counts time in whole ticks; lengths that are not whole multiples of a "
-    "thousandth of a unit would need a tick so fine that every time range grows past what it searches quickly")
+MAX_TICKS = arg.MAX_TICKS
 #: The longest search allowed, in seconds.
 MAX_TIME_LIMIT = 3600.0
 
