@@ -136,6 +136,11 @@ TABLE = [
     (compare.comparison_table, dict(ranks=[2, 4], microbatches=8, costs=COSTS),
      {"ranks": [4, [0], [2.5], None, "2,4"], "microbatches": [[8], 0, 2.5], "costs": [None],
       "vary": ["stages", None], "schedules": [("pipedream",), None, "1f1b"]}),
+    (compare.fair_steps, dict(ranks=4, microbatches=8, costs=COSTS, rank=0),
+     {"ranks": [0, 2.5, None], "microbatches": [0, None], "costs": [None], "rank": [r for r in BAD["index"] if r is not None] + [4]}),
+    (compare.without_pairs, dict(schedule=DP), {"schedule": [None, "dualpipe"]}),
+    (compare.over_chimera, dict(ranks=4, microbatches=8, costs=COSTS),
+     {"ranks": [3, 0, None], "microbatches": [6, 0, None], "costs": [None, 1.0], "rank": BAD["index"] + [4]}),
 ]
 
 

@@ -1,6 +1,7 @@
 """The pure functions behind the pipeline widgets: their tables are the simulator's and Table 2's numbers."""
 
 import math
+from dataclasses import replace
 
 import matplotlib
 
@@ -14,7 +15,7 @@ from utils.pipeline import explore as pe  # noqa: E402
 from utils.pipeline import table2  # noqa: E402
 from utils.pipeline.costs import CostModel  # noqa: E402
 from utils.pipeline.registry import make_schedule
-from utils.pipeline.schedule import Action  # noqa: E402
+from utils.pipeline.schedule import Action, OverlappedAction  # noqa: E402
 from utils.pipeline.simulate import simulate
 
 
@@ -204,3 +205,56 @@ def test_faded_hatching_is_faded_too():
     alphas = sorted(c.get_alpha() or 1.0 for c in fig.axes[0].collections
                     if type(c).__name__ == "LineCollection")
     assert alphas == [0.2, 1.0]
+
+
+def test_budget_columns_and_bars_are_one_named_rank_and_table2_idle_agrees_with_communication():
+    """The comparison widget's budget is one rank's (the one that computes least), bars stack that rank's idle
+    and exposed communication, and Table 2's idle (execution times) equals the simulator's bubble with an
+    all-to-all and the default comm_share for every Table 2 row (notebook 05's widget)."""
+    costs = CostModel(F=1.0, B=2.0, W=1.0, dispatch=0.5, combine=0.5)
+    fig, table = pc.compare_schedules([4, 8, 16], 32, costs, vary="ranks",
+                                      schedules=("1f1b", "1f1b-overlap", "zb1p", "dualpipe", "dualpipev"))
+    for row in table.itertuples():
+        stage_costs = pc.costs_per_stage(row.schedule, costs)
+        timeline = simulate(make_schedule(row.schedule, row.ranks, row.microbatches), stage_costs)
+        b = timeline.budget(int(row.rank))
+        assert int(row.rank) == timeline.worst_budget().rank
+        assert (row.idle, row.comm_exposed, row.not_computing) == (b.idle, b.comm_exposed, b.not_computing)
+        assert row.table2_idle == pytest.approx(row.worst_idle, abs=1e-9), row.schedule
+    hatched = [p for p in fig.axes[0].patches if p.get_hatch()]
+    plain = [p for p in fig.axes[0].patches if not p.get_hatch()]
+    assert [p.get_height() for p in hatched] == pytest.approx(list(table.comm_exposed))
+    assert [p.get_height() for p in plain] == pytest.approx(list(table.idle))
+    assert [p.get_y() for p in hatched] == pytest.approx(list(table.idle))
+
+
+def test_explorer_names_the_rank_of_every_budget_number():
+    """05's explorer: the bubble with its rank; idle, exposed communication and time not computing of one
+    named rank (1F1B-overlap with an all-to-all: rank 3 idles most, rank 0 computes least)."""
+    view = pe.explore_schedule("1f1b-overlap", 4, 8, dispatch=0.5, combine=0.5, plot=False)
+    sim, tl = view.table["simulated"], view.result
+    assert sim["rank of the bubble (idlest rank)"] == 3 and sim["worst-rank idle (bubble)"] == tl.idle(3)
+    worst = int(sim["worst rank (computes least)"])
+    assert worst == 0
+    b = tl.budget(worst)
+    assert (sim["idle (worst rank)"], sim["exposed communication (worst rank)"],
+            sim["time not computing (worst rank)"]) == (b.idle, b.comm_exposed, b.not_computing)
+
+
+def test_gains_split_on_one_rank_and_over_chimera():
+    """fair_steps with a rank: the saving splits into compute, exposed communication and idle of that rank
+    (they sum to the saving). over_chimera: Chimera 48, DualPipe's order without pairs 43 (idle 8 -> 3), free
+    pairs 37 (exposed 16 -> 10), the SMs given to communication back to 39.14 on rank 0 at 4 x 8."""
+    costs = CostModel(F=1.0, B=2.0, W=1.0, dispatch=0.5, combine=0.5)
+    steps = pc.fair_steps(16, 64, replace(costs, comm_share=0.0), rank=0)
+    dual = steps.loc["dualpipe"]
+    assert (dual.saved, dual.d_comm_exposed, dual.d_idle, dual.d_compute) == (22, 16, 6, 0)
+    steps = pc.fair_steps(4, 8, costs, rank=0).iloc[1:]
+    assert (steps.d_compute + steps.d_comm_exposed + steps.d_idle - steps.saved).abs().max() < 1e-9
+    chain = pc.over_chimera(4, 8, costs, rank=0)
+    assert list(chain["step time"].round(2)) == [48, 43, 37, 39.14]
+    assert list(chain["rank 0 idle"].iloc[:2]) == [8, 3] and list(chain["rank 0 comm_exposed"].iloc[1:3]) == [16, 10]
+    unpaired = pc.without_pairs(make_schedule("dualpipe", 4, 8))
+    assert not any(isinstance(a, OverlappedAction) for row in unpaired.actions for a in row)
+    with pytest.raises(ValueError, match="multiple"):
+        pc.over_chimera(4, 10, costs)

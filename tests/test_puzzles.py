@@ -13,6 +13,7 @@ from utils.checks import check_puzzle
 from utils.pipeline.costs import CostModel
 from utils.pipeline.generators.common import linear_schedule
 from utils.pipeline.puzzles import (
+    PAIR_COSTS,
     PUZZLES,
     Reason,
     capped_one_f_one_b,
@@ -370,3 +371,31 @@ def test_idle_puzzles_name_only_the_costs_their_schedule_uses_and_hint_at_expose
     # to "all ranks alike" (every rank computes the same), which the grader rejects
     assert "exposed" in overlap.hints[0] and "exposed" in overlap.hints[1]
     assert not overlap.grade(("all", "c")).passed and overlap.grade(overlap.reference()).passed
+
+
+def test_notebook_05_hints_lead_to_an_answer_the_grader_accepts():
+    """Follow each hint of 05's puzzles as a learner would and grade where they lead.
+
+    overlap-idlest-rank: hint 1 defines idle as step - compute - exposed communication; hint 3 says a pair
+    computes a little longer, so compute is counted per rank, not assumed equal: the rank the hints point to,
+    with the reason they describe (the most pairs, the least time busy), is the grader's answer. The hints of
+    the GPipe puzzle ("step minus compute", "count the work") would lead to the wrong rank here.
+    dualpipev-rank-lists: the warm-up formula of hint 3 is in ranks (N), the count the reference lists run."""
+    p = PUZZLES["overlap-idlest-rank"]
+    timeline = simulate(make_schedule("1f1b-overlap", 4, 8), PAIR_COSTS)
+    budgets = [timeline.budget(r) for r in range(4)]
+    idle = [timeline.makespan - b.compute - b.comm_exposed for b in budgets]     # hint 1
+    led_to = max(range(4), key=lambda r: idle[r])
+    assert "busy for the least time" in p.hints[2] and "computes a little longer" in p.hints[2]
+    assert not any("computes the same" in h for h in p.hints)
+    assert p.grade((led_to, "b")).passed
+    by_compute_only = max(range(4), key=lambda r: timeline.makespan - budgets[r].compute)  # GPipe's hint 1
+    assert not p.grade((by_compute_only, "b")).passed
+    v = PUZZLES["dualpipev-rank-lists"]
+    assert "PP-1-r" not in " ".join(v.hints) and "2(N-1-r)" in v.hints[2]
+    reference = make_schedule("dualpipev", 4, 8)
+    for r in range(4):  # warm-up: 2(N-1-r) forwards of the rank's first stage, then phase 2 adds one more
+        row = reference.actions[r]
+        leading = next(i for i, a in enumerate(row) if not (isinstance(a, Action) and a.kind == "F"
+                                                             and a.stage == r))
+        assert leading == 2 * (4 - 1 - r) + 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -28,6 +29,7 @@ from utils.pipeline.registry import (
     make_schedule,
     schedule_name,
 )
+from utils.pipeline.schedule import OverlappedAction, Schedule
 from utils.pipeline.simulate import simulate
 from utils.view import View
 
@@ -62,9 +64,11 @@ def comparison_table(
     ranks: int | Sequence[int], microbatches: int | Sequence[int], costs: CostModel,
     vary: str = "ranks", schedules: Sequence[str] = COMPARED_SCHEDULES,
 ) -> pd.DataFrame:
-    """One row per (schedule, setting): simulated step time, worst-rank idle, bubble ratio, the worst rank's
-    exposed communication and time not computing (``Timeline.worst_budget``), peak activations and the closed
-    form's idle (Table 2's, or 1f1b-overlap's), as ``vary`` ("ranks" or "microbatches") takes each value.
+    """One row per (schedule, setting): simulated step time, ``worst_idle`` (the bubble: the largest idle of any
+    rank, Table 2's quantity), bubble ratio, the time budget of one named rank, ``rank``, the worst rank (the
+    one that computes least, ``Timeline.worst_budget``): its ``idle``, ``comm_exposed`` and ``not_computing``
+    (their sum), peak activations and the closed form's idle (Table 2's with execution times,
+    ``table2.bubble``, or 1f1b-overlap's), as ``vary`` ("ranks" or "microbatches") takes each value.
     The default schedules are the fair comparison's (``registry.COMPARED_SCHEDULES``).
 
     ``costs`` are those of one rank's share of the model; DualPipeV's half-size stages get half of them
@@ -89,7 +93,8 @@ def comparison_table(
         for value in varied:
             n_ranks, n_mb = (value, fixed) if vary == "ranks" else (fixed, value)
             row = {"schedule": name, "ranks": n_ranks, "microbatches": n_mb, "makespan": math.nan,
-                   "worst_idle": math.nan, "bubble_ratio": math.nan, "comm_exposed": math.nan,
+                   "worst_idle": math.nan, "bubble_ratio": math.nan, "rank": math.nan, "idle": math.nan,
+                   "comm_exposed": math.nan,
                    "not_computing": math.nan, "peak_activations": math.nan, "table2_idle": math.nan,
                    "note": ""}
             stage_costs = costs_per_stage(name, costs)
@@ -100,10 +105,10 @@ def comparison_table(
             else:
                 sim = simulated_quantities(timeline)
                 formula = closed_form(timeline.schedule, stage_costs) or {}
+                worst = timeline.worst_budget()  # every budget column from this one rank
                 row.update(makespan=sim["step time (makespan)"], worst_idle=sim["worst-rank idle (bubble)"],
-                           bubble_ratio=sim["bubble ratio"],
-                           comm_exposed=sim["exposed communication (worst rank)"],
-                           not_computing=sim["time not computing (worst rank)"],
+                           bubble_ratio=sim["bubble ratio"], rank=worst.rank, idle=worst.idle,
+                           comm_exposed=worst.comm_exposed, not_computing=worst.not_computing,
                            peak_activations=sim["peak activations (worst rank)"],
                            table2_idle=formula.get("bubble", math.nan))
             rows.append(row)
@@ -115,7 +120,8 @@ def compare_schedules(
     vary: str = "ranks", schedules: Sequence[str] = COMPARED_SCHEDULES,
 ) -> tuple[Figure, pd.DataFrame]:
     """All ``schedules`` on the same costs as PP or micro-batches vary: the worst rank's time not computing
-    (grouped bars, idle below and exposed communication hatched above: the time budget) and the step time
+    (grouped bars, that one rank's idle below and its exposed communication hatched above: its time budget)
+    and the step time
     (lines), plus the table behind them (`comparison_table`)."""
     from matplotlib.patches import Patch
 
@@ -123,20 +129,20 @@ def compare_schedules(
     names = [schedule_name(s) for s in schedules]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
     palette = {s: plots.SCHEDULE_COLORS.get(s, OKABE_ITO["sky blue"]) for s in names}
-    shown = table.dropna(subset=["worst_idle"])
+    shown = table.dropna(subset=["idle"])
     values = sorted(set(shown[vary]))
     width = 0.8 / max(len(names), 1)
     for i, name in enumerate(names):
         part = shown[shown["schedule"] == name].set_index(vary).reindex(values)
         x = [j - 0.4 + (i + 0.5) * width for j in range(len(values))]
-        idle, comm = part["worst_idle"].fillna(0), part["not_computing"].fillna(0) - part["worst_idle"].fillna(0)
+        idle, comm = part["idle"].fillna(0), part["comm_exposed"].fillna(0)  # one rank's two parts
         left.bar(x, idle, width, color=palette[name], edgecolor=plots.EDGE_COLOR, linewidth=0.5)
         left.bar(x, comm, width, bottom=idle, color=palette[name], edgecolor=plots.EDGE_COLOR, linewidth=0.5,
                  hatch="///", alpha=0.6)
     fixed_text = f"{microbatches} micro-batches" if vary == "ranks" else f"{ranks} ranks"
     axis_label = "pipeline ranks (PP)" if vary == "ranks" else "micro-batches"
     left.set_xticks(range(len(values)), [str(v) for v in values])
-    left.set_title(f"Worst rank's time not computing ({fixed_text})")
+    left.set_title(f"Worst rank's time not computing ({fixed_text})\n(the rank that computes least)")
     left.set_xlabel(axis_label)
     left.set_ylabel("idle + exposed comm (time units)")
     handles = [Patch(facecolor=palette[n], edgecolor=plots.EDGE_COLOR, label=n) for n in names]
@@ -144,16 +150,19 @@ def compare_schedules(
                          label="hatched: exposed communication"))
     left.legend(handles=handles, title="schedule", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0),
                 frameon=False)
-    markers = "os^Dvx"
+    markers, styles = "os^Dvx", ("-", "--", ":", "-.")
     for i, name in enumerate(names):
         part = shown[shown["schedule"] == name]
+        # distinct marker, size and line style: a schedule whose steps equal another's (DualPipe and DualPipeV)
+        # still shows under it
         right.plot(part[vary], part["makespan"], marker=markers[i % len(markers)], color=palette[name],
-                   linestyle="-" if i % 2 == 0 else "--", label=name)
+                   linestyle=styles[i % len(styles)], markersize=9 - i, markerfacecolor="none" if i % 2 else
+                   palette[name], label=name)
     right.set_xticks(values, [str(v) for v in values])
     right.set_title(f"Step time ({fixed_text})")
     right.set_xlabel(axis_label)
     right.set_ylabel("step time (simulated time units)")
-    right.legend(title="schedule", fontsize=8)
+    right.legend(title="schedule", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     a2a = costs.dispatch + costs.combine
     fig.suptitle(f"Schedules on the same model: F={costs.F:g}, B={costs.B:g}, W={costs.W:g}, "
                  f"F&B={costs.FB:g}, all-to-all={a2a:g}, p2p={costs.p2p:g} per 1/PP of the model "
@@ -196,32 +205,79 @@ MECHANISMS = {
 
 
 def fair_steps(ranks: int, microbatches: int, costs: CostModel,
-               schedules: Sequence[str] = ("1f1b", "1f1b-overlap", "dualpipe")) -> pd.DataFrame:
+               schedules: Sequence[str] = ("1f1b", "1f1b-overlap", "dualpipe"), rank: int | None = None,
+               ) -> pd.DataFrame:
     """DualPipe's gains separated step by step on one model (GUIDE principle 7: each gain to its mechanism).
 
-    One row per schedule, in the order given: the step time and its time budget averaged over ranks
-    (``compute + comm_exposed + idle == step``, from ``Timeline.budget``), the bubble (worst-rank idle, Table
-    2's quantity), peak activations, parameters per device in units of 1/PP of the model, the time saved
-    against the row before, and the mechanism that saves it (``MECHANISMS``). Costs are per 1/PP of the model
-    (DualPipeV's half-size stages get half, ``costs_per_stage``).
+    One row per schedule, in the order given: the step time and its time budget (``compute + comm_exposed +
+    idle == step``, ``Timeline.budget``) on ``rank`` (averaged over ranks when None), the bubble (largest
+    idle of any rank, Table 2's quantity), peak activations, parameters per device in units of 1/PP of the
+    model, the time saved against the row before, and the mechanism that saves it (``MECHANISMS``). With a
+    ``rank``, ``d_compute``, ``d_comm_exposed`` and ``d_idle`` split the saving into its three parts on that
+    rank (they sum to ``saved``). Costs are per 1/PP of the model (DualPipeV's half-size stages get half,
+    ``costs_per_stage``).
     """
     rows, previous = [], None
     for name in map(schedule_name, schedules):
         timeline = simulate(make_schedule(name, ranks, microbatches), costs_per_stage(name, costs))
-        shares = timeline.budget_shares()
-        span = timeline.makespan
+        if rank is None:
+            shares = timeline.budget_shares()
+            parts = {key: shares[key] * timeline.makespan for key in ("compute", "comm_exposed", "idle")}
+        else:
+            b = timeline.budget(rank)
+            parts = {"compute": b.compute, "comm_exposed": b.comm_exposed, "idle": b.idle}
         v = CHUNKS_PER_RANK.get(name, 1)
         rows.append({
             "schedule": name,
-            "step": span,
-            "compute": shares["compute"] * span,
-            "comm_exposed": shares["comm_exposed"] * span,
-            "idle": shares["idle"] * span,
+            "step": timeline.makespan,
+            **parts,
             "bubble": timeline.worst_idle,
             "peak_activations": max(timeline.peak_activations(r) for r in range(ranks)) / v,
             "params_per_device": max(timeline.param_copies(r) for r in range(ranks)) / v,
-            "saved": math.nan if previous is None else previous - span,
+            "saved": math.nan if previous is None else previous["step"] - timeline.makespan,
+            **({} if rank is None else {f"d_{k}": math.nan if previous is None else previous[k] - parts[k]
+                                        for k in parts}),
             "by": MECHANISMS.get(name, ""),
         })
-        previous = span
+        previous = {"step": timeline.makespan, **parts}
     return pd.DataFrame(rows).set_index("schedule")
+
+
+def without_pairs(schedule: Schedule) -> Schedule:
+    """``schedule`` with every overlapped F&B pair run as its forward, then its backward: the same order and
+    placement, nothing hidden (the "DualPipe without pairs" step between Chimera and DualPipe)."""
+    arg.instance(schedule, "schedule", Schedule, "a Schedule (e.g. make_schedule('dualpipe', 4, 8))",
+                 where="without_pairs")
+    actions = tuple(tuple(x for a in row for x in ((a.forward, a.backward) if isinstance(a, OverlappedAction)
+                                                   else (a,))) for row in schedule.actions)
+    return replace(schedule, name=f"{schedule.name} without pairs", actions=actions)
+
+
+def over_chimera(ranks: int, microbatches: int, costs: CostModel, rank: int = 0) -> pd.DataFrame:
+    """What DualPipe adds on top of Chimera (Li and Hoefler, SC'21), one addition per row, measured on the
+    time budget of ``rank``: Chimera; DualPipe's order with its pairs run apart (the split backward, I and W,
+    in a bidirectional schedule); DualPipe with free overlap (``comm_share=0``: the pairs hide the all-to-all);
+    DualPipe as costed (``costs.comm_share``: the SMs given to communication slow each pair's compute).
+    Columns: step time, then ``rank <r> compute``, ``rank <r> comm_exposed``, ``rank <r> idle``, and ``saved`` with its three parts
+    (``d_compute``, ``d_comm_exposed``, ``d_idle``) against the row before. Chimera needs ``microbatches``
+    a multiple of ``ranks``."""
+    arg.instance(costs, "costs", CostModel, "a CostModel (e.g. CostModel(F=1, B=2, W=1))", where="over_chimera")
+    dualpipe = make_schedule("dualpipe", ranks, microbatches)
+    free = replace(costs, comm_share=0.0)
+    steps = [("chimera", make_schedule("chimera", ranks, microbatches), costs,
+              "two pipelines in opposite directions, full backward, no pairs"),
+             ("dualpipe, pairs run apart", without_pairs(dualpipe), costs, "split backward: I, W fill the waits"),
+             ("dualpipe, comm_share 0", dualpipe, free, "F&B pairs hide the all-to-all (overlap free)"),
+             (f"dualpipe, comm_share {costs.comm_share:.3g}", dualpipe, costs,
+              "the SMs given to communication slow each pair")]
+    rows, previous = [], None
+    for label, schedule, c, by in steps:
+        b = simulate(schedule, c).budget(arg.whole(rank, "rank", low=0, high=ranks - 1, where="over_chimera"))
+        parts = {"step": b.makespan, "compute": b.compute, "comm_exposed": b.comm_exposed, "idle": b.idle}
+        rows.append({"step": label, **{(f"rank {rank} {k}" if k != "step" else "step time"): v
+                                       for k, v in parts.items()},
+                     "saved": math.nan if previous is None else previous["step"] - b.makespan,
+                     **{f"d_{k}": math.nan if previous is None else previous[k] - parts[k]
+                        for k in ("compute", "comm_exposed", "idle")}, "by": by})
+        previous = parts
+    return pd.DataFrame(rows).set_index("step")

@@ -129,15 +129,22 @@ def _overlap_closed_form(schedule: Schedule, costs: CostModel) -> dict:
 
 
 def simulated_quantities(timeline: Timeline) -> dict:
-    """The quantities the explorer reports, read off a timeline (per-rank maxima where Table 2 has one); the
-    time budget's (``Timeline.budget``) exposed communication and time not computing of the worst rank."""
+    """The quantities the explorer reports, read off a timeline: the step; the bubble (the largest idle of any
+    rank, Table 2's quantity) and the rank it is on; then the time budget (``Timeline.budget``) of one named
+    rank, the worst rank (the one that computes least, ``Timeline.worst_budget``): its idle, exposed
+    communication and time not computing, so every budget number is that one rank's; and the per-rank maxima
+    of activations and parameter copies (Table 2's quantities)."""
     _timeline(timeline, "simulated_quantities")
     ranks = range(timeline.n_ranks)
     worst = timeline.worst_budget()
+    idlest = max(ranks, key=lambda r: (timeline.idle(r) - _TOLERANCE * max(1.0, timeline.makespan), -r))
     return {
         "step time (makespan)": timeline.makespan,
         "worst-rank idle (bubble)": timeline.worst_idle,
+        "rank of the bubble (idlest rank)": float(idlest),
         "bubble ratio": timeline.bubble_ratio,
+        "worst rank (computes least)": float(worst.rank),
+        "idle (worst rank)": worst.idle,
         "exposed communication (worst rank)": worst.comm_exposed,
         "time not computing (worst rank)": worst.not_computing,
         "peak activations (worst rank)": max(timeline.peak_activations(r) for r in ranks),

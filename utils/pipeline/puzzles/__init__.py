@@ -23,6 +23,8 @@ validator rejects for a deadlock (``deadlock_puzzle``), predict which rank idles
     idle        predict which rank idles most and why (idle_puzzle, Reason)
     writing     write a schedule's rank lists (rank_list_puzzle)
     course      the puzzles of notebooks 03-07 (PUZZLES)
+    optimal     match the schedule search by hand (match_the_solver_puzzle, notebook 05b)
+    capstone    pick a schedule under a memory cap, size the batch for a compute share (CAPSTONE_PUZZLES, 07)
 
 May import: utils.pipeline below ``explore`` (validation, simulate, registry, generators, plots, ...).
 """
@@ -35,5 +37,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     **{name: "deadlock" for name in ("deadlock_puzzle", "flipped_warmup")},
     **{name: "idle" for name in ("idle_puzzle", "Reason")},
     "rank_list_puzzle": "writing",
+    "match_the_solver_puzzle": "optimal",
+    **{name: "capstone" for name in ("memory_cap_choice_puzzle", "compute_share_puzzle", "CAPSTONE_PUZZLES")},
     **{name: "course" for name in ("PUZZLES", "GPIPE_IDLE_REASONS")},
 })

@@ -31,10 +31,11 @@ OVERLAP_IDLE_REASONS = {
     "b": Reason("the last rank: its warm-up is shortest, so it runs the most F&B pairs, whose all-to-all hides "
                 "behind the partner chunk; it is busy for the least time in the same step", True,
                 "the last rank runs the most pairs (its warm-up is the shortest), and inside a pair each chunk's "
-                "all-to-all runs while the other chunk computes: the same compute, less time busy, more time "
+                "all-to-all runs while the other chunk computes: a little more compute (a pair runs on the SMs "
+                "communication leaves), much less exposed communication, so less time busy and more time "
                 "waiting in a step every rank shares."),
     "c": Reason("all ranks alike: every rank runs the same forwards and backwards", False,
-                "every rank computes the same, but not every rank hides the same communication: plain actions "
+                "every rank runs the same chunks, but not every rank hides the same communication: plain actions "
                 "wait for their all-to-all, pairs do not. Count each rank's pairs."),
     "d": Reason("the middle ranks: they wait for both neighbours", False,
                 "a rank's idle time is the step time minus the time it is busy; look at what makes one rank "

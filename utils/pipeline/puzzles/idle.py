@@ -80,6 +80,9 @@ def idle_puzzle(name: str, n_ranks: int, n_microbatches: int, costs: CostModel,
         + (f", F&B = {costs.FB:g}" if any("OVERLAP" in t for t in texts) else "")
         + (f", an expert all-to-all of {costs.dispatch + costs.combine:g} per chunk (dispatch and combine)"
            if communicates else "")
+        + (f"; a pair that hides it computes {costs.pair_slowdown:.3g} times as long (a share "
+           f"{costs.comm_share:.3g} of the SMs runs the communication, DeepSeek-V3 report Sec. 3.2.2)"
+           if communicates and costs.comm_share > 0 and any("OVERLAP" in t for t in texts) else "")
         + ". **Predict before you simulate:** which rank idles most during the "
         + f'step (the rank number, or "all" if they tie), and why?\n\n{options}'
     )
@@ -93,10 +96,12 @@ def idle_puzzle(name: str, n_ranks: int, n_microbatches: int, costs: CostModel,
     ) if not communicates else (
         "A rank's idle time is the step time minus its computation and minus the communication it waits for "
         "because nothing hides it (the time budget: compute + exposed communication + idle = step).",
-        "Every rank computes the same. Count what each rank leaves exposed: a plain forward or backward waits "
-        "for its all-to-all, an F&B pair hides each chunk's all-to-all behind the other chunk.",
-        "Where a rank waits does not change how long it waits: the rank that hides the most communication is "
-        "busy for the least time in a step every rank shares.",
+        "Count what each rank leaves exposed: a plain forward or backward waits for its all-to-all, an F&B "
+        "pair hides each chunk's all-to-all behind the other chunk. Rank r runs 2(PP-1-r)+1 lone forwards and as "
+        "many lone backwards (PP = ranks here), the rest as pairs.",
+        "A pair computes a little longer than F + B (the SMs it gives to communication), so a rank with more "
+        "pairs computes a little more, but hides much more: compare each rank's compute plus exposed "
+        "communication; the rank busy for the least time idles most, wherever in the step it waits.",
     )
     right = next(k for k, r in reasons.items() if r.right)
     return Puzzle(key=key or f"{schedule.name}-idlest-rank", title=f"Puzzle: which rank of {schedule.name} "

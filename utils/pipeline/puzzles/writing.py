@@ -22,8 +22,9 @@ DUALPIPEV_HINTS = (
     "Start from the picture: in which order does rank 0 see its two stages' forwards and backwards?",
     "DualPipeV runs DualPipe's eight phases on every rank: warm-up forwards, forwards of both stages, "
     "zero-bubble I W F, overlapped pairs, cool-down, backwards, deferred W.",
-    "Each phase's length is a formula of the rank: see dualpipe_phase_steps in utils.pipeline.generators "
-    "and count rank 0's warm-up: 2(PP-1-r) forwards of its first stage.",
+    "Each phase's length is a formula of the rank: see dualpipe_phase_steps in "
+    "utils.pipeline.generators.bidirectional (half_ranks = N, the number of ranks; DualPipeV has PP = 2N "
+    "stages). Rank r's warm-up is 2(N-1-r) forwards of its first stage: 6 on rank 0 of 4.",
 )
 
 
