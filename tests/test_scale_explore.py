@@ -108,3 +108,26 @@ def test_widget_only_wires_the_pure_function():
     widget.controls["tokens_per_microbatch"].value = 16384
     assert "at least 2 x ranks" in widget.message.value and widget.image.layout.display == "none"
     assert repr(widget).startswith("ScaleExplorer(PP=16, IB 25 GB/s")
+
+
+def test_the_published_activated_counts_leave_the_embedding_out():
+    table = explore.activated_table()
+    assert (abs(table["total_B"] / table["published_total_B"] - 1) < 0.01).all()  # the configs are right
+    lite = table.loc["DeepSeek-V2-Lite"]
+    # V2-Lite tells them apart: 2.45B without the embedding is 2% over the published 2.4B, 2.66B with it 11%
+    assert 0 < lite["activated_B"] / 2.4 - 1 < 0.025 and lite["with_embedding_B"] / 2.4 - 1 > 0.1
+    v3 = table.loc["DeepSeek-V3"]
+    assert round(v3["activated_B"]) == 37 and round(v3["with_embedding_B"]) == 38
+
+
+def test_comm_ratio_table_reads_the_layer_times():
+    result = explore.run(schedules=())
+    table = explore.comm_ratio_table(result)
+    ms = result.layer_ms
+    a2a = ms["dispatch"] + ms["combine"]
+    assert table.loc["forward", "ratio_132_sms"] == pytest.approx(result.moe_layer_comm_to_compute)
+    assert table.loc["F&B pair", "ratio_132_sms"] == pytest.approx(2 * a2a / (ms["F"] + ms["B"]))
+    assert table.loc["backward", "ratio_112_sms"] == pytest.approx(a2a / ms["B"] * 112 / 132)
+    # tokens per micro-batch cancel out
+    doubled = explore.comm_ratio_table(explore.run({"tokens_per_microbatch": 8192}, ()))
+    assert doubled["ratio_132_sms"].to_numpy() == pytest.approx(table["ratio_132_sms"].to_numpy(), rel=1e-3)

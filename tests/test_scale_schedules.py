@@ -13,9 +13,11 @@ from utils.scale.report import evaluate
 from utils.scale.schedules import (
     SCHEDULES,
     activation_peaks,
+    chunk_scale,
     overlaps_communication,
     run_schedule,
     size_pipeline,
+    uneven_stages,
 )
 from utils.scale.setting import Layout, report_setting
 from utils.scale.timing import chunk_times
@@ -70,7 +72,7 @@ def test_the_reports_setting_fits_in_80_gb(report):
     assert all(m.total <= 80e9 for m in report.chosen.memory_by_rank)
 
 
-def test_overlap_needs_pairs_and_only_dualpipe_fits_with_it(report):
+def test_overlap_needs_pairs_and_fits_with_pp_plus_one_or_the_v(report):
     s = report.schedules
     added = {name: r.a2a_added_ms for name, r in s.items()}
     # F&B pairs hide the all-to-all; the V placement alone (ZB-V) does not. Hiding is not free: a pair computes
@@ -84,6 +86,8 @@ def test_overlap_needs_pairs_and_only_dualpipe_fits_with_it(report):
     # 1F1B with overlapped pairs holds 2 PP chunk-activations and does not fit; DualPipe's PP + 1 does
     assert s["1f1b-overlap"].peak_activations == 2 * 16
     assert s["1f1b-overlap"].memory.total > 80e9 >= s["dualpipe"].memory.total
+    # DualPipeV hides it too, within 80 GB, with one copy of the parameters
+    assert added["dualpipev"] < 0.4 * added["1f1b"] and s["dualpipev"].memory.total <= 80e9
 
 
 def test_dualpipe_hides_the_all_to_all_and_pays_in_parameters(report):
@@ -145,3 +149,38 @@ def test_run_schedule_matches_a_direct_simulation():
     timeline = simulate(make_schedule("zb1p", 4, 8), result.pipeline.costs)
     assert result.step_ms == pytest.approx(timeline.makespan)
     assert result.worst_idle_ms == pytest.approx(timeline.worst_idle)
+
+
+def test_equal_layer_cut_puts_the_embedding_first_and_the_tail_last():
+    from utils.scale.stages import equal_layer_cut
+    chunks = equal_layer_cut(load_model(), 16)
+    assert [c.n_layers for c in chunks] == [4] * 13 + [3] * 3
+    assert chunks[0].embedding and chunks[0].n_dense == 3 and chunks[-1].tail and chunks[-1].first_layer == 58
+    with pytest.raises(ValueError, match="at most 61"):
+        equal_layer_cut(load_model(), 62)
+
+
+def test_uneven_stages_by_hand_on_a_small_pipeline():
+    model, hardware = load_model(), load_hardware()
+    setting = report_setting().with_changes(pp=4, microbatches=8)
+    layout = Layout.of(model, hardware, setting)
+    rows = {(r["schedule"], r["cut"]): r for r in uneven_stages(model, hardware, setting, layout, ("1f1b",), 3)}
+    sized = size_pipeline(model, hardware, setting, layout, "1f1b")
+    # uniform: what run_schedule simulates
+    assert rows["1f1b", "uniform"]["step_ms"] == pytest.approx(run_schedule(model, hardware, setting, layout,
+                                                                           "1f1b").step_ms)
+    # the balanced cut's costliest chunk is SizedPipeline.imbalance; the factors average 1
+    scale = chunk_scale(sized.chunk_times)
+    assert sum(scale) / len(scale) == pytest.approx(1.0)
+    assert rows["1f1b", "balanced"]["costliest_chunk"] == pytest.approx(sized.imbalance)
+    # rank 3 holds the last chunk (tail): its load is that chunk's factor, its compute is M x (F + B) x factor
+    costs = sized.costs
+    assert rows["1f1b", "balanced"]["rank_load"] == pytest.approx(scale[-1])
+    assert rows["1f1b", "balanced"]["rank_compute_ms"] == pytest.approx(8 * (costs.F + costs.B) * scale[-1])
+    # the same compute in every cut, so any longer step is the imbalance's cost; the slowest chunk paces it
+    for cut in ("equal layers", "balanced"):
+        row = rows["1f1b", cut]
+        assert row["step_ms"] >= 8 * (costs.F + costs.B) * row["costliest_chunk"]
+        assert row["over_uniform"] == pytest.approx(row["step_ms"] / rows["1f1b", "uniform"]["step_ms"])
+    assert rows["1f1b", "equal layers"]["step_ms"] > rows["1f1b", "balanced"]["step_ms"] > rows["1f1b",
+                                                                                                "uniform"]["step_ms"]

@@ -17,7 +17,7 @@ from utils.scale.memory import ChunkParams, activation_items, model_state_bytes
 from utils.scale.params import layer_flops, param_counts
 from utils.scale.plots import scale_figure
 from utils.scale.report import REPORT_PRETRAINING_GPU_HOURS, ScaleResult, evaluate
-from utils.scale.schedules import SCHEDULES
+from utils.scale.schedules import SCHEDULES, uneven_stages
 from utils.scale.setting import Layout, report_setting, setting_rows
 from utils.scale.timing import all_to_all_ms
 from utils.view import View
@@ -58,6 +58,27 @@ def params_table(model: ModelConfig | str = "DeepSeek-V3") -> pd.DataFrame:
         rows.append({"quantity": key, "ours_B": counts[ours] / 1e9, "published_B": value / 1e9,
                      "gap": counts[ours] / value - 1, "source": source})
     return pd.DataFrame(rows).set_index("quantity")
+
+
+#: DeepSeek-V2-Lite (config.json of deepseek-ai/DeepSeek-V2-Lite; no query compression), published in the
+#: DeepSeek-V2 report (Sec. 4 and Appendix B) as 15.7B total, 2.4B activated: a small model whose activated
+#: count tells the two conventions apart (the embedding is 0.21B of it).
+V2_LITE = ModelConfig(name="DeepSeek-V2-Lite", n_layers=27, n_dense_layers=1, hidden=2048, dense_ffn=10944,
+                      vocab=102400, n_heads=16, q_lora_rank=0, kv_lora_rank=512, qk_nope_dim=128, qk_rope_dim=64,
+                      v_head_dim=128, n_routed_experts=64, n_shared_experts=2, top_k=6, expert_ffn=1408)
+_PUBLISHED_ACTIVATED = {"DeepSeek-V3": (671e9, 37e9), "DeepSeek-V2": (236e9, 21e9), "DeepSeek-V2-Lite": (15.7e9, 2.4e9)}
+
+
+def activated_table() -> pd.DataFrame:
+    """Which convention the published activated counts use: for DeepSeek-V3, V2 and V2-Lite, the published
+    total and activated parameters (billions) beside ours without and with the input embedding table."""
+    rows = {}
+    for model in (load_model("DeepSeek-V3"), load_model("DeepSeek-V2"), V2_LITE):
+        p, (total, activated) = param_counts(model), _PUBLISHED_ACTIVATED[model.name]
+        rows[model.name] = {"total_B": p.total / 1e9, "published_total_B": total / 1e9,
+                            "activated_B": p.activated / 1e9, "with_embedding_B": p.activated_with_embedding / 1e9,
+                            "published_activated_B": activated / 1e9}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
 
 
 def flops_table(seq_len: int = 4096) -> pd.DataFrame:
@@ -205,6 +226,34 @@ def implied_efficiency(gpu_hours: float = REPORT_PRETRAINING_GPU_HOURS, toleranc
     return (low + high) / 2
 
 
+def comm_ratio_table(result: ScaleResult) -> pd.DataFrame:
+    """One MoE layer's all-to-all over its compute, for a forward, a backward and an F&B pair (whose two
+    chunks each dispatch and combine), with the compute on every SM and on the SMs a pair leaves to compute
+    (20 of 132 run the all-to-all, report Sec. 3.2.2). The report's "approximately 1:1" (Sec. 3.2.1) is one
+    of these numbers. Tokens per micro-batch cancel out: compute and all-to-all both scale with them."""
+    _result(result, "comm_ratio_table")
+    ms, hw = result.layer_ms, result.hardware
+    a2a = ms["dispatch"] + ms["combine"]
+    slow = hw.n_sms / (hw.n_sms - hw.comm_sms)
+    rows = {"forward": (a2a, ms["F"]), "backward": (a2a, ms["B"]), "F&B pair": (2 * a2a, ms["F"] + ms["B"])}
+    return pd.DataFrame.from_dict(
+        {name: {"all_to_all_ms": comm, f"compute_ms_{hw.n_sms:g}_sms": work, f"ratio_{hw.n_sms:g}_sms": comm / work,
+                f"ratio_{hw.n_sms - hw.comm_sms:g}_sms": comm / (work * slow)} for name, (comm, work) in rows.items()},
+        orient="index").rename_axis("one MoE layer")
+
+
+def uneven_table(schedules: tuple[str, ...] = ("1f1b", "dualpipe", "dualpipev"), rank: int = 0) -> pd.DataFrame:
+    """The report's setting simulated with each chunk's own cost (``utils.scale.schedules.uneven_stages``):
+    per schedule and cut (uniform, equal layers, the kit's balanced cut), the step (s), the step over the
+    uniform one, the costliest chunk over the mean, and on `rank` its load, compute and idle time (s)."""
+    model, hardware, setting = load_model(), load_hardware(), report_setting()
+    rows = uneven_stages(model, hardware, setting, Layout.of(model, hardware, setting), tuple(schedules), rank)
+    table = pd.DataFrame(rows).set_index(["schedule", "cut"])
+    for column in ("step_ms", "rank_compute_ms", "rank_idle_ms"):
+        table[column] /= 1e3
+    return table.rename(columns=lambda c: c.replace("_ms", "_s"))
+
+
 class ScaleView(View):
     """The course's ``View`` of the full-scale model: the figure (seconds and gigabytes per schedule), the
     schedule table, and as its note the summary sentences (live numbers) followed by the assumptions line."""
@@ -233,14 +282,24 @@ def summary_lines(result: ScaleResult) -> list[str]:
     one, dual = result.schedules["1f1b"], result.schedules["dualpipe"]
     gb, cap = dual.memory.gb(), result.hardware.memory_gb
     biggest = max((k for k in gb if k != "total"), key=gb.get)
+    hw = result.hardware
+    paired = hw.n_sms - hw.comm_sms
+    if gb["total"] > cap:
+        verdict = "does not fit"
+    elif gb["total"] > 0.9 * cap:  # the model leaves out buffers, context and fragmentation (notebook 08, sec. 5)
+        verdict = "at capacity: what the model leaves out needs the rest"
+    else:
+        verdict = "fits"
     return [
         f"One MoE layer: all-to-all {result.layer_ms['dispatch'] + result.layer_ms['combine']:.2f} ms against "
-        f"{result.layer_ms['F']:.2f} ms of forward compute, {result.moe_layer_comm_to_compute:.2f} : 1 "
-        f"({result.comm_to_compute:.2f} : 1 over a mean chunk, dense layers and heads included).",
+        f"{result.layer_ms['F']:.2f} ms of forward compute on all {hw.n_sms:g} SMs, "
+        f"{result.moe_layer_comm_to_compute:.2f} : 1 ({result.moe_layer_comm_to_compute * paired / hw.n_sms:.2f} "
+        f": 1 on the {paired:g} a pair leaves; {result.comm_to_compute:.2f} : 1 over a mean chunk, dense layers "
+        "and heads included).",
         f"1F1B's step takes {one.step_ms / 1e3:.2f} s, {one.a2a_added_ms / 1e3:.2f} s more than without the "
         f"all-to-all; DualPipe's takes {dual.step_ms / 1e3:.2f} s, {dual.a2a_added_ms / 1e3:.2f} s more.",
         f"DualPipe's fullest GPU (rank {dual.worst_rank}) holds {gb['total']:.1f} GB of {cap:g} "
-        f"({'fits' if gb['total'] <= cap else 'does not fit'}); the largest part is {biggest.replace('_', ' ')}, "
+        f"({verdict}); the largest part is {biggest.replace('_', ' ')}, "
         f"{gb[biggest]:.1f} GB.",
     ]
 

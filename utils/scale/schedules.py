@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
+from utils import inputs as arg
 from utils.pipeline.costs import CostModel
 from utils.pipeline.registry import COMPARED_SCHEDULES, make_schedule
 from utils.pipeline.schedule import OverlappedAction, Schedule, action_parts
@@ -31,7 +32,7 @@ from utils.scale.config import ModelConfig
 from utils.scale.hardware import Hardware
 from utils.scale.memory import MemoryBreakdown, chunk_activation_bytes, rank_memory
 from utils.scale.setting import Layout, TrainingSetting
-from utils.scale.stages import Chunk, plan_chunks
+from utils.scale.stages import Chunk, equal_layer_cut, plan_chunks
 from utils.scale.timing import ChunkTimes, chunk_times, compute_ms, unit_flops
 
 #: The schedules compared at full scale: the registry's fair comparison (1F1B, 1F1B with overlapped pairs,
@@ -202,3 +203,52 @@ def run_schedule(
         pipeline=sized,
         timeline=timeline,
     )
+
+
+#: The cuts `uneven_stages` compares, in its rows' order.
+CUTS = ("uniform", "equal layers", "balanced")
+
+
+def chunk_scale(times: tuple[ChunkTimes, ...]) -> tuple[float, ...]:
+    """One factor per chunk for ``CostModel.chunk_scale``: each chunk's compute (F + B) over the mean chunk's.
+    The factor multiplies the mean F, B and W alike, so a chunk keeps the mean chunk's F : B : W."""
+    work = [t.F + t.B for t in times]
+    mean = sum(work) / len(work)
+    return tuple(w / mean for w in work)
+
+
+def uneven_stages(
+    model: ModelConfig, hardware: Hardware, setting: TrainingSetting, layout: Layout,
+    names: tuple[str, ...] = ("1f1b", "dualpipe"), rank: int = 0,
+) -> list[dict]:
+    """What unequal chunks cost the step, per schedule and cut (report Sec. 3.2.3: the first chunk holds the
+    embedding and the dense layers, the last the output head and the MTP module).
+
+    For each schedule in `names`, three simulations of the same step, one row each (``CUTS``): ``uniform``
+    (every chunk the mean chunk: what ``run_schedule`` simulates), ``equal layers`` (``equal_layer_cut``: the
+    same number of layers per chunk, the tail on the last) and ``balanced`` (``plan_chunks``: the cut whose
+    costliest chunk is cheapest), the last two through ``CostModel.chunk_scale`` with `chunk_scale` of the
+    chunks' own times. The total compute is the same in all three, so any longer step is the imbalance's cost.
+    Each row: the step (ms), the step over the uniform one, the costliest chunk over the mean, and on `rank`
+    its chunks' mean factor (its load), compute and idle time (``Timeline.budget``).
+    """
+    rows = []
+    for name in names:
+        sized = size_pipeline(model, hardware, setting, layout, name)
+        schedule = sized.schedule
+        rank = arg.whole(rank, "rank", low=0, high=schedule.n_ranks - 1, where="uneven_stages",
+                         why="a rank of the pipeline")
+        naive = tuple(chunk_times(model, hardware, setting, layout, c, False)
+                      for c in equal_layer_cut(model, schedule.n_chunks))
+        uniform_ms = None
+        for cut, scale in zip(CUTS, (None, chunk_scale(naive), chunk_scale(sized.chunk_times)), strict=True):
+            timeline = simulate(schedule, replace(sized.costs, chunk_scale=scale))
+            uniform_ms = timeline.makespan if uniform_ms is None else uniform_ms
+            factors = scale or (1.0,) * schedule.n_chunks
+            held = [factors[schedule.stage_to_chunk[s]] for s in schedule.stages_on(rank)]
+            budget = timeline.budget(rank)
+            rows.append({"schedule": name, "cut": cut, "step_ms": timeline.makespan,
+                         "over_uniform": timeline.makespan / uniform_ms, "costliest_chunk": max(factors),
+                         "rank": rank, "rank_load": sum(held) / len(held), "rank_compute_ms": budget.compute,
+                         "rank_idle_ms": budget.idle})
+    return rows

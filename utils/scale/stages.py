@@ -103,3 +103,26 @@ def plan_chunks(model: ModelConfig, n_chunks: int, unit_cost: Callable[[str], fl
         )
         start += size
     return tuple(chunks)
+
+
+def equal_layer_cut(model: ModelConfig, n_chunks: int) -> tuple[Chunk, ...]:
+    """The naive, report-like cut: `n_chunks` chunks of equal layer counts (the first ``n_layers % n_chunks``
+    chunks hold one more), the embedding in the first chunk and the tail (final norm, output head, MTP
+    modules) in the last, beside its layers (report Sec. 3.2.3 keeps the MTP module with the head).
+
+    Raises ValueError when there are more chunks than layers (every chunk of this cut holds a layer).
+    """
+    n_chunks = check_count("n_chunks", n_chunks, 1, "the number of pipeline chunks")
+    if n_chunks > model.n_layers:
+        raise ValueError(f"an equal-layer cut of {model.name}'s {model.n_layers} layers into {n_chunks} chunks "
+                         f"leaves a chunk without a layer: use at most {model.n_layers} chunks.")
+    base, extra = divmod(model.n_layers, n_chunks)
+    units = model_units(model)
+    chunks, start = [], 0
+    for index in range(n_chunks):
+        size = base + (index < extra)
+        kinds = units[start : start + size]
+        chunks.append(Chunk(index=index, first_layer=start, n_dense=kinds.count("dense"),
+                            n_moe=kinds.count("moe"), embedding=index == 0, tail=index == n_chunks - 1))
+        start += size
+    return tuple(chunks)
