@@ -16,7 +16,7 @@ from utils.figures import EDGE_COLOR, KIND_COLORS, OKABE_ITO, SCHEDULE_COLORS
 STEP_PARTS = {
     "compute_s": ("compute (F, B, W of its chunks)", KIND_COLORS["B"], ""),
     "comm_waited_s": ("waiting for communication", KIND_COLORS["comm"], "//"),
-    "idle_s": ("idle (pipeline bubble)", KIND_COLORS["idle"], ""),
+    "idle_s": ("idle, the same rank", KIND_COLORS["idle"], ""),
 }
 # Okabe-Ito colours again; here they stand for kinds of bytes, told apart by the legend and by hatching.
 MEMORY_PARTS = {
