@@ -35,8 +35,8 @@ def test_table_values_are_the_simulators(name, ranks, mb):
     assert sim["step time (makespan)"] == timeline.makespan
     assert sim["worst-rank idle (bubble)"] == timeline.worst_idle
     assert sim["bubble ratio"] == timeline.bubble_ratio
-    assert sim["peak activations (worst rank)"] == max(timeline.peak_activations(r) for r in range(ranks))
-    assert sim["parameter copies per rank"] == max(timeline.param_copies(r) for r in range(ranks))
+    assert sim["peak activations (largest of any rank)"] == max(timeline.peak_activations(r) for r in range(ranks))
+    assert sim["stages held per rank (parameters)"] == max(timeline.param_copies(r) for r in range(ranks))
 
 
 @pytest.mark.parametrize("name,ranks,pp",
@@ -44,10 +44,10 @@ def test_table_values_are_the_simulators(name, ranks, mb):
 def test_table2_column_is_utils_table2(name, ranks, pp):
     costs = CostModel(F=1.0, B=2.0, W=1.0, FB=2.5)
     view = pe.explore_schedule(name, ranks, 4 * pp, F=1.0, B=2.0, W=1.0, FB=2.5)
-    column = view.table["Table 2"]
+    column = view.table["closed form"]
     assert column["worst-rank idle (bubble)"] == table2.bubble(name, pp, costs)
-    assert column["peak activations (worst rank)"] == table2.peak_activations(name, pp)
-    assert column["parameter copies per rank"] == table2.param_copies(name)
+    assert column["peak activations (largest of any rank)"] == table2.peak_activations(name, pp)
+    assert column["stages held per rank (parameters)"] == table2.param_copies(name)
     assert math.isnan(column["step time (makespan)"])
     # F = B - W and W <= F: the assumptions hold, so simulation and formula agree (the report's Table 2).
     assert view.table["agrees"].dropna().tolist() == [True, True, True]
@@ -63,7 +63,7 @@ def test_table2_breaks_when_its_assumption_breaks():
 
 def test_schedules_outside_table2_have_no_formula():
     view = pe.explore_schedule("gpipe", 4, 8)
-    assert view.table["Table 2"].isna().all()
+    assert view.table["closed form"].isna().all()
     assert "does not list gpipe" in view.note
 
 

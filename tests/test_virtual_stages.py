@@ -256,7 +256,7 @@ def test_explorer_puts_the_virtual_closed_forms_beside_the_simulator():
         view = explore.explore_schedule(name, 4, 8, plot=False, **kwargs)
         assert view.error is None
         table = view.table
-        for quantity in ("worst-rank idle (bubble)", "peak activations (worst rank)", "parameter copies per rank"):
+        for quantity in ("worst-rank idle (bubble)", "peak activations (largest of any rank)", "stages held per rank (parameters)"):
             assert table.loc[quantity, "agrees"], (name, quantity)
         assert "Not a row of Table 2" in view.note and "should be exact" in view.note
     view = explore.explore_schedule("zbv", 4, 8, plot=False, F=1.0, B=2.5, W=1.0)

@@ -85,9 +85,13 @@ def closed_form(schedule: Schedule, costs: CostModel) -> dict | None:
         "parameters": table2.param_copies(name),
         "bubble_formula": f"{_BUBBLE_TEXT[name]}, PP={pp}",
         "activations_formula": f"{_ACTIVATIONS_TEXT[name]}, PP={pp}",
-        "parameters_formula": f"{table2.param_copies(name)}x",
+        "parameters_formula": _PARAMS_TEXT[name],
         "assumptions": "hold" if ok else why,
     }
+
+
+_PARAMS_TEXT = {"1f1b": "1x", "zb1p": "1x", "dualpipe": "2x: two copies of a 1/PP stage (both directions)",
+                "dualpipev": "2 stages of 1/PP, PP = 2 x ranks: one copy of the model over all ranks"}
 
 
 def _virtual_closed_form(schedule: Schedule, costs: CostModel) -> dict:
@@ -107,7 +111,7 @@ def _virtual_closed_form(schedule: Schedule, costs: CostModel) -> dict:
         "parameters": v,
         "bubble_formula": bubble_text,
         "activations_formula": act_text,
-        "parameters_formula": f"{v} stages of 1/(v PP)",
+        "parameters_formula": f"{v} stages of 1/(v PP): one rank's 1/PP share, one copy",
         "assumptions": "hold" if ok else why,
     }
 
@@ -126,6 +130,13 @@ def _overlap_closed_form(schedule: Schedule, costs: CostModel) -> dict:
         "parameters_formula": "1x",
         "assumptions": "hold" if ok else why,
     }
+
+
+#: Rows of the explorer's table whose names say what they hold: the largest activation peak of any rank (Table
+#: 2's quantity, not the worst rank's), and the stages a rank holds (Table 2's parameters: DualPipe's two are
+#: copies of a 1/PP share, ZB-V's and DualPipeV's two are halves of a rank's share).
+PEAK_ROW = "peak activations (largest of any rank)"
+STAGES_ROW = "stages held per rank (parameters)"
 
 
 def simulated_quantities(timeline: Timeline) -> dict:
@@ -147,21 +158,22 @@ def simulated_quantities(timeline: Timeline) -> dict:
         "idle (worst rank)": worst.idle,
         "exposed communication (worst rank)": worst.comm_exposed,
         "time not computing (worst rank)": worst.not_computing,
-        "peak activations (worst rank)": max(timeline.peak_activations(r) for r in ranks),
-        "parameter copies per rank": max(timeline.param_copies(r) for r in ranks),
+        PEAK_ROW: max(timeline.peak_activations(r) for r in ranks),
+        STAGES_ROW: max(timeline.param_copies(r) for r in ranks),
     }
 
 
 def summary_table(timeline: Timeline, costs: CostModel) -> pd.DataFrame:
-    """One row per quantity: simulated value, Table 2's closed form (where it has one), whether they agree."""
+    """One row per quantity: simulated value, the closed form (Table 2's, or the paper's of a schedule Table 2
+    does not list) where there is one, and whether they agree."""
     _timeline(timeline, "summary_table")
     _costs(costs, "summary_table")
     sim = simulated_quantities(timeline)
     formula = closed_form(timeline.schedule, costs) or {}
     table2_of = {
         "worst-rank idle (bubble)": "bubble",
-        "peak activations (worst rank)": "activations",
-        "parameter copies per rank": "parameters",
+        PEAK_ROW: "activations",
+        STAGES_ROW: "parameters",
     }
     rows = []
     for quantity, value in sim.items():
@@ -169,8 +181,8 @@ def summary_table(timeline: Timeline, costs: CostModel) -> pd.DataFrame:
         expected = float(formula[key]) if key and formula else math.nan
         agrees = None if math.isnan(expected) else \
             bool(abs(value - expected) <= _TOLERANCE * max(1.0, abs(value)))
-        rows.append({"quantity": quantity, "simulated": float(value), "Table 2": expected,
-                     "Table 2 formula": formula.get(f"{key}_formula", "") if key else "", "agrees": agrees})
+        rows.append({"quantity": quantity, "simulated": float(value), "closed form": expected,
+                     "formula": formula.get(f"{key}_formula", "") if key else "", "agrees": agrees})
     return pd.DataFrame(rows).set_index("quantity")
 
 
