@@ -43,13 +43,14 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 
 from utils import inputs as arg
 from utils.pipeline import runtime
 from utils.pipeline.costs import COMM_SHARE, CostModel
 from utils.pipeline.registry import SCHEDULE_NAMES, make_schedule
 from utils.pipeline.schedule import ACT, ACTION_KINDS, ActionLike, Schedule, action_parts
-from utils.pipeline.timeline import CommInterval, Interval, Timeline
+from utils.pipeline.timeline import CommInterval, Interval, LazyComms, Timeline
 from utils.pipeline.validation import check_structure, validate
 
 
@@ -164,9 +165,9 @@ def _simulate(schedule: Schedule, costs: CostModel) -> Timeline:
         Interval.row(r, acts, starts[a:b], ends[a:b], _part(comm_wait, a, b), _part(p2p_wait, a, b))
         for r, (acts, a, b) in enumerate(zip(schedule.actions, offsets[:-1], offsets[1:], strict=True))
     )
-    comms = (
-        _comms(schedule, slots, costs, intervals, arrival) if p2p > 0 or costs.dispatch + costs.combine > 0
-        else ()
+    comms = (  # made on first use (LazyComms): only pictures read them
+        LazyComms(partial(_comms, schedule, slots, costs, intervals, arrival))
+        if p2p > 0 or costs.dispatch + costs.combine > 0 else ()
     )
     return Timeline(schedule, intervals, comms=comms, time_unit="time units")
 

@@ -14,7 +14,7 @@ or an idle share reads them from here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, partial
 from itertools import repeat
@@ -111,13 +111,48 @@ class TimeBudget:
                 "idle": self.idle, "makespan": self.makespan}
 
 
+class LazyComms(Sequence):
+    """The communication intervals of a simulated timeline, made on first use: they are for the pictures, and
+    building them costs more than the simulation itself when every chunk has an all-to-all, so a timeline read
+    only for its numbers (a what-if table, the full-scale model) never builds them. Reads like a tuple."""
+
+    def __init__(self, make):
+        self._make, self._items = make, None
+
+    def _all(self) -> tuple:
+        if self._items is None:
+            self._items, self._make = tuple(self._make()), None
+        return self._items
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __getitem__(self, index):
+        return self._all()[index]
+
+    def __iter__(self):
+        return iter(self._all())
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, (tuple, LazyComms)) and self._all() == tuple(other)
+
+    def __hash__(self) -> int:
+        return hash(self._all())
+
+    def __repr__(self) -> str:
+        return repr(self._all())
+
+    def __reduce__(self):  # a copy or a pickle holds the plain tuple
+        return (tuple, (self._all(),))
+
+
 @dataclass
 class Timeline:
     """Per-rank intervals of every action of ``schedule``, in execution order."""
 
     schedule: Schedule
     intervals: tuple[tuple[Interval, ...], ...]
-    comms: tuple[CommInterval, ...] = ()
+    comms: tuple[CommInterval, ...] | LazyComms = ()
     source: str = "simulated"
     time_unit: str = "time units"
 
