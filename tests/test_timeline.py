@@ -86,3 +86,22 @@ def test_empty_timeline():
     schedule = Schedule("naive", 1, 1, (0,), (0,), ((0,),), ((),))
     tl = Timeline(schedule, ((),))
     assert tl.makespan == 0 and tl.bubble_ratio == 0 and tl.worst_idle == 0
+
+
+def test_simulated_communication_is_built_on_first_use_and_reads_like_a_tuple():
+    import copy
+    import pickle
+
+    from utils.pipeline.costs import CostModel
+    from utils.pipeline.registry import make_schedule
+    from utils.pipeline.simulate import simulate
+    from utils.pipeline.timeline import LazyComms
+
+    made = []
+    lazy = LazyComms(lambda: made.append(1) or [1, 2, 3])
+    assert not made  # nothing built yet
+    assert len(lazy) == 3 and list(lazy) == [1, 2, 3] and lazy[1] == 2 and lazy == (1, 2, 3) and made == [1]
+    assert bool(LazyComms(list)) is False
+    tl = simulate(make_schedule("dualpipe", 4, 8), CostModel(F=1, B=2, W=1, dispatch=0.5, combine=0.5, p2p=0.1))
+    assert isinstance(tl.comms, LazyComms) and len(tl.comms) > 0
+    assert type(pickle.loads(pickle.dumps(tl)).comms) is tuple and copy.deepcopy(tl).comms == tl.comms
