@@ -33,7 +33,7 @@ def test_table_values_are_the_simulators(name, ranks, mb):
     timeline = simulate(make_schedule(name, ranks, mb), CostModel(F=1.0, B=2.0, W=1.0, FB=2.5))
     sim = view.table["simulated"]
     assert sim["step time (makespan)"] == timeline.makespan
-    assert sim["worst-rank idle (bubble)"] == timeline.worst_idle
+    assert sim["bubble: largest idle of any rank"] == timeline.worst_idle
     assert sim["bubble ratio"] == timeline.bubble_ratio
     assert sim["peak activations (largest of any rank)"] == max(timeline.peak_activations(r) for r in range(ranks))
     assert sim["stages held per rank (parameters)"] == max(timeline.param_copies(r) for r in range(ranks))
@@ -45,7 +45,7 @@ def test_table2_column_is_utils_table2(name, ranks, pp):
     costs = CostModel(F=1.0, B=2.0, W=1.0, FB=2.5)
     view = pe.explore_schedule(name, ranks, 4 * pp, F=1.0, B=2.0, W=1.0, FB=2.5)
     column = view.table["closed form"]
-    assert column["worst-rank idle (bubble)"] == table2.bubble(name, pp, costs)
+    assert column["bubble: largest idle of any rank"] == table2.bubble(name, pp, costs)
     assert column["peak activations (largest of any rank)"] == table2.peak_activations(name, pp)
     assert column["stages held per rank (parameters)"] == table2.param_copies(name)
     assert math.isnan(column["step time (makespan)"])
@@ -57,7 +57,7 @@ def test_table2_column_is_utils_table2(name, ranks, pp):
 def test_table2_breaks_when_its_assumption_breaks():
     """DualPipe's formula assumes F = B - W; with F = 1, B = 3, W = 1 the simulated bubble differs."""
     view = pe.explore_schedule("dualpipe", 4, 8, F=1.0, B=3.0, W=1.0, FB=3.5)
-    assert view.table.loc["worst-rank idle (bubble)", "agrees"] is False
+    assert view.table.loc["bubble: largest idle of any rank", "agrees"] is False
     assert "F = B - W" in view.note
 
 
@@ -102,15 +102,15 @@ def test_comparison_table_matches_simulator_and_reports_invalid_settings():
     fig, table = pc.compare_schedules([2, 3, 4], 8, costs, vary="ranks")
     row = table[(table.schedule == "zb1p") & (table.ranks == 4)].iloc[0]
     timeline = simulate(make_schedule("zb1p", 4, 8), costs)
-    assert row.worst_idle == timeline.worst_idle and row.makespan == timeline.makespan
+    assert row.bubble == timeline.worst_idle and row.makespan == timeline.makespan
     assert row.table2_idle == table2.bubble("zb1p", 4, costs)
     v_row = table[(table.schedule == "dualpipev") & (table.ranks == 4)].iloc[0]
     v_timeline = simulate(make_schedule("dualpipev", 4, 8), pc.costs_per_stage("dualpipev", costs))
-    assert v_row.worst_idle == v_timeline.worst_idle
+    assert v_row.bubble == v_timeline.worst_idle
     odd = table[(table.schedule == "dualpipe") & (table.ranks == 3)].iloc[0]
-    assert math.isnan(odd.worst_idle) and "even number of ranks" in odd.note
+    assert math.isnan(odd.bubble) and "even number of ranks" in odd.note
     left, right = fig.axes[:2]
-    assert left.get_title() and left.get_xlabel() == "pipeline ranks (PP)" and "idle" in left.get_ylabel()
+    assert left.get_title() and left.get_xlabel() == "pipeline ranks (devices)" and "idle" in left.get_ylabel()
     assert left.get_legend() is not None and right.get_legend() is not None
     assert fig._suptitle is not None
 
@@ -119,7 +119,7 @@ def test_comparison_over_microbatches():
     costs = CostModel(F=1.0, B=2.0, W=1.0, FB=3.0)
     _, table = pc.compare_schedules(4, [8, 16], costs, vary="microbatches", schedules=("1f1b", "gpipe"))
     assert sorted(set(table.microbatches)) == [8, 16] and set(table.ranks) == {4}
-    assert (table.worst_idle == 9.0).all(), "1F1B and GPipe idle (PP-1)(F+B) whatever the micro-batches"
+    assert (table.bubble == 9.0).all(), "1F1B and GPipe idle (PP-1)(F+B) whatever the micro-batches"
 
 
 @pytest.mark.parametrize("kwargs,fragment", [
@@ -195,7 +195,7 @@ def test_dualpipe_cut_in_half_is_dualpipev(n_half, k):
 
 def test_explore_without_plot_gives_numbers_only():
     view = pe.explore_schedule("1f1b", 4, 8, plot=False)
-    assert view.figure is None and view.table.loc["worst-rank idle (bubble)", "simulated"] == 9.0
+    assert view.figure is None and view.table.loc["bubble: largest idle of any rank", "simulated"] == 9.0
     assert not plt.get_fignums()
 
 
@@ -217,10 +217,10 @@ def test_budget_columns_and_bars_are_one_named_rank_and_table2_idle_agrees_with_
     for row in table.itertuples():
         stage_costs = pc.costs_per_stage(row.schedule, costs)
         timeline = simulate(make_schedule(row.schedule, row.ranks, row.microbatches), stage_costs)
-        b = timeline.budget(int(row.rank))
-        assert int(row.rank) == timeline.worst_budget().rank
+        b = timeline.budget(int(row.rank_computing_least))
+        assert int(row.rank_computing_least) == timeline.worst_budget().rank
         assert (row.idle, row.comm_exposed, row.not_computing) == (b.idle, b.comm_exposed, b.not_computing)
-        assert row.table2_idle == pytest.approx(row.worst_idle, abs=1e-9), row.schedule
+        assert row.table2_idle == pytest.approx(row.bubble, abs=1e-9), row.schedule
     hatched = [p for p in fig.axes[0].patches if p.get_hatch()]
     plain = [p for p in fig.axes[0].patches if not p.get_hatch()]
     assert [p.get_height() for p in hatched] == pytest.approx(list(table.comm_exposed))
@@ -233,18 +233,18 @@ def test_explorer_names_the_rank_of_every_budget_number():
     named rank (1F1B-overlap with an all-to-all: rank 3 idles most, rank 0 computes least)."""
     view = pe.explore_schedule("1f1b-overlap", 4, 8, dispatch=0.5, combine=0.5, plot=False)
     sim, tl = view.table["simulated"], view.result
-    assert sim["rank of the bubble (idlest rank)"] == 3 and sim["worst-rank idle (bubble)"] == tl.idle(3)
-    worst = int(sim["worst rank (computes least)"])
+    assert sim["rank of the bubble (idles most)"] == 3 and sim["bubble: largest idle of any rank"] == tl.idle(3)
+    worst = int(sim["rank computing least"])
     assert worst == 0
     b = tl.budget(worst)
-    assert (sim["idle (worst rank)"], sim["exposed communication (worst rank)"],
-            sim["time not computing (worst rank)"]) == (b.idle, b.comm_exposed, b.not_computing)
+    assert (sim["idle on the rank computing least"], sim["exposed communication on the rank computing least"],
+            sim["time not computing on the rank computing least"]) == (b.idle, b.comm_exposed, b.not_computing)
 
 
 def test_gains_split_on_one_rank_and_over_chimera():
     """fair_steps with a rank: the saving splits into compute, exposed communication and idle of that rank
-    (they sum to the saving). over_chimera: Chimera 48, DualPipe's order without pairs 43 (idle 8 -> 3), free
-    pairs 37 (exposed 16 -> 10), the SMs given to communication back to 39.14 on rank 0 at 4 x 8."""
+    (they sum to the saving). over_chimera: Chimera 48, DualPipe's order with a full backward 45 (idle 8 -> 5),
+    its backward split into I and W 43 (idle 5 -> 3), free pairs 37 (exposed 16 -> 10), the SMs given to communication back to 39.14 on rank 0 at 4 x 8."""
     costs = CostModel(F=1.0, B=2.0, W=1.0, dispatch=0.5, combine=0.5)
     steps = pc.fair_steps(16, 64, replace(costs, comm_share=0.0), rank=0)
     dual = steps.loc["dualpipe"]
@@ -252,9 +252,25 @@ def test_gains_split_on_one_rank_and_over_chimera():
     steps = pc.fair_steps(4, 8, costs, rank=0).iloc[1:]
     assert (steps.d_compute + steps.d_comm_exposed + steps.d_idle - steps.saved).abs().max() < 1e-9
     chain = pc.over_chimera(4, 8, costs, rank=0)
-    assert list(chain["step time"].round(2)) == [48, 43, 37, 39.14]
-    assert list(chain["rank 0 idle"].iloc[:2]) == [8, 3] and list(chain["rank 0 comm_exposed"].iloc[1:3]) == [16, 10]
+    assert list(chain["step time"].round(2)) == [48, 45, 43, 37, 39.14]
+    assert list(chain["rank 0 idle"].iloc[:3]) == [8, 5, 3] and list(chain["rank 0 comm_exposed"].iloc[2:4]) == [16, 10]
+    full = pc.full_backward(make_schedule("dualpipe", 4, 8))
+    assert {a.kind for row in full.actions for a in row} == {"F", "B"}
     unpaired = pc.without_pairs(make_schedule("dualpipe", 4, 8))
     assert not any(isinstance(a, OverlappedAction) for row in unpaired.actions for a in row)
     with pytest.raises(ValueError, match="multiple"):
         pc.over_chimera(4, 10, costs)
+
+
+def test_comm_share_reaches_the_explorer_and_the_comparison():
+    """The widgets' comm_share control: 1F1B-overlap at 4 x 8 with an all-to-all of 1 takes 44.75 with the
+    default (pairs compute on 112 of 132 SMs) and 41 with comm_share=0 (overlap free)."""
+    a2a = dict(dispatch=0.5, combine=0.5, plot=False)
+    step = "step time (makespan)"
+    assert pe.explore_schedule("1f1b-overlap", 4, 8, **a2a).table.loc[step, "simulated"] == pytest.approx(44.75)
+    assert pe.explore_schedule("1f1b-overlap", 4, 8, comm_share=0.0, **a2a).table.loc[step, "simulated"] == 41
+    assert "comm_share" in pe.explore_schedule("1f1b", 4, 8, comm_share=1.5).error
+    default = pc.explore_comparison(microbatches=8, dispatch=0.5, combine=0.5, schedules=("1f1b-overlap",)).table
+    free = pc.explore_comparison(microbatches=8, dispatch=0.5, combine=0.5, schedules=("1f1b-overlap",),
+                                 comm_share=0.0).table
+    assert (free.makespan <= default.makespan).all() and (free.makespan < default.makespan).any()

@@ -256,11 +256,11 @@ def test_explorer_puts_the_virtual_closed_forms_beside_the_simulator():
         view = explore.explore_schedule(name, 4, 8, plot=False, **kwargs)
         assert view.error is None
         table = view.table
-        for quantity in ("worst-rank idle (bubble)", "peak activations (largest of any rank)", "stages held per rank (parameters)"):
+        for quantity in ("bubble: largest idle of any rank", "peak activations (largest of any rank)", "stages held per rank (parameters)"):
             assert table.loc[quantity, "agrees"], (name, quantity)
         assert "Not a row of Table 2" in view.note and "should be exact" in view.note
     view = explore.explore_schedule("zbv", 4, 8, plot=False, F=1.0, B=2.5, W=1.0)
-    assert not view.table.loc["worst-rank idle (bubble)", "agrees"] and "F = B_input = W" in view.note
+    assert not view.table.loc["bubble: largest idle of any rank", "agrees"] and "F = B_input = W" in view.note
 
 
 def test_comparison_gives_virtual_schedules_half_size_stages():
@@ -270,11 +270,11 @@ def test_comparison_gives_virtual_schedules_half_size_stages():
     table = compare.comparison_table([2, 4], 8, costs, schedules=("1f1b", "interleaved1f1b", "zbv"))
     for name in ("interleaved1f1b", "zbv"):
         row = table[(table.schedule == name) & (table.ranks == 4)].iloc[0]
-        assert row.worst_idle == simulate(make_schedule(name, 4, 8), vs.chunk_costs(costs, 2)).worst_idle
-        assert row.table2_idle == pytest.approx(row.worst_idle)
+        assert row.bubble == simulate(make_schedule(name, 4, 8), vs.chunk_costs(costs, 2)).worst_idle
+        assert row.table2_idle == pytest.approx(row.bubble)
     one = table[(table.schedule == "1f1b") & (table.ranks == 4)].iloc[0]
     inter = table[(table.schedule == "interleaved1f1b") & (table.ranks == 4)].iloc[0]
-    assert inter.worst_idle == pytest.approx(one.worst_idle / 2)
+    assert inter.bubble == pytest.approx(one.bubble / 2)
 
 
 def test_chrome_trace_names_the_stage_of_every_block():

@@ -28,12 +28,13 @@ def test_explorer_builds_and_shows_the_pure_functions_view():
     spy = Spy(pipeline_explore.explore_schedule)
     explorer = widgets.ScheduleExplorer("zb1p", ranks=4, microbatches=8, explore=spy)
     assert spy.calls == [{"name": "zb1p", "ranks": 4, "microbatches": 8, "F": 1.0, "B": 2.0, "W": 1.0,
-                          "FB": 3.0, "p2p": 0.0, "dispatch": 0.0, "combine": 0.0, "plot": False}]
+                          "FB": 3.0, "p2p": 0.0, "dispatch": 0.0, "combine": 0.0, "comm_share": 20 / 132,
+                          "plot": False}]
     assert explorer.image.value[:4] == b"\x89PNG"
     assert explorer.image.value == plots.TimelineCanvas().render(explorer.view.result)
     assert "hold" in explorer.message.value, "the Table 2 note is shown"
-    assert "worst-rank idle" in explorer.table.value
-    assert explorer.view.table.loc["worst-rank idle (bubble)", "simulated"] == 3.0
+    assert "largest idle of any rank" in explorer.table.value
+    assert explorer.view.table.loc["bubble: largest idle of any rank", "simulated"] == 3.0
 
 
 def test_slider_change_reinvokes_the_pure_function():

@@ -19,8 +19,8 @@ from matplotlib.figure import Figure
 
 from utils import inputs as arg
 from utils.figures import OKABE_ITO
-from utils.pipeline import plots, virtual_stages
-from utils.pipeline.costs import CostModel
+from utils.pipeline import plots, table2, virtual_stages
+from utils.pipeline.costs import COMM_SHARE, CostModel
 from utils.pipeline.explore import PEAK_ROW, closed_form, simulated_quantities
 from utils.pipeline.registry import (
     CHUNKS_PER_RANK,
@@ -64,9 +64,9 @@ def comparison_table(
     ranks: int | Sequence[int], microbatches: int | Sequence[int], costs: CostModel,
     vary: str = "ranks", schedules: Sequence[str] = COMPARED_SCHEDULES,
 ) -> pd.DataFrame:
-    """One row per (schedule, setting): simulated step time, ``worst_idle`` (the bubble: the largest idle of any
-    rank, Table 2's quantity), bubble ratio, the time budget of one named rank, ``rank``, the worst rank (the
-    one that computes least, ``Timeline.worst_budget``): its ``idle``, ``comm_exposed`` and ``not_computing``
+    """One row per (schedule, setting): simulated step time, ``bubble`` (the largest idle of any rank, Table
+    2's quantity), bubble ratio, the time budget of one named rank, ``rank_computing_least`` (the rank that
+    computes least, ``Timeline.worst_budget``): its ``idle``, ``comm_exposed`` and ``not_computing``
     (their sum), peak activations and the closed form's idle (Table 2's with execution times,
     ``table2.bubble``, or 1f1b-overlap's), as ``vary`` ("ranks" or "microbatches") takes each value.
     The default schedules are the fair comparison's (``registry.COMPARED_SCHEDULES``).
@@ -93,7 +93,7 @@ def comparison_table(
         for value in varied:
             n_ranks, n_mb = (value, fixed) if vary == "ranks" else (fixed, value)
             row = {"schedule": name, "ranks": n_ranks, "microbatches": n_mb, "makespan": math.nan,
-                   "worst_idle": math.nan, "bubble_ratio": math.nan, "rank": math.nan, "idle": math.nan,
+                   "bubble": math.nan, "bubble_ratio": math.nan, "rank_computing_least": math.nan, "idle": math.nan,
                    "comm_exposed": math.nan,
                    "not_computing": math.nan, "peak_activations": math.nan, "table2_idle": math.nan,
                    "note": ""}
@@ -106,10 +106,12 @@ def comparison_table(
                 sim = simulated_quantities(timeline)
                 formula = closed_form(timeline.schedule, stage_costs) or {}
                 worst = timeline.worst_budget()  # every budget column from this one rank
-                row.update(makespan=sim["step time (makespan)"], worst_idle=sim["worst-rank idle (bubble)"],
-                           bubble_ratio=sim["bubble ratio"], rank=worst.rank, idle=worst.idle,
+                row.update(makespan=sim["step time (makespan)"], bubble=sim["bubble: largest idle of any rank"],
+                           bubble_ratio=sim["bubble ratio"], rank_computing_least=worst.rank, idle=worst.idle,
                            comm_exposed=worst.comm_exposed, not_computing=worst.not_computing,
                            peak_activations=sim[PEAK_ROW], table2_idle=formula.get("bubble", math.nan))
+                # the same value reached by two sums: round off float noise so both display alike (12.375)
+                row.update(bubble=round(row["bubble"], 9), table2_idle=round(row["table2_idle"], 9))
                 if formula and formula.get("assumptions", "hold") != "hold":  # why the closed form differs
                     row["note"] = f"closed form not exact: {formula['assumptions']}"
             rows.append(row)
@@ -120,7 +122,8 @@ def compare_schedules(
     ranks: int | Sequence[int], microbatches: int | Sequence[int], costs: CostModel,
     vary: str = "ranks", schedules: Sequence[str] = COMPARED_SCHEDULES,
 ) -> tuple[Figure, pd.DataFrame]:
-    """All ``schedules`` on the same costs as PP or micro-batches vary: the worst rank's time not computing
+    """All ``schedules`` on the same costs as PP or micro-batches vary: the time not computing of the rank that
+    computes least
     (grouped bars, that one rank's idle below and its exposed communication hatched above: its time budget)
     and the step time
     (lines), plus the table behind them (`comparison_table`)."""
@@ -141,9 +144,9 @@ def compare_schedules(
         left.bar(x, comm, width, bottom=idle, color=palette[name], edgecolor=plots.EDGE_COLOR, linewidth=0.5,
                  hatch="///", alpha=0.6)
     fixed_text = f"{microbatches} micro-batches" if vary == "ranks" else f"{ranks} ranks"
-    axis_label = "pipeline ranks (PP)" if vary == "ranks" else "micro-batches"
+    axis_label = "pipeline ranks (devices)" if vary == "ranks" else "micro-batches"
     left.set_xticks(range(len(values)), [str(v) for v in values])
-    left.set_title(f"Worst rank's time not computing ({fixed_text})\n(the rank that computes least)")
+    left.set_title(f"Time not computing ({fixed_text})\non the rank that computes least")
     left.set_xlabel(axis_label)
     left.set_ylabel("idle + exposed comm (time units)")
     handles = [Patch(facecolor=palette[n], edgecolor=plots.EDGE_COLOR, label=n) for n in names]
@@ -171,8 +174,9 @@ def compare_schedules(
     pairs = any(n in ("1f1b-overlap", "dualpipe", "dualpipev") for n in names)
     halves = [n for n in names if CHUNKS_PER_RANK.get(n, 1) > 1]
     fig.suptitle(f"Schedules on the same model: F={costs.F:g}, B={costs.B:g}, W={costs.W:g}"
-                 + (f", F&B={costs.FB:g}" if pairs else "") + (f", all-to-all={a2a:g}" if a2a > 0 else "")
-                 + (f", p2p={costs.p2p:g}" if costs.p2p > 0 else "") + " per 1/PP of the model"
+                 + (f", F&B compute={costs.FB:g} (execution time {table2.execution_times(costs)['FB']:.3g})"
+                    if pairs and a2a > 0 else f", F&B={costs.FB:g}" if pairs else "") + (f", all-to-all={a2a:g}" if a2a > 0 else "")
+                 + (f", p2p={costs.p2p:g}" if costs.p2p > 0 else "") + "\nper 1/PP of the model"
                  + (f" ({', '.join(halves)} stages: 1/v of it)" if halves else ""))
     return fig, table
 
@@ -180,17 +184,19 @@ def compare_schedules(
 def explore_comparison(
     vary: str = "ranks", ranks: int = 4, microbatches: int = 32, F: float = 1.0, B: float = 2.0,
     W: float = 1.0, FB: float = 3.0, p2p: float = 0.0, dispatch: float = 0.0, combine: float = 0.0,
-    schedules: Sequence[str] = COMPARED_SCHEDULES,
+    schedules: Sequence[str] = COMPARED_SCHEDULES, comm_share: float = COMM_SHARE,
 ) -> View:
     """The comparison widget's view: ``compare_schedules`` of ``schedules`` (default ``COMPARED_SCHEDULES``)
     over PP in ``RANK_SWEEP`` (``vary="ranks"``, at ``microbatches``) or over 2 PP x ``MICROBATCH_MULTIPLES``
     micro-batches (``vary="microbatches"``, at ``ranks``); an invalid cost model or setting gives
-    ``View(error=<the rule>)``."""
+    ``View(error=<the rule>)``. ``comm_share`` is the share of SMs an overlapped pair gives to communication
+    (``CostModel.comm_share``, default DeepSeek-V3's 20/132; 0: overlap is free)."""
     try:
         arg.choice(vary, "vary", ("ranks", "microbatches"), where="explore_comparison")
         arg.whole(ranks, "ranks", low=1, high=arg.MAX_RANKS, where="explore_comparison")
         arg.whole(microbatches, "microbatches", low=1, high=arg.MAX_MICROBATCHES, where="explore_comparison")
-        costs = CostModel(F=F, B=B, W=W, FB=FB, p2p=p2p, dispatch=dispatch, combine=combine)
+        costs = CostModel(F=F, B=B, W=W, FB=FB, p2p=p2p, dispatch=dispatch, combine=combine,
+                          comm_share=comm_share)
         if vary == "ranks":
             figure, table = compare_schedules(RANK_SWEEP, microbatches, costs, vary="ranks", schedules=schedules)
         else:
@@ -260,10 +266,21 @@ def without_pairs(schedule: Schedule) -> Schedule:
     return replace(schedule, name=f"{schedule.name} without pairs", actions=actions)
 
 
+def full_backward(schedule: Schedule) -> Schedule:
+    """``schedule`` with its pairs run apart (`without_pairs`) and its backward not split: every input-backward
+    I turned back into a full B and every weight-backward W dropped (the order of DualPipe, the actions of
+    Chimera: the step between the two in `over_chimera`)."""
+    apart = without_pairs(schedule)
+    actions = tuple(tuple(replace(a, kind="B") if a.kind == "I" else a
+                          for a in row if a.kind != "W") for row in apart.actions)
+    return replace(apart, name=f"{schedule.name} with full backward", actions=actions)
+
+
 def over_chimera(ranks: int, microbatches: int, costs: CostModel, rank: int = 0) -> pd.DataFrame:
     """What DualPipe adds on top of Chimera (Li and Hoefler, SC'21), one addition per row, measured on the
-    time budget of ``rank``: Chimera; DualPipe's order with its pairs run apart (the split backward, I and W,
-    in a bidirectional schedule); DualPipe with free overlap (``comm_share=0``: the pairs hide the all-to-all);
+    time budget of ``rank``: Chimera; DualPipe's order of the actions with its pairs run apart and a full
+    backward (each I turned back into B, the W's dropped: `full_backward`); then its backward split into I and
+    W (DualPipe with its pairs run apart); DualPipe with free overlap (``comm_share=0``: the pairs hide the all-to-all);
     DualPipe as costed (``costs.comm_share``: the SMs given to communication slow each pair's compute).
     Columns: step time, then ``rank <r> compute``, ``rank <r> comm_exposed``, ``rank <r> idle``, and ``saved`` with its three parts
     (``d_compute``, ``d_comm_exposed``, ``d_idle``) against the row before. Chimera needs ``microbatches``
@@ -273,6 +290,8 @@ def over_chimera(ranks: int, microbatches: int, costs: CostModel, rank: int = 0)
     free = replace(costs, comm_share=0.0)
     steps = [("chimera", make_schedule("chimera", ranks, microbatches), costs,
               "two pipelines in opposite directions, full backward, no pairs"),
+             ("dualpipe's order, full backward", full_backward(dualpipe), costs,
+              "DualPipe's order of the actions, pairs run apart, backward not split"),
              ("dualpipe, pairs run apart", without_pairs(dualpipe), costs, "split backward: I, W fill the waits"),
              ("dualpipe, comm_share 0", dualpipe, free, "F&B pairs hide the all-to-all (overlap free)"),
              (f"dualpipe, comm_share {costs.comm_share:.3g}", dualpipe, costs,

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from utils import inputs as arg
 from utils.pipeline import plots, table2, virtual_stages
-from utils.pipeline.costs import CostModel
+from utils.pipeline.costs import COMM_SHARE, CostModel
 from utils.pipeline.generators.bidirectional import DUALPIPE_ACTIONS_PER_STEP, dualpipe_phase_steps
 from utils.pipeline.registry import SCHEDULE_NAMES, make_schedule, schedule_key
 from utils.pipeline.schedule import Action, OverlappedAction, Schedule, parse_action
@@ -151,13 +151,13 @@ def simulated_quantities(timeline: Timeline) -> dict:
     idlest = max(ranks, key=lambda r: (timeline.idle(r) - _TOLERANCE * max(1.0, timeline.makespan), -r))
     return {
         "step time (makespan)": timeline.makespan,
-        "worst-rank idle (bubble)": timeline.worst_idle,
-        "rank of the bubble (idlest rank)": float(idlest),
+        "bubble: largest idle of any rank": timeline.worst_idle,
+        "rank of the bubble (idles most)": float(idlest),
         "bubble ratio": timeline.bubble_ratio,
-        "worst rank (computes least)": float(worst.rank),
-        "idle (worst rank)": worst.idle,
-        "exposed communication (worst rank)": worst.comm_exposed,
-        "time not computing (worst rank)": worst.not_computing,
+        "rank computing least": float(worst.rank),
+        "idle on the rank computing least": worst.idle,
+        "exposed communication on the rank computing least": worst.comm_exposed,
+        "time not computing on the rank computing least": worst.not_computing,
         PEAK_ROW: max(timeline.peak_activations(r) for r in ranks),
         STAGES_ROW: max(timeline.param_copies(r) for r in ranks),
     }
@@ -171,7 +171,7 @@ def summary_table(timeline: Timeline, costs: CostModel) -> pd.DataFrame:
     sim = simulated_quantities(timeline)
     formula = closed_form(timeline.schedule, costs) or {}
     table2_of = {
-        "worst-rank idle (bubble)": "bubble",
+        "bubble: largest idle of any rank": "bubble",
         PEAK_ROW: "activations",
         STAGES_ROW: "parameters",
     }
@@ -208,7 +208,7 @@ def _note(timeline: Timeline, costs: CostModel) -> str:
 def explore_schedule(
     name: str, ranks: int, microbatches: int, F: float = 1.0, B: float = 2.0, W: float = 1.0,
     FB: float = 3.0, p2p: float = 0.0, dispatch: float = 0.0, combine: float = 0.0, *,
-    labels: bool | None = None, plot: bool = True,
+    labels: bool | None = None, plot: bool = True, comm_share: float = COMM_SHARE,
 ) -> View:
     """Simulate schedule ``name`` on ``ranks`` x ``microbatches`` with costs (F, B, W, F&B, p2p latency and
     the expert all-to-all of a chunk, ``dispatch`` + ``combine``).
@@ -217,12 +217,15 @@ def explore_schedule(
     communication and time not computing (the time budget), peak activations and parameter copies with
     Table 2's closed-form value beside the simulated one (DeepSeek-V3 report, Sec. 3.2.1, Table 2), as a
     ``View`` whose ``result`` is the simulated Timeline; for an invalid combination, ``View(error=<the rule>)``.
-    ``plot=False`` skips the chart (``figure`` is None) when only the numbers are wanted.
+    ``plot=False`` skips the chart (``figure`` is None) when only the numbers are wanted. ``comm_share`` is
+    the share of SMs an overlapped pair gives to communication (``CostModel.comm_share``, default DeepSeek-V3's
+    20/132: the pair computes 1/(1 - share) times longer; 0: overlap is free).
     """
     try:
         labels = None if labels is None else arg.flag(labels, "labels", where="explore_schedule")
         plot = arg.flag(plot, "plot", where="explore_schedule")
-        costs = CostModel(F=F, B=B, W=W, FB=FB, p2p=p2p, dispatch=dispatch, combine=combine)
+        costs = CostModel(F=F, B=B, W=W, FB=FB, p2p=p2p, dispatch=dispatch, combine=combine,
+                          comm_share=comm_share)
         schedule = recent_schedule(name, ranks, microbatches)
         timeline = simulate(schedule, costs)
     except ValueError as err:

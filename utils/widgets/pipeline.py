@@ -18,12 +18,13 @@ import ipywidgets as widgets
 from utils.pipeline import compare as pipeline_compare
 from utils.pipeline import explore as pipeline_explore
 from utils.pipeline import plots
+from utils.pipeline.costs import COMM_SHARE
 from utils.pipeline.registry import SCHEDULE_NAMES
 from utils.widgets.base import CONTROL_LAYOUT, SLIDER_STYLE, WiredWidget
 
 
 def _cost_sliders(F: float, B: float, W: float, FB: float, p2p: float, dispatch: float,
-                  combine: float) -> dict[str, widgets.Widget]:
+                  combine: float, comm_share: float = COMM_SHARE) -> dict[str, widgets.Widget]:
     def slider(label: str, value: float, top: float) -> widgets.FloatSlider:
         return widgets.FloatSlider(value=value, min=0.0, max=top, step=0.1, description=label,
                                    continuous_update=False, style=SLIDER_STYLE, layout=CONTROL_LAYOUT,
@@ -32,7 +33,11 @@ def _cost_sliders(F: float, B: float, W: float, FB: float, p2p: float, dispatch:
     return {"F": slider("F (forward)", F, 4.0), "B": slider("B (backward)", B, 8.0),
             "W": slider("W (weights)", W, 4.0), "FB": slider("F&B (pair)", FB, 12.0),
             "p2p": slider("p2p latency", p2p, 2.0), "dispatch": slider("all-to-all dispatch", dispatch, 4.0),
-            "combine": slider("all-to-all combine", combine, 4.0)}
+            "combine": slider("all-to-all combine", combine, 4.0),
+            "comm_share": widgets.FloatSlider(value=comm_share, min=0.0, max=0.5, step=0.01,
+                                              description="SMs given to communication (share)",
+                                              continuous_update=False, style=SLIDER_STYLE, layout=CONTROL_LAYOUT,
+                                              readout_format=".3f")}
 
 
 
@@ -43,7 +48,8 @@ class ScheduleExplorer(WiredWidget):
 
     def __init__(self, name: str = "1f1b", ranks: int = 4, microbatches: int = 8, F: float = 1.0,
                  B: float = 2.0, W: float = 1.0, FB: float = 3.0, p2p: float = 0.0, dispatch: float = 0.0,
-                 combine: float = 0.0, explore: Callable = pipeline_explore.explore_schedule):
+                 combine: float = 0.0, explore: Callable = pipeline_explore.explore_schedule,
+                 comm_share: float = COMM_SHARE):
         controls = {
             "name": widgets.Dropdown(options=list(SCHEDULE_NAMES), value=name, description="schedule",
                                      style=SLIDER_STYLE, layout=CONTROL_LAYOUT),
@@ -51,7 +57,7 @@ class ScheduleExplorer(WiredWidget):
                                        continuous_update=False, style=SLIDER_STYLE, layout=CONTROL_LAYOUT),
             "microbatches": widgets.IntSlider(value=microbatches, min=1, max=64, description="micro-batches",
                                               continuous_update=False, style=SLIDER_STYLE, layout=CONTROL_LAYOUT),
-            **_cost_sliders(F, B, W, FB, p2p, dispatch, combine),
+            **_cost_sliders(F, B, W, FB, p2p, dispatch, combine, comm_share),
         }
         # The chart is redrawn in place (blitting; see plots.TimelineCanvas), so the pure function only
         # computes the timeline and the table.
@@ -74,7 +80,7 @@ class ScheduleComparison(WiredWidget):
     def __init__(self, vary: str = "ranks", ranks: int = 4, microbatches: int = 32, F: float = 1.0,
                  B: float = 2.0, W: float = 1.0, FB: float = 3.0, p2p: float = 0.0, dispatch: float = 0.0,
                  combine: float = 0.0, compare: Callable = pipeline_compare.explore_comparison,
-                 schedules: Sequence[str] | None = None):
+                 schedules: Sequence[str] | None = None, comm_share: float = COMM_SHARE):
         controls = {
             "vary": widgets.ToggleButtons(options=["ranks", "microbatches"], value=vary, description="vary",
                                           style=SLIDER_STYLE),
@@ -83,7 +89,7 @@ class ScheduleComparison(WiredWidget):
             "microbatches": widgets.IntSlider(value=microbatches, min=8, max=128, step=8,
                                               description="micro-batches (fixed)", continuous_update=False,
                                               style=SLIDER_STYLE, layout=CONTROL_LAYOUT),
-            **_cost_sliders(F, B, W, FB, p2p, dispatch, combine),
+            **_cost_sliders(F, B, W, FB, p2p, dispatch, combine, comm_share),
         }
         if schedules is not None:  # a fixed set of schedules (e.g. 04b's virtual stages), not a control
             compare = functools.partial(compare, schedules=tuple(schedules))
