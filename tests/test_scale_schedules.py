@@ -96,6 +96,7 @@ def test_dualpipe_hides_the_all_to_all_and_pays_in_parameters(report):
     budget = dual.timeline.worst_budget()
     assert dual.compute_ms + dual.comm_waited_ms + dual.idle_ms == pytest.approx(dual.step_ms)
     assert (dual.compute_ms, dual.idle_ms) == (budget.compute, budget.idle)
+    assert dual.budget_rank == budget.rank
     assert dual.step_ms < one.step_ms
     assert (dual.param_copies, one.param_copies) == (2, 1)
     assert (dual.peak_activations, one.peak_activations) == (17, 16)  # Table 2: PP+1 and PP

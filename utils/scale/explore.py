@@ -143,7 +143,7 @@ def activation_table(changes: dict | None = None) -> pd.DataFrame:
 
 def schedule_table(result: ScaleResult) -> pd.DataFrame:
     """Per schedule: the step split into compute, communication waited for and idle on the rank that computes
-    least (the course's time budget; they sum to the step), the step time the all-to-all adds over the same
+    least (the course's time budget; they sum to the step; column ``rank`` names it), the step time the all-to-all adds over the same
     schedule without it (s), and the fullest GPU (GB).
     Schedules that cannot run the setting are left out (``result.unavailable`` says why)."""
     _result(result, "schedule_table")
@@ -156,6 +156,7 @@ def schedule_table(result: ScaleResult) -> pd.DataFrame:
             "compute_s": r.compute_ms / 1e3,
             "comm_waited_s": r.comm_waited_ms / 1e3,
             "idle_s": r.idle_ms / 1e3,
+            "rank": r.budget_rank,
             "a2a_adds_s": r.a2a_added_ms / 1e3,
             "memory_gb": gb["total"],
             "fits": gb["total"] <= result.hardware.memory_gb,
@@ -171,12 +172,14 @@ def memory_table(result: ScaleResult) -> pd.DataFrame:
 
 
 def summary_row(result: ScaleResult) -> dict:
-    """The few numbers a what-if changes: one MoE layer's all-to-all : compute, the step times of 1F1B and
-    DualPipe, DualPipe's fullest GPU in GB."""
+    """The few numbers a what-if changes: one MoE layer's all-to-all : forward compute (on every SM, and on
+    the SMs an F&B pair leaves to compute), the step times of 1F1B and DualPipe, DualPipe's fullest GPU in GB."""
     _result(result, "summary_row")
     one, dual = result.schedules["1f1b"], result.schedules["dualpipe"]
+    hw = result.hardware
     return {
         "moe_layer_comm_to_compute": result.moe_layer_comm_to_compute,
+        "comm_to_compute_paired": result.moe_layer_comm_to_compute * (hw.n_sms - hw.comm_sms) / hw.n_sms,
         "step_1f1b_s": one.step_ms / 1e3,
         "step_dualpipe_s": dual.step_ms / 1e3,
         "dualpipe_over_1f1b": dual.step_ms / one.step_ms,

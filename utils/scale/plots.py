@@ -43,7 +43,10 @@ def _stacked(ax: Axes, table: pd.DataFrame, parts: dict) -> None:
 
 def plot_step_breakdown(ax: Axes, table: pd.DataFrame, title: str) -> None:
     """Stacked bars per schedule: the time budget of the rank that computes least (compute, communication
-    waited for, idle; columns of `table`), which sums to the step time."""
+    waited for, idle; columns of `table`), which sums to the step time. A column ``rank`` names that rank
+    under each bar."""
+    if "rank" in table:
+        table = table.set_axis([f"{name} (rank {int(rank)})" for name, rank in table["rank"].items()])
     _stacked(ax, table, STEP_PARTS)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("schedule")
@@ -69,22 +72,26 @@ def scale_figure(steps: pd.DataFrame, memory: pd.DataFrame, capacity_gb: float, 
     """Two panels side by side: `steps` (seconds per schedule) and `memory` (GB per schedule)."""
     fig = plt.figure(figsize=(12, 4.6), layout="constrained")
     left, right = fig.subplots(1, 2)
-    plot_step_breakdown(left, steps, "Where a training step's time goes (rank computing least)")
+    plot_step_breakdown(left, steps, "Where a training step's time goes (each schedule's rank computing least)")
     plot_memory(right, memory, capacity_gb, "Where the fullest GPU's memory goes")
     fig.suptitle(f"DeepSeek-V3 at full scale: {setting_text}", fontsize=11)
     return fig
 
 
 def plot_sweep(table: pd.DataFrame, x: str, x_label: str, marks: dict[str, float] | None = None) -> Figure:
-    """How the conclusions move with one assumption `x`: all-to-all : compute (left axis) and DualPipe's
+    """How the conclusions move with one assumption `x`: all-to-all : forward compute on every SM and, if
+    `table` has ``comm_to_compute_paired``, on the SMs a pair leaves (left axis), and DualPipe's
     step time over 1F1B's (right axis), one point per row of `table`; `marks` draws labelled vertical lines."""
     fig = plt.figure(figsize=(8, 5), layout="constrained")
     ax = fig.subplots()
     ax.plot(table[x], table["moe_layer_comm_to_compute"], marker="o", color=KIND_COLORS["comm"],
-            label="all-to-all : compute of an MoE layer (left axis)")
+            label="all-to-all : forward compute on 132 SMs (left axis)")
+    if "comm_to_compute_paired" in table:
+        ax.plot(table[x], table["comm_to_compute_paired"], marker="^", linestyle="--", color=KIND_COLORS["comm"],
+                label="the same on the 112 SMs a pair leaves (left axis)")
     ax.axhline(1.0, color=KIND_COLORS["comm"], linestyle=":", linewidth=1, label="the report's 1 : 1")
     ax.set_xlabel(x_label)
-    ax.set_ylabel("all-to-all time / forward compute time")
+    ax.set_ylabel("MoE layer's all-to-all time / forward compute time")
     twin = ax.twinx()
     twin.plot(table[x], table["dualpipe_over_1f1b"], marker="s", color=SCHEDULE_COLORS["dualpipe"],
               label="DualPipe step / 1F1B step (right axis)")

@@ -134,6 +134,7 @@ class ScheduleResult:
     compute_ms: float
     comm_waited_ms: float
     idle_ms: float
+    budget_rank: int
     a2a_added_ms: float
     peak_activations: int
     param_copies: int
@@ -153,6 +154,7 @@ class ScheduleResult:
             "compute_ms": self.compute_ms,
             "comm_waited_ms": self.comm_waited_ms,
             "idle_ms": self.idle_ms,
+            "budget_rank": self.budget_rank,
             "a2a_added_ms": self.a2a_added_ms,
             "bubble_ratio": self.bubble_ratio,
             "peak_activations": self.peak_activations,
@@ -194,6 +196,7 @@ def run_schedule(
         compute_ms=budget.compute,
         comm_waited_ms=budget.comm_exposed,
         idle_ms=budget.idle,
+        budget_rank=budget.rank,
         a2a_added_ms=timeline.makespan - quiet.makespan,
         peak_activations=max(timeline.peak_activations(r) for r in ranks),
         param_copies=max(timeline.param_copies(r) for r in ranks),
