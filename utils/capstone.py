@@ -143,7 +143,7 @@ def gain_words(gain: dict[str, float]) -> str:
     """`gain_budget` in words, the one way the course states a gain: "X less exposed communication, Y less
     idle, Z more compute" (a part that grows instead says so)."""
     def part(value: float, less: str, more: str) -> str:
-        return f"{abs(value):.3g} {less if value >= 0 else more}"
+        return f"{round(abs(value), 2):g} {less if value >= 0 else more}"  # as the notebooks quote it
 
     return (f"{part(gain['comm_exposed'], 'less exposed communication', 'more exposed communication')}, "
             f"{part(gain['idle'], 'less idle', 'more idle')}, "

@@ -24,23 +24,31 @@ from utils.pipeline.simulate import simulate
 
 #: The rules of the cap sweep, by the schedule that follows them.
 CAP_RULES = {"1f1b": "F and B (1F1B's rules)", "zb1p": "F, I and W (ZB1P's rules)"}
+#: The schedules whose chunks are half a 1F1B stage (the V placement: 2 chunks of 1/(2PP) of the model per rank).
+V_SCHEDULES = ("zbv", "dualpipev")
+
+
+def chunks_per_stage(name: str) -> int:
+    """How many of schedule ``name``'s chunks make one 1F1B stage (1/PP of the model): 2 for the V placements
+    (ZB-V, DualPipeV: two half-size chunks per rank), 1 otherwise."""
+    return 2 if name in V_SCHEDULES else 1
 
 
 def comparison_table(all_to_all: bool = False) -> pd.DataFrame:
     """One row per schedule of ``COMPARED`` (4 ranks, 8 micro-batches, one rank's share costing ``SHARE``):
-    its simulated step, the best step under its own rules with free memory and with its own peak of
-    activations as the cap, whether each is proven optimal (with the lower bound at the same memory), and the
-    schedule's gap to the second."""
+    its simulated step, the best step found under its own rules with free memory and with its own peak of
+    activations as the cap, whether each is proven optimal (with the lower bound at the same memory), the
+    peak in 1F1B stages' activations (a V chunk holds half of one) and the schedule's gap to the second."""
     arg.flag(all_to_all, "all_to_all", where="comparison_table")
     stored = load_precomputed()
     rows = []
     for name in COMPARED:
         tag = "a2a" if all_to_all else "no-a2a"
         free, same = stored[f"compare/{name}/{tag}/free"], stored[f"compare/{name}/{tag}/own-peak"]
-        rows.append({"schedule": name, "schedule's step": free.kit_makespan, "optimum": free.makespan,
-                     "proven": free.proven_optimal, "optimum, same peak memory": same.makespan,
+        rows.append({"schedule": name, "schedule's step": free.kit_makespan, "best found": free.makespan,
+                     "proven": free.proven_optimal, "best found, same peak memory": same.makespan,
                      "proven, same memory": same.proven_optimal, "bound, same memory": same.lower_bound,
-                     "peak activations": same.settings["max_activations"],
+                     "peak activations (1F1B stages)": same.settings["max_activations"] / chunks_per_stage(name),
                      "gap": free.kit_makespan - same.makespan,
                      "gap %": round(100 * (free.kit_makespan - same.makespan) / free.kit_makespan, 1)})
     # times to two decimals: with the all-to-all a pair lasts 132/112 of its compute (the solver counts 28ths)
@@ -109,7 +117,11 @@ def plot_schedule_and_optimum(name: str, all_to_all: bool = False, same_memory: 
     costs = found.case.costs()
     kit, best = simulate(make_schedule(name, RANKS, MICROBATCHES), costs), simulate(found.schedule, costs)
     memory = f", at most {found.settings['max_activations']} activations per rank" if same_memory else ""
-    return plot_timelines_side_by_side(kit, best, titles=(
-        f"{name}: step {kit.makespan:g}",
-        f"the optimum under {name}'s rules{memory}: step {best.makespan:g}"
-        f" ({'proven' if found.proven_optimal else 'best found'})"))
+    proof = "proven optimal" if found.proven_optimal else f"not proven; bound {found.lower_bound:.4g}"
+    fig = plot_timelines_side_by_side(kit, best, titles=(
+        f"{name}: step {kit.makespan:.4g}",
+        f"best found under {name}'s rules{memory}: step {best.makespan:.4g} ({proof})"))
+    end = max(kit.makespan, best.makespan)  # one time axis for both charts, to the longer step
+    for ax in fig.axes[:2]:
+        ax.set_xlim(0, end)
+    return fig

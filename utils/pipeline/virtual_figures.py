@@ -71,7 +71,7 @@ def plot_bubble_vs_chunks(table: pd.DataFrame) -> Figure:
     right.set_xticks(list(v))
     right.set_xlabel("chunks per rank v (v = 1: 1F1B)")
     right.set_ylabel("point-to-point messages per step")
-    right.set_title("...and the messages grow as v")
+    right.set_title("...and the messages grow as 2M(vPP-1), more than v times")
     return fig
 
 

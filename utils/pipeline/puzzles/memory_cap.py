@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from functools import cache
 
 from utils import inputs as arg
@@ -54,9 +55,12 @@ def capped_one_f_one_b(n_ranks: int, n_microbatches: int, cap: int, split: bool 
 
 
 def memory_cap_puzzle(n_ranks: int = 4, n_microbatches: int = 8, cap: int = 3, split: bool = False,
-                      costs: CostModel = UNIT_COSTS, key: str | None = None) -> Puzzle:
+                      costs: CostModel = UNIT_COSTS, key: str | None = None,
+                      proven: Callable[[], list[list[str]]] | None = None) -> Puzzle:
     """Write a schedule (one stage per rank) whose every rank holds at most ``cap`` activations and whose
-    worst-rank idle is as small as the reference's (``capped_one_f_one_b``); ``split`` allows I and W."""
+    worst-rank idle is as small as the reference's (``capped_one_f_one_b``); ``split`` allows I and W.
+    ``proven``, where given, returns rank lists a solver proved optimal under the cap (``utils.pipeline.optimal``):
+    the statement and the verdicts then name that optimum too, which beats the reference."""
     capped_one_f_one_b(n_ranks, n_microbatches, cap, split)  # the rules of the counts, before any answer
     arg.instance(costs, "costs", CostModel, "a CostModel", where="memory_cap_puzzle")
     kinds = "F, I, W (and B)" if split else "F and B"
@@ -68,6 +72,19 @@ def memory_cap_puzzle(n_ranks: int = 4, n_microbatches: int = 8, cap: int = 3, s
     @cache  # computed from the reference solution on first use
     def target() -> Timeline:
         return simulate(schedule_of(capped_one_f_one_b(n_ranks, n_microbatches, cap, split)), costs)
+
+    @cache  # the solver's optimum, where one is given, on first use
+    def optimum() -> float | None:
+        return None if proven is None else simulate(schedule_of(proven()), costs).worst_idle
+
+    def beyond(yours: float) -> str:
+        best = optimum()
+        if best is None:
+            return " That beats our reference: tell us how!" if yours < target().worst_idle - TOL else ""
+        if yours <= best + TOL:
+            return " That is the optimum a solver proves under this cap (notebook 05b)."
+        return (f" A solver proves {best:g} possible under this cap (notebook 05b): its micro-batches do not "
+                f"all run in order. Can you get closer?")
 
     def judge(answer) -> Verdict:
         try:
@@ -96,9 +113,9 @@ def memory_cap_puzzle(n_ranks: int = 4, n_microbatches: int = 8, cap: int = 3, s
                                   f"idles {yours:g} time units where {best:g} is possible. Look at rank "
                                   f"{waits}'s timeline: what is it waiting for, and could a forward run "
                                   f"earlier without breaking the cap?")
-        better = " That beats our reference: tell us how!" if yours < best - TOL else ""
-        return Verdict(True, f"peak {max(peaks)} <= {cap} on every rank, worst-rank idle {yours:g} (the best "
-                             f"we know under this cap: {best:g}).{better}")
+        known = "our reference design" if proven is not None else "the best we know under this cap"
+        return Verdict(True, f"peak {max(peaks)} <= {cap} on every rank, worst-rank idle {yours:g} ({known}: "
+                             f"{best:g}).{beyond(yours)}")
 
     title = f"Puzzle: the smallest bubble in {cap} activations{' (with I and W)' if split else ''}"
     statement = (
@@ -107,7 +124,10 @@ def memory_cap_puzzle(n_ranks: int = 4, n_microbatches: int = 8, cap: int = 3, s
         + f". Each GPU has room for only **{cap}** micro-batches of activations (GPipe would hold "
         f"{gpipe_peak}). Write one list of actions per rank ({kinds}) that never holds more than {cap} and "
         f"whose worst-rank idle time is as small as possible. The grader validates your lists, simulates them, "
-        f"checks the cap and compares the idle time with the best design it knows."
+        f"checks the cap and compares the idle time with " + (
+            "its reference design (1F1B's order, the warm-up clipped to the cap, I then W); it passes at or below the "
+            "reference's idle and tells you how far a solver's proven optimum lies below." if proven is not None
+            else "the best design it knows.")
     )
     stub = ("def my_schedule():\n"
             f"    \"\"\"One list of action strings per rank, e.g. [\"0F0\", \"0F1\", ...]: {n_ranks} lists.\"\"\"\n"

@@ -80,8 +80,9 @@ def match_the_solver_puzzle(n_ranks: int = 2, n_microbatches: int = 4, costs: Co
             "    raise NotImplementedError  # your design here")
     hints = (
         "Start from ZB1P (`print(make_schedule('zb1p', 2, 4))`) and simulate it: where does each rank wait?",
-        "Rank 0 waits for its first gradient after two forwards. An I no longer equals an F here, so the ZB1P "
-        "rule of thumb (warm up PP - 1 - r forwards) leaves a gap: could it run one more forward first?",
+        "Rank 0 waits for its first gradient after two forwards. What changed from notebook 04 is W: it lasts "
+        "half an F here (I still equals F), so the W passes ZB1P slots into the waits no longer fill them: "
+        "could rank 0 run one more forward first?",
         "Give rank 0 three warm-up forwards; rank 1 can run its W passes last, where nothing waits for them.",
     )
     return Puzzle(key=key, title="Puzzle: match the solver by hand", statement=statement, stub=stub,
