@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from utils.pipeline.puzzles.base import PAIR_COSTS, UNIT_COSTS, Puzzle
+from utils.pipeline.costs import CostModel
+from utils.pipeline.puzzles.base import UNIT_COSTS, Puzzle
 from utils.pipeline.puzzles.deadlock import deadlock_puzzle
 from utils.pipeline.puzzles.idle import Reason, idle_puzzle
 from utils.pipeline.puzzles.memory_cap import memory_cap_puzzle
@@ -24,22 +25,25 @@ GPIPE_IDLE_REASONS = {
 }
 
 
-OVERLAP_IDLE_REASONS = {
-    "a": Reason("rank 0: it runs the deepest warm-up and waits longest for its first backward", False,
-                "rank 0 does wait longest for its first backward, but it also computes the longest: its warm-up "
-                "forwards run alone, each with its all-to-all exposed. Count each rank's pairs."),
-    "b": Reason("the last rank: its warm-up is shortest, so it runs the most F&B pairs, whose all-to-all hides "
-                "behind the partner chunk; it is busy for the least time in the same step", True,
-                "the last rank runs the most pairs (its warm-up is the shortest), and inside a pair each chunk's "
-                "all-to-all runs while the other chunk computes: a little more compute (a pair runs on the SMs "
-                "communication leaves), much less exposed communication, so less time busy and more time "
-                "waiting in a step every rank shares."),
-    "c": Reason("all ranks alike: every rank runs the same forwards and backwards", False,
-                "every rank runs the same chunks, but not every rank hides the same communication: plain actions "
-                "wait for their all-to-all, pairs do not. Count each rank's pairs."),
-    "d": Reason("the middle ranks: they wait for both neighbours", False,
-                "a rank's idle time is the step time minus the time it is busy; look at what makes one rank "
-                "busy for less time than another."),
+#: Notebook 05's prediction: the fair baseline on a GPU that gives half its SMs to communication, with a small
+#: all-to-all (0.5 per chunk): a pair then costs more compute than the communication it hides.
+SLOW_PAIR_COSTS = CostModel(F=1.0, B=2.0, W=1.0, dispatch=0.25, combine=0.25, comm_share=0.5)
+SLOW_PAIR_IDLE_REASONS = {
+    "a": Reason("the last rank: it runs the most F&B pairs, which hide its all-to-all", False,
+                "the last rank does run the most pairs and hides the most all-to-all, but here each pair computes "
+                "twice as long (half the SMs run the communication): it is busy longest. Add up each rank's "
+                "compute and exposed communication."),
+    "b": Reason("rank 0: it runs the deepest warm-up and waits longest for its first backward", False,
+                "where a rank waits does not change how long: count what each rank is busy with, compute plus "
+                "exposed communication."),
+    "c": Reason("rank 0: it runs the fewest pairs; a pair here costs more compute than the all-to-all it hides, "
+                "so rank 0 is busy for the least time", True,
+                "a pair computes 2 x 3 = 6 where its two chunks alone take 3 plus 0.5 + 0.5 of all-to-all = 4: the "
+                "rank with the fewest pairs, rank 0, is busy least and idles most in a step every rank shares. "
+                "With DeepSeek-V3's 20 of 132 SMs and a larger all-to-all it is the other way round (notebook 05)."),
+    "d": Reason("all ranks alike: they run the same forwards and backwards", False,
+                "every rank runs the same chunks, but not as the same mix of pairs and lone chunks: count each "
+                "rank's pairs."),
 }
 
 ONE_F_ONE_B_OVERLAP_HINTS = (
@@ -49,6 +53,14 @@ ONE_F_ONE_B_OVERLAP_HINTS = (
     "The warm-up is deeper than 1F1B's: 2(PP-1-r)+1 forwards (never more than M), because a pair waits for a "
     "gradient that the next rank computes in its own pair.",
 )
+
+
+def _capped_1f1b_optimum() -> list[list[str]]:
+    """The schedule CP-SAT proves optimal on 4 ranks, 8 micro-batches, full backward, at most 3 activations,
+    stored for notebook 05b (costs twice the puzzle's, so the same schedule is optimal)."""
+    from utils.pipeline.optimal.precomputed import load_precomputed
+
+    return [[str(a) for a in row] for row in load_precomputed()["cap/1f1b/3"].schedule.actions]
 
 
 def _capped_zb1p_optimum() -> list[list[str]]:
@@ -61,14 +73,16 @@ def _capped_zb1p_optimum() -> list[list[str]]:
 
 def _course_puzzles() -> dict[str, Puzzle]:
     puzzles = [
-        memory_cap_puzzle(4, 8, cap=3, split=False, key="gpipe-memory-cap"),             # notebook 03
+        memory_cap_puzzle(4, 8, cap=3, split=False, key="gpipe-memory-cap",              # notebook 03
+                          proven=_capped_1f1b_optimum),
         idle_puzzle("gpipe", 4, 8, UNIT_COSTS, GPIPE_IDLE_REASONS, key="gpipe-idlest-rank"),  # 03
         memory_cap_puzzle(4, 8, cap=3, split=True, key="zero-bubble-memory-cap",          # 04
                           proven=_capped_zb1p_optimum),
         deadlock_puzzle("1f1b", 4, 8, key="1f1b-deadlock"),                              # 04
         deadlock_puzzle("interleaved1f1b", 4, 8, key="interleaved-deadlock"),            # 04b
         rank_list_puzzle("dualpipev", 4, 8, key="dualpipev-rank-lists"),                 # 05
-        idle_puzzle("1f1b-overlap", 4, 8, PAIR_COSTS, OVERLAP_IDLE_REASONS, key="overlap-idlest-rank"),  # 05
+        idle_puzzle("1f1b-overlap", 4, 8, SLOW_PAIR_COSTS, SLOW_PAIR_IDLE_REASONS,                      # 05
+                    key="overlap-idlest-rank"),
         rank_list_puzzle("1f1b-overlap", 4, 8, key="1f1b-overlap-rank-lists",          # 07
                          hints=ONE_F_ONE_B_OVERLAP_HINTS),
     ]

@@ -58,9 +58,8 @@ def idle_puzzle(name: str, n_ranks: int, n_microbatches: int, costs: CostModel,
         elif not isinstance(rank, int) or not 0 <= rank < n_ranks:
             return Verdict(False, f'the rank must be 0..{n_ranks - 1} or "all"; got {rank!r}.')
         elif rank not in most:
-            r = min(most)
-            return Verdict(False, f"rank {rank} idles {values[rank]:g} time units, but rank {r} idles "
-                                  f"{values[r]:g}.")
+            return Verdict(False, f"rank {rank} idles {values[rank]:g} time units, and another rank idles "
+                                  f"longer: compare what each rank is busy with.")
         elif len(most) > 1:
             tied = ", ".join(map(str, sorted(most)))
             return Verdict(False, f"rank {rank} idles {values[rank]:g} time units, and so do ranks {tied}"
@@ -81,7 +80,8 @@ def idle_puzzle(name: str, n_ranks: int, n_microbatches: int, costs: CostModel,
         + (f", an expert all-to-all of {costs.dispatch + costs.combine:g} per chunk (dispatch and combine)"
            if communicates else "")
         + (f"; a pair that hides it computes {costs.pair_slowdown:.3g} times as long (a share "
-           f"{costs.comm_share:.3g} of the SMs runs the communication, DeepSeek-V3 report Sec. 3.2.2)"
+           f"{costs.comm_share:.3g} of the SMs runs the communication; DeepSeek-V3 gives it 20 of 132, report "
+           f"Sec. 3.2.2 and 3.5.1)"
            if communicates and costs.comm_share > 0 and any("OVERLAP" in t for t in texts) else "")
         + ". **Predict before you simulate:** which rank idles most during the "
         + f'step (the rank number, or "all" if they tie), and why?\n\n{options}'
@@ -99,9 +99,10 @@ def idle_puzzle(name: str, n_ranks: int, n_microbatches: int, costs: CostModel,
         "Count what each rank leaves exposed: a plain forward or backward waits for its all-to-all, an F&B "
         "pair hides each chunk's all-to-all behind the other chunk. Rank r runs 2(PP-1-r)+1 lone forwards and as "
         "many lone backwards (PP = ranks here), the rest as pairs.",
-        "A pair computes a little longer than F + B (the SMs it gives to communication), so a rank with more "
-        "pairs computes a little more, but hides much more: compare each rank's compute plus exposed "
-        "communication; the rank busy for the least time idles most, wherever in the step it waits.",
+        f"A pair computes {costs.pair_slowdown:.3g} x F&B = {costs.length('FB'):.3g} (the SMs it gives to "
+        f"communication), where its two chunks alone take F + B plus their all-to-all = "
+        f"{costs.length('F') + costs.length('B'):.3g}: add up each rank's compute plus exposed communication; "
+        "the rank busy for the least time idles most, wherever in the step it waits.",
     )
     right = next(k for k, r in reasons.items() if r.right)
     return Puzzle(key=key or f"{schedule.name}-idlest-rank", title=f"Puzzle: which rank of {schedule.name} "

@@ -125,7 +125,8 @@ def memory_cap_puzzle(n_ranks: int = 4, n_microbatches: int = 8, cap: int = 3, s
         f"{gpipe_peak}). Write one list of actions per rank ({kinds}) that never holds more than {cap} and "
         f"whose worst-rank idle time is as small as possible. The grader validates your lists, simulates them, "
         f"checks the cap and compares the idle time with " + (
-            "its reference design (1F1B's order, the warm-up clipped to the cap, I then W); it passes at or below the "
+            "its reference design (1F1B's order, the warm-up clipped to the cap"
+            + (", I then W" if split else "") + "); it passes at or below the "
             "reference's idle and tells you how far a solver's proven optimum lies below." if proven is not None
             else "the best design it knows.")
     )
