@@ -54,3 +54,22 @@ def test_same_gradients_as_torch_pipelining(cluster4, name, ranks, m, spec):
     print(f"{name} on {spec.name}: max abs diff to torch {gap['max_abs']:.3g}, bit-exact {gap['bit_exact']}")
     assert gap["bit_exact"], gap
     assert tuple(losses) == ours.losses
+
+
+def test_torchs_shape_inference_pass_with_uninitialised_values_gets_a_loss():
+    """torch's schedule runs the loss once on outputs of inputs it allocated without values (to learn gradient
+    shapes); NaN there must not stop the step, while a finite output keeps the spec's own loss."""
+    import torch
+
+    from utils.pipeline.executor.torch_side import _TorchLoss
+
+    spec = decoder_spec(n_blocks=4)
+    loss = _TorchLoss(spec)
+    logits = torch.randn(4, 9, 15, generator=torch.Generator().manual_seed(0))
+    target = torch.randint(0, 15, (4, 9), generator=torch.Generator().manual_seed(1))
+    assert float(loss(logits, target)) == float(spec.loss(logits, target))
+    garbage = logits.clone()
+    garbage[0, 0, 0], garbage[1, 2, 3] = float("nan"), float("inf")
+    assert torch.isfinite(loss(garbage, target))
+    with pytest.raises(ValueError, match="finite"):
+        spec.loss(garbage, target)  # the spec itself still refuses it: only the torch side zeroes it

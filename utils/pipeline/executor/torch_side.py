@@ -72,10 +72,18 @@ class TorchPipeline:
 
 
 class _TorchLoss:
-    """loss_fn for torch's schedules: the model spec's loss of one micro-batch."""
+    """loss_fn for torch's schedules: the model spec's loss of one micro-batch.
+
+    Before its first step, torch's schedule infers the shapes of the gradients by running the last stage once
+    on inputs it allocates without values (``PipelineStage._backward_metadata_inference``): the loss then sees
+    whatever those bytes held, NaN or infinity now and then, and the kit's loss refuses non-finite logits. Only
+    the shapes of that pass are used, so non-finite values are zeroed there; a real micro-batch's output is
+    finite (and if it were not, the gradients compared with one process would say so)."""
 
     def __init__(self, model_spec: ModelSpec):
         self.spec = model_spec
 
     def __call__(self, output, target):
+        if isinstance(output, torch.Tensor) and output.is_floating_point() and not torch.isfinite(output).all():
+            output = torch.nan_to_num(output, nan=0.0, posinf=0.0, neginf=0.0)
         return self.spec.loss(output, target)
