@@ -65,8 +65,7 @@ class SizedPipeline:
     @property
     def imbalance(self) -> float:
         """Compute time of the costliest chunk over the mean (1.0: a perfectly balanced cut)."""
-        work = [t.F + t.B for t in self.chunk_times]
-        return max(work) * len(work) / sum(work)
+        return max(chunk_scale(self.chunk_times))
 
 
 def size_pipeline(

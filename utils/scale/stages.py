@@ -87,20 +87,16 @@ def plan_chunks(model: ModelConfig, n_chunks: int, unit_cost: Callable[[str], fl
             f"{n_chunks} pipeline chunks need at least {n_chunks} units to place, but {model.name} has "
             f"{model.n_layers} layers plus its output head: lower PP (each stage must hold some of the model)."
         )
-    sizes = balanced_cut([float(unit_cost(kind)) for kind in units], n_chunks)
+    return _cut(units, balanced_cut([float(unit_cost(kind)) for kind in units], n_chunks))
+
+
+def _cut(units: list[str], sizes: list[int]) -> tuple[Chunk, ...]:
+    """The chunks that take `sizes` consecutive units each (the embedding goes with the first)."""
     chunks, start = [], 0
     for index, size in enumerate(sizes):
         kinds = units[start : start + size]
-        chunks.append(
-            Chunk(
-                index=index,
-                first_layer=start,
-                n_dense=kinds.count("dense"),
-                n_moe=kinds.count("moe"),
-                embedding=start == 0,
-                tail="tail" in kinds,
-            )
-        )
+        chunks.append(Chunk(index=index, first_layer=start, n_dense=kinds.count("dense"),
+                            n_moe=kinds.count("moe"), embedding=start == 0, tail="tail" in kinds))
         start += size
     return tuple(chunks)
 
@@ -117,12 +113,6 @@ def equal_layer_cut(model: ModelConfig, n_chunks: int) -> tuple[Chunk, ...]:
         raise ValueError(f"an equal-layer cut of {model.name}'s {model.n_layers} layers into {n_chunks} chunks "
                          f"leaves a chunk without a layer: use at most {model.n_layers} chunks.")
     base, extra = divmod(model.n_layers, n_chunks)
-    units = model_units(model)
-    chunks, start = [], 0
-    for index in range(n_chunks):
-        size = base + (index < extra)
-        kinds = units[start : start + size]
-        chunks.append(Chunk(index=index, first_layer=start, n_dense=kinds.count("dense"),
-                            n_moe=kinds.count("moe"), embedding=index == 0, tail=index == n_chunks - 1))
-        start += size
-    return tuple(chunks)
+    sizes = [base + (index < extra) for index in range(n_chunks)]
+    sizes[-1] += 1  # the tail unit, after the last layer
+    return _cut(model_units(model), sizes)
