@@ -216,3 +216,21 @@ def test_plot_memory_says_when_a_stage_is_a_fraction_of_1f1b_s():
     zbv = simulate(make_schedule("zbv", 2, 4), CostModel(F=1, B=2, W=1))
     assert "1/2 of a 1F1B stage" in plots.plot_memory(zbv).get_ylabel()
     assert "1F1B stage" not in plots.plot_memory(two_rank_timeline()).get_ylabel()
+
+
+def test_stacked_timelines_share_one_time_axis_to_the_longest_step():
+    from utils.pipeline.costs import CostModel
+    from utils.pipeline.plots import plot_timelines_stacked
+    from utils.pipeline.registry import make_schedule
+    from utils.pipeline.simulate import simulate
+
+    costs = CostModel(F=1, B=2, W=1, dispatch=0.5, combine=0.5)
+    tls = [simulate(make_schedule(n, 4, 8), costs) for n in ("1f1b", "dualpipe")]
+    fig = plot_timelines_stacked(tls, titles=("a", "b"))
+    top, bottom = fig.axes[0], fig.axes[-1]
+    assert top.get_xlim() == bottom.get_xlim() and top.get_xlim()[1] == max(t.makespan for t in tls)
+    assert top.get_xlabel() == "" and bottom.get_xlabel() and [top.get_title(), bottom.get_title()] == ["a", "b"]
+    assert all(ax.get_legend() is not None for ax in (top, bottom))  # each schedule its own kinds
+    plt.close(fig)
+    with pytest.raises(ValueError, match="titles"):
+        plot_timelines_stacked(tls, titles=("only one",))

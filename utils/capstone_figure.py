@@ -90,7 +90,7 @@ def plot_dashboard(config, pipe: pd.DataFrame, cap: pd.DataFrame, fp8: pd.DataFr
     ax.set_xticks(list(cap.index))
     ax.set_xlabel("max nodes per token (M)")
     ax.set_ylabel("KiB per token per layer (fwd + bwd)")
-    ax.legend(fontsize=8, loc="upper left", ncol=2, framealpha=0.95, edgecolor="white")
+    ax.legend(fontsize=8, loc="upper left", framealpha=0.95, edgecolor="white")  # one column: inside the axes
     ax = axes[1, 1]
     labels = [GRANULARITY_LABELS[g] for g in fp8.index]
     y = np.arange(len(labels))

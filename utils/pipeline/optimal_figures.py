@@ -16,7 +16,7 @@ from utils import inputs as arg
 from utils.figures import GREYS, OKABE_ITO, SCHEDULE_COLORS
 from utils.pipeline.generators.common import linear_schedule
 from utils.pipeline.optimal.precomputed import CAPS, COMPARED, MICROBATCHES, RANKS, SHARE, load_precomputed
-from utils.pipeline.plots import plot_timelines_side_by_side
+from utils.pipeline.plots import plot_timelines_stacked
 from utils.pipeline.puzzles.base import rank_lists
 from utils.pipeline.puzzles.memory_cap import capped_one_f_one_b
 from utils.pipeline.registry import make_schedule
@@ -118,10 +118,6 @@ def plot_schedule_and_optimum(name: str, all_to_all: bool = False, same_memory: 
     kit, best = simulate(make_schedule(name, RANKS, MICROBATCHES), costs), simulate(found.schedule, costs)
     memory = f", at most {found.settings['max_activations']} activations per rank" if same_memory else ""
     proof = "proven optimal" if found.proven_optimal else f"not proven; bound {found.lower_bound:.4g}"
-    fig = plot_timelines_side_by_side(kit, best, titles=(
+    return plot_timelines_stacked([kit, best], titles=(  # one time axis: the two steps drawn to scale
         f"{name}: step {kit.makespan:.4g}",
         f"best found under {name}'s rules{memory}: step {best.makespan:.4g} ({proof})"))
-    end = max(kit.makespan, best.makespan)  # one time axis for both charts, to the longer step
-    for ax in fig.axes[:2]:
-        ax.set_xlim(0, end)
-    return fig

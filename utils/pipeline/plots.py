@@ -455,3 +455,26 @@ def plot_timelines_side_by_side(
         title = titles[i] if titles is not None else _default_title(tl)
         plot_timeline(tl, ax=ax, title=title, legend=(i == 0))
     return fig
+
+
+def plot_timelines_stacked(timelines: Sequence[Timeline], *, titles: Sequence[str] | None = None,
+                           labels: bool | None = None) -> Figure:
+    """Gantt charts of several timelines, one above the other, on **one** time axis running to the longest
+    step, so that steps of different length are drawn to scale (each panel keeps its own legend; the time
+    label is on the bottom panel only)."""
+    where = "plot_timelines_stacked"
+    timelines = arg.sequence(timelines, "timelines", where=where, why="the timelines to draw, one panel each")
+    for i, tl in enumerate(timelines):
+        check_timeline(tl, where, f"timelines[{i}]")
+    if titles is not None and (len(arg.sequence(titles, "titles", where=where)) != len(timelines)
+                               or not all(isinstance(t, str) for t in titles)):
+        arg.fail("titles", f"{len(timelines)} strings, one per timeline", titles, where=where)
+    height = min(1.5 * len(timelines) + 0.35 * sum(tl.n_ranks for tl in timelines), 14.0)
+    fig, axes = plt.subplots(len(timelines), 1, figsize=(12, height), layout="constrained", sharex=True,
+                             squeeze=False)
+    end = max(tl.makespan for tl in timelines)
+    for i, (ax, tl) in enumerate(zip(axes[:, 0], timelines, strict=True)):
+        plot_timeline(tl, ax=ax, title=None if titles is None else titles[i], labels=labels, xlim=(0.0, end))
+        if i < len(timelines) - 1:
+            ax.set_xlabel("")  # the shared axis is read on the bottom panel
+    return fig

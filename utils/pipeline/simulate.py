@@ -259,7 +259,8 @@ def _comms(schedule: Schedule, slots, costs: CostModel, intervals, arrival) -> t
                 comms.append(CommInterval(rank, f"{first} {action}", t, t + c1, False))
                 comms.append(CommInterval(rank, f"{second} {action}", t + c1 + half, end, False))
                 continue
-            hidden = end - start <= costs.duration(action, schedule.stage_to_chunk)
+            compute = costs.duration(action, schedule.stage_to_chunk)  # no excess beyond it (sums of floats)
+            hidden = end - start <= compute + 1e-9 * max(1.0, compute)
             t = start
             for part in parts:
                 comms.append(CommInterval(rank, f"all-to-all {part}", t, t + a2a, hidden))
