@@ -67,7 +67,8 @@ def test_every_registered_schedule_is_at_least_the_optimum_of_its_own_rules(name
     schedule = make_schedule(name, 2, 4)
     for costs, same_memory in ((LATENCY, False), (PLAIN, True), (A2A, False)):
         step = simulate(schedule, costs).makespan
-        found = optimal_for(schedule, costs, same_memory=same_memory)
+        # room to prove with both cores busy (a proof takes seconds here; the pair's 28ths widen the ranges)
+        found = optimal_for(schedule, costs, same_memory=same_memory, time_limit=60)
         assert found.proven_optimal and found.makespan <= step
         assert (found.schedule.stage_to_rank, found.schedule.routes) == (schedule.stage_to_rank, schedule.routes)
         if same_memory:
