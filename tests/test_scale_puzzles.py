@@ -59,3 +59,17 @@ def test_the_memory_puzzle_accepts_its_reference_and_hint():
 ])
 def test_the_memory_puzzle_rejects_the_rest(answer):
     assert not memory_puzzle().grade(answer).passed
+
+
+@pytest.mark.parametrize("answer", [{"pp": 32}, {"dp": 256}, {"pp": 32, "dp": 128, "zero_stage": 2}])
+def test_the_memory_puzzle_keeps_the_reports_gpus(answer):
+    """More GPUs shorten the step by themselves ({"pp": 32} alone fits in 57 GB with a shorter step): refused."""
+    verdict = memory_puzzle().grade(answer)
+    assert not verdict.passed and "2048 GPUs" in verdict.message
+
+
+def test_the_memory_puzzle_prices_a_deeper_pipeline_on_the_same_gpus():
+    """The lesson's numbers: PP 32 with DP 64 fits but lengthens the step."""
+    step, gb = dualpipe_at({"pp": 32, "dp": 64})
+    assert gb == pytest.approx(59.8, abs=0.05) and step / 1e3 == pytest.approx(11.06, abs=0.005)
+    assert step > dualpipe_at({})[0]

@@ -393,8 +393,8 @@ def claims_table(config: RecipeConfig | None = None) -> pd.DataFrame:
         "misattributed: what grows with communication is the gain of F&B pairs, which 1F1B can use too; "
         "against that fair baseline DualPipe saves a roughly constant amount (on rank 0 less idle, from its "
         "smaller bubble, and less exposed communication), a shrinking share as communication grows",
-        "holds, misattributed: the cap is MoE routing (report Sec. 2.1.2), not part of DualPipe; it makes the "
-        "all-to-all small enough to hide",
+        "holds, misattributed: the cap is MoE routing (report Sec. 2.1.2), not part of DualPipe; it cuts the "
+        "cross-node bytes, and whether that is what lets the all-to-all hide is not modelled here",
         "misattributed: FP8 is a separate technique that DualPipe does not need; on its own it holds with "
         "fine-grained scaling and FP32 promotion (notebook 06)",
         "holds, with nuance: three independent savings (time, bytes across nodes, bytes per value); of the "

@@ -3,7 +3,7 @@
     cut_puzzle      cut DeepSeek-V3 into DualPipe's 16 chunks: the simulator, fed each chunk's own cost
                     (``CostModel.chunk_scale``), grades the step against a rank-balanced reference cut's
     memory_puzzle   change the report's setting so DualPipe's fullest GPU holds at most 65 GB without a longer
-                    step: the scale model grades both
+                    step, on the report's 2048 GPUs (PP x DP kept): the scale model grades both
 
 Each target comes from the model at grading time (the reference answer run through the same code), never
 from a number written here; the solutions are in lessons/08_full_scale.md.
@@ -142,6 +142,11 @@ def _judge_memory(answer) -> Verdict:
     tokens = answer.get("tokens_per_microbatch", setting.tokens_per_microbatch)
     if tokens % setting.seq_len:
         return Verdict(False, f"a micro-batch holds whole {setting.seq_len}-token sequences; got {tokens} tokens.")
+    gpus = answer.get("pp", setting.pp) * answer.get("dp", setting.dp)
+    if gpus != setting.pp * setting.dp:
+        return Verdict(False, f"PP x DP = {gpus} GPUs, not the report's {setting.pp * setting.dp} GPUs "
+                              f"(PP {setting.pp} x DP {setting.dp}): the puzzle keeps the cluster, since another "
+                              "GPU count changes the step by itself. Change PP and DP together.")
     try:
         step, gb = dualpipe_at(answer)
     except ValueError as error:
@@ -156,17 +161,21 @@ def _judge_memory(answer) -> Verdict:
 
 
 def memory_puzzle() -> Puzzle:
-    """Exercise 3 of notebook 08: bring DualPipe's fullest GPU to 65 GB without a longer step."""
+    """Exercise 3 of notebook 08: bring DualPipe's fullest GPU to 65 GB without a longer step, on the same GPUs."""
+    setting = report_setting()
+    gpus = setting.pp * setting.dp
     return Puzzle(
         key="scale-memory",
         title=f"DualPipe in {MEMORY_CAP_GB:g} GB",
         statement=(f"Return a dict of changes to the report's setting (fields {', '.join(MEMORY_FIELDS)}) that "
-                   f"brings DualPipe's fullest GPU to at most {MEMORY_CAP_GB:g} GB without a longer step."),
+                   f"brings DualPipe's fullest GPU to at most {MEMORY_CAP_GB:g} GB without a longer step, on the "
+                   f"report's {gpus} GPUs (PP x DP unchanged)."),
         stub="def my_changes():\n    return {'recompute': True}",
         hints=(
             "Read the memory table: which two parts are largest on DualPipe's fullest GPU?",
             "Activations only shrink with fewer tokens per micro-batch (whole sequences: none fewer than one), "
-            "or a deeper pipeline that costs step time. The FP32 gradients are not sharded under ZeRO-1.",
+            f"or a deeper pipeline on the same {gpus} GPUs (PP {2 * setting.pp} leaves DP {setting.dp // 2}), which "
+            "costs step time. The FP32 gradients are not sharded under ZeRO-1.",
             "Shard the gradients as well: ZeRO stage 2 (`zero_stage`), then run `dualpipe_at` on your dict.",
         ),
         goal=f"at most {MEMORY_CAP_GB:g} GB on DualPipe's fullest GPU, step no longer than the report's setting's",
