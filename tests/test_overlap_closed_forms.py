@@ -80,6 +80,18 @@ def test_outside_the_assumptions_the_step_is_longer(costs, why):
     assert longer > 0
 
 
+def test_a_pair_slower_than_its_lone_chunks_breaks_the_closed_forms():
+    """Half the SMs to communication and a small all-to-all: a pair (k F&B = 6) lasts longer than its two chunks
+    alone with their all-to-all (F + B + 2a = 4), so rank 0 (fewest pairs) idles most, not the last rank."""
+    costs = CostModel(F=1, B=2, W=1, dispatch=0.25, combine=0.25, comm_share=0.5)
+    ok, reason = table2.overlap_assumptions_hold(costs)
+    assert not ok and "lone chunks are then faster than a pair" in reason
+    tl = simulate(make_schedule("1f1b-overlap", 4, 8), costs)
+    idles = [tl.budget(r).idle for r in range(4)]
+    assert tl.worst_idle == idles[0] == pytest.approx(24)
+    assert table2.bubble_1f1b_overlap(4, costs.F, costs.B, costs.dispatch + costs.combine) == pytest.approx(12)
+
+
 def test_not_a_table2_row():
     assert table2.OVERLAP_METHOD not in TABLE2_SCHEDULES and table2.OVERLAP_METHOD not in table2.METHODS
     with pytest.raises(ValueError, match="Table 2 covers"):

@@ -253,6 +253,7 @@ def test_gains_split_on_one_rank_and_over_chimera():
     assert (steps.d_compute + steps.d_comm_exposed + steps.d_idle - steps.saved).abs().max() < 1e-9
     chain = pc.over_chimera(4, 8, costs, rank=0)
     assert list(chain["step time"].round(2)) == [48, 45, 43, 37, 39.14]
+    assert chain.index[2] == "+ split backward (pairs run apart)"  # each row names what it adds
     assert list(chain["rank 0 idle"].iloc[:3]) == [8, 5, 3] and list(chain["rank 0 comm_exposed"].iloc[2:4]) == [16, 10]
     full = pc.full_backward(make_schedule("dualpipe", 4, 8))
     assert {a.kind for row in full.actions for a in row} == {"F", "B"}

@@ -353,7 +353,7 @@ def test_overlap_idle_prediction_and_rank_lists():
     p = PUZZLES["overlap-idlest-rank"]
     # half the SMs to communication and a small all-to-all: a pair costs more than it hides, so rank 0 (fewest
     # pairs) is busy least; the notebook's own tables show the last rank idling most at 20 of 132 SMs
-    assert p.reference() == (0, "c") and "all-to-all of 0.5 per chunk" in p.statement and "0.5 of the SMs" in p.statement
+    assert p.reference() == (0, "c") and "dispatch 0.25 and combine 0.25" in p.statement and "0.5 of the SMs" in p.statement
     fails_with(p, (3, "a"), "rank 3 idles", "another rank idles longer")
     fails_with(p, ("all", "d"), "not all ranks idle alike")
     fails_with(p, (0, "b"), "right rank, but not (b)")

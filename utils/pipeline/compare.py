@@ -292,9 +292,10 @@ def over_chimera(ranks: int, microbatches: int, costs: CostModel, rank: int = 0)
               "two pipelines in opposite directions, full backward, no pairs"),
              ("dualpipe's order, full backward", full_backward(dualpipe), costs,
               "DualPipe's order of the actions, pairs run apart, backward not split"),
-             ("dualpipe, pairs run apart", without_pairs(dualpipe), costs, "split backward: I, W fill the waits"),
-             ("dualpipe, comm_share 0", dualpipe, free, "F&B pairs hide the all-to-all (overlap free)"),
-             (f"dualpipe, comm_share {costs.comm_share:.3g}", dualpipe, costs,
+             ("+ split backward (pairs run apart)", without_pairs(dualpipe), costs,
+              "split backward: I, W fill the waits"),
+             ("+ F&B pairs, comm_share 0", dualpipe, free, "F&B pairs hide the all-to-all (overlap free)"),
+             (f"+ SMs to communication, comm_share {costs.comm_share:.3g}", dualpipe, costs,
               "the SMs given to communication slow each pair")]
     rows, previous = [], None
     for label, schedule, c, by in steps:

@@ -300,9 +300,11 @@ def one_f_one_b_step_time(pp: int, n_microbatches: int, costs: CostModel) -> flo
 def overlap_assumptions_hold(costs: CostModel) -> tuple[bool, str]:
     """Whether 1f1b-overlap's closed forms are exact for these costs; the reason if not.
 
-    They assume equal costs on every stage, p2p latency 0 and P >= max(F, B) + a: a pair lasts at least as
-    long as a lone forward or backward with its all-to-all, so the pairs, not the lone chunks, set the pace.
-    That always holds when F&B = F + B (the course's default, no compute overlap).
+    They assume equal costs on every stage, p2p latency 0 and max(F, B) + a <= P <= F + B + 2a: a pair lasts
+    at least as long as a lone forward or backward with its all-to-all, so the pairs, not the lone chunks, set
+    the pace; and no longer than its two chunks run alone with their all-to-all, so the last rank (most pairs)
+    holds the bubble. The first always holds when F&B = F + B (the course's default, no compute overlap); the
+    second holds while the slowdown of a pair's compute costs less than the all-to-all it hides.
     """
     if costs.p2p > 0:
         return False, "the closed forms assume p2p latency 0"
@@ -312,4 +314,7 @@ def overlap_assumptions_hold(costs: CostModel) -> tuple[bool, str]:
     if overlap_pair_time(costs) < max(costs.F, costs.B) + a - 1e-12:
         return False, ("a pair (F&B plus its exposed all-to-all) is shorter than a lone chunk with its "
                        "all-to-all: the lone chunks set the pace (only possible with compute overlap, F&B < F + B)")
+    if overlap_pair_time(costs) > costs.F + costs.B + 2 * a + 1e-12:
+        return False, ("a pair lasts longer than its two chunks alone with their all-to-all (P > F + B + 2a): "
+                       "the lone chunks are then faster than a pair, so the rank with fewest pairs idles most")
     return True, "the formulas are exact"

@@ -77,7 +77,7 @@ def idle_puzzle(name: str, n_ranks: int, n_microbatches: int, costs: CostModel,
         f"{name} on {n_ranks} ranks with {n_microbatches} micro-batches, costs F = {costs.F:g}, B = {costs.B:g}"
         + (f", W = {costs.W:g}" if any("W" in t for t in texts) else "")
         + (f", F&B = {costs.FB:g}" if any("OVERLAP" in t for t in texts) else "")
-        + (f", an expert all-to-all of {costs.dispatch + costs.combine:g} per chunk (dispatch and combine)"
+        + (f", an expert all-to-all per chunk of dispatch {costs.dispatch:g} and combine {costs.combine:g}"
            if communicates else "")
         + (f"; a pair that hides it computes {costs.pair_slowdown:.3g} times as long (a share "
            f"{costs.comm_share:.3g} of the SMs runs the communication; DeepSeek-V3 gives it 20 of 132, report "
