@@ -6,14 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
+from lazy import lazy_module
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # tools/ is repository tooling, not part of the installed package
     sys.path.insert(0, str(ROOT))
 
 from tools import slides  # noqa: E402
+
+nbformat = lazy_module("nbformat")   # imported when a test first uses it, not while collecting
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 

@@ -7,12 +7,14 @@ for bit: that catches a changed experiment (other steps, data, model) without fa
 
 from __future__ import annotations
 
-import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+from lazy import lazy_module
 
 from utils.studies import STUDIES, compare_to_baseline, load_study, paired_gaps, spread, verdict
+
+nbformat = lazy_module("nbformat")   # imported when a test first uses it, not while collecting
 
 
 @pytest.mark.parametrize("name", list(STUDIES))

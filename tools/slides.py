@@ -31,8 +31,6 @@ import re
 import sys
 from pathlib import Path
 
-import nbformat
-
 PREDICT = "**Predict:**"
 _HEADING = re.compile(r"#{1,3} ")
 _FENCE = re.compile(r"\s*(```|~~~)")
@@ -85,6 +83,8 @@ def split_cells(nb) -> int:
         if not points:
             cells.append(cell)
             continue
+        import nbformat  # here, not at the top: the tests import this module, and nbformat takes seconds
+
         bounds = [0, *points, len(source)]
         cell.source = source[: points[0]].rstrip()
         cells.append(cell)
@@ -157,6 +157,8 @@ def follows_rule(nb) -> list[str]:
 
 def apply_to_file(path: Path) -> bool:
     """Apply the rule to the notebook at `path`, writing it only if something changed."""
+    import nbformat
+
     nb = nbformat.read(path, as_version=4)
     if not apply(nb):
         return False
@@ -169,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a notebook breaks the rule")
     args = parser.parse_args(argv)
+    import nbformat
+
     failed = False
     for path in args.paths:
         if args.check:

@@ -33,12 +33,27 @@ _SKIPPED = pytest.StashKey[int]()
 
 
 def pytest_collection_modifyitems(config, items):
+    # The website's tests go last and its build starts now, beside the JupyterLab tests (test_site.SiteBuild).
+    site = [item for item in items if item.path.name == "test_site.py"]
+    if site and len(site) < len(items):
+        items[:] = [item for item in items if item not in site] + site
+        from test_site import SITE_BUILD, SiteBuild
+
+        config.stash[SITE_BUILD] = SiteBuild()
     if SKIP_REASON is None:
         return
     browser_items = [item for item in items if item.get_closest_marker("browser")]
     for item in browser_items:
         item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
     config.stash[_SKIPPED] = len(browser_items)
+
+
+def pytest_unconfigure(config):
+    from test_site import SITE_BUILD
+
+    build = config.stash.get(SITE_BUILD, None)
+    if build is not None:   # a run that ended before the website's tests: no build left running
+        build.stop()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

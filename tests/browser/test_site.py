@@ -1,6 +1,7 @@
 """The course's static website (`make site`) as a reader sees it.
 
-The module builds the site itself (tools/site.py: strict, nothing executed), serves it from a local HTTP server
+The module builds the site itself (tools/site.py: strict, nothing executed; in the background while the
+JupyterLab tests run, when they run in the same session), serves it from a local HTTP server
 on 127.0.0.1, and then
 - follows every internal link and image of every page over HTTP (no browser needed): each answers 200, and each
   link to a section (#anchor) lands on an element with that id;
@@ -38,17 +39,47 @@ TIMINGS: dict[str, float] = {}
 
 # -- build and serve --------------------------------------------------------------------------------------------
 
+class SiteBuild:
+    """`make site`'s build (tools/site.py) in a process of its own. The browser conftest starts it as soon as the
+    session knows it will need it and runs this module last, so the build (one core, a dozen seconds) overlaps
+    the JupyterLab tests, which leave the other core mostly idle."""
+
+    def __init__(self):
+        self.start = time.monotonic()
+        OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+        self.log = OUTPUT_DIR / "build.log"     # a file, not a pipe: nobody reads the output until the end
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen([lab.venv_python(), "-m", "tools.site"], cwd=REPO, stdout=log,
+                                         stderr=subprocess.STDOUT, text=True)
+
+    def wait(self) -> Path:
+        """The built site's HTML folder, once the build has finished (AssertionError with its output if it failed)."""
+        self.proc.wait(timeout=600)
+        output = self.log.read_text()
+        TIMINGS["waited_s"] = round(time.monotonic() - self.start, 1)   # since the build started
+        assert self.proc.returncode == 0, f"make site failed:\n{output}"
+        from_line = re.search(r"Site built in ([\d.]+) s: (\S+)index\.html", output)
+        assert from_line, output
+        TIMINGS["build_s"] = float(from_line.group(1))
+        return Path(from_line.group(2))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+SITE_BUILD = pytest.StashKey[SiteBuild]()
+
+
 @pytest.fixture(scope="module")
-def site_dir() -> Path:
+def site_dir(request) -> Path:
     """Build the site the way `make site` does, into the ignored _site/, and return its HTML folder."""
-    start = time.monotonic()
-    result = subprocess.run([lab.venv_python(), "-m", "tools.site"], cwd=REPO, capture_output=True, text=True,
-                            timeout=600)
-    TIMINGS["build_s"] = round(time.monotonic() - start, 1)
-    assert result.returncode == 0, f"make site failed:\n{result.stdout}\n{result.stderr}"
-    from_line = re.search(r"Site built in [\d.]+ s: (\S+)index\.html", result.stdout)
-    assert from_line, result.stdout
-    return Path(from_line.group(1))
+    build = request.config.stash.get(SITE_BUILD, None) or SiteBuild()
+    try:
+        return build.wait()
+    finally:
+        build.stop()
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
