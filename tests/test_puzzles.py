@@ -407,11 +407,11 @@ def test_notebook_05_hints_lead_to_an_answer_the_grader_accepts():
 
 def test_split_memory_cap_names_the_solvers_proven_optimum():
     """The reference (idle 14) passes and is told that a solver proves 7; the stored optimum passes as such."""
-    from utils.pipeline.puzzles.course import _capped_zb1p_optimum
+    from utils.pipeline.puzzles.course import _stored_optimum
 
     p = PUZZLES["zero-bubble-memory-cap"]
     assert "proven optimum" in p.statement
     ref = p.grade(capped_one_f_one_b(4, 8, 3, split=True))
     assert ref.passed and "idle 14" in ref.message and "proves 7 possible" in ref.message
-    best = p.grade(_capped_zb1p_optimum())
+    best = p.grade(_stored_optimum("cap/zb1p/3"))
     assert best.passed and "idle 7" in best.message and "optimum a solver proves" in best.message

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from utils import inputs as arg
 from utils.figures import OKABE_ITO
-from utils.pipeline import plots, table2, virtual_stages
+from utils.pipeline import plots, table2
 from utils.pipeline.costs import COMM_SHARE, CostModel
 from utils.pipeline.explore import PEAK_ROW, closed_form, simulated_quantities
 from utils.pipeline.registry import (
@@ -31,6 +31,7 @@ from utils.pipeline.registry import (
 )
 from utils.pipeline.schedule import OverlappedAction, Schedule
 from utils.pipeline.simulate import simulate
+from utils.pipeline.virtual_stages import costs_per_stage
 from utils.view import View
 
 #: Pipeline sizes the comparison widget sweeps (even, so DualPipe can run).
@@ -45,19 +46,6 @@ def _known_name(name) -> str | None:
         return schedule_name(name)
     except ValueError:
         return None
-
-
-def costs_per_stage(name: str, costs: CostModel) -> CostModel:
-    """Stage costs of schedule ``name`` when ``costs`` are those of one rank's share of the model (1/PP).
-
-    Comparing schedules on the same model and the same number of ranks: naive to DualPipe cut the model in PP
-    stages, so a stage costs ``costs``; DualPipeV, interleaved 1F1B and ZB-V cut it in v PP stages (each rank
-    holds v = 2, ``CHUNKS_PER_RANK``), so each stage has 1/v of the layers and 1/v of the compute and
-    all-to-all time. The p2p latency is per hop and stays.
-    """
-    arg.instance(costs, "costs", CostModel, "a CostModel (e.g. CostModel(F=1, B=2, W=1))", where="costs_per_stage")
-    arg.instance(name, "name", str, "a schedule name", where="costs_per_stage")
-    return virtual_stages.chunk_costs(costs, CHUNKS_PER_RANK.get(name, 1))
 
 
 def comparison_table(

@@ -19,21 +19,11 @@ from utils.pipeline.optimal.precomputed import CAPS, COMPARED, MICROBATCHES, RAN
 from utils.pipeline.plots import plot_timelines_stacked
 from utils.pipeline.puzzles.base import rank_lists
 from utils.pipeline.puzzles.memory_cap import capped_one_f_one_b
-from utils.pipeline.registry import make_schedule
+from utils.pipeline.registry import CHUNKS_PER_RANK, make_schedule
 from utils.pipeline.simulate import simulate
 
 #: The rules of the cap sweep, by the schedule that follows them.
 CAP_RULES = {"1f1b": "F and B (1F1B's rules)", "zb1p": "F, I and W (ZB1P's rules)"}
-#: The schedules whose chunks are half a 1F1B stage (the V placement: 2 chunks of 1/(2PP) of the model per rank).
-V_SCHEDULES = ("zbv", "dualpipev")
-
-
-def chunks_per_stage(name: str) -> int:
-    """How many of schedule ``name``'s chunks make one 1F1B stage (1/PP of the model): 2 for the V placements
-    (ZB-V, DualPipeV: two half-size chunks per rank), 1 otherwise."""
-    return 2 if name in V_SCHEDULES else 1
-
-
 def comparison_table(all_to_all: bool = False) -> pd.DataFrame:
     """One row per schedule of ``COMPARED`` (4 ranks, 8 micro-batches, one rank's share costing ``SHARE``):
     its simulated step, the best step found under its own rules with free memory and with its own peak of
@@ -48,7 +38,7 @@ def comparison_table(all_to_all: bool = False) -> pd.DataFrame:
         rows.append({"schedule": name, "schedule's step": free.kit_makespan, "best found": free.makespan,
                      "proven": free.proven_optimal, "best found, same peak memory": same.makespan,
                      "proven, same memory": same.proven_optimal, "bound, same memory": same.lower_bound,
-                     "peak activations (1F1B stages)": same.settings["max_activations"] / chunks_per_stage(name),
+                     "peak activations (1F1B stages)": same.settings["max_activations"] / CHUNKS_PER_RANK.get(name, 1),
                      "gap": free.kit_makespan - same.makespan,
                      "gap %": round(100 * (free.kit_makespan - same.makespan) / free.kit_makespan, 1)})
     # times to two decimals: with the all-to-all a pair lasts 132/112 of its compute (the solver counts 28ths)

@@ -80,6 +80,19 @@ def chunk_costs(costs: CostModel, v: int) -> CostModel:
                    combine=costs.combine / v)
 
 
+def costs_per_stage(name: str, costs: CostModel) -> CostModel:
+    """Stage costs of schedule ``name`` when ``costs`` are those of one rank's share of the model (1/PP).
+
+    Comparing schedules on the same model and the same number of ranks: naive to DualPipe cut the model in PP
+    stages, so a stage costs ``costs``; DualPipeV, interleaved 1F1B and ZB-V cut it in v PP stages (each rank
+    holds v = 2, ``CHUNKS_PER_RANK``), so each stage has 1/v of the layers and 1/v of the compute and
+    all-to-all time. The p2p latency is per hop and stays.
+    """
+    arg.instance(costs, "costs", CostModel, "a CostModel (e.g. CostModel(F=1, B=2, W=1))", where="costs_per_stage")
+    arg.instance(name, "name", str, "a schedule name", where="costs_per_stage")
+    return chunk_costs(costs, CHUNKS_PER_RANK.get(name, 1))
+
+
 # ------------------------------------------------------------------------------------- interleaved 1F1B
 
 def bubble_interleaved(pp: int, F: float, B: float, v: int = 2) -> float:

@@ -179,7 +179,7 @@ def summary_row(result: ScaleResult) -> dict:
     hw = result.hardware
     return {
         "moe_layer_comm_to_compute": result.moe_layer_comm_to_compute,
-        "comm_to_compute_paired": result.moe_layer_comm_to_compute * (hw.n_sms - hw.comm_sms) / hw.n_sms,
+        "comm_to_compute_paired": result.moe_layer_comm_to_compute * hw.compute_sms(overlap=True) / hw.n_sms,
         "step_1f1b_s": one.step_ms / 1e3,
         "step_dualpipe_s": dual.step_ms / 1e3,
         "dualpipe_over_1f1b": dual.step_ms / one.step_ms,
@@ -237,11 +237,11 @@ def comm_ratio_table(result: ScaleResult) -> pd.DataFrame:
     _result(result, "comm_ratio_table")
     ms, hw = result.layer_ms, result.hardware
     a2a = ms["dispatch"] + ms["combine"]
-    slow = hw.n_sms / (hw.n_sms - hw.comm_sms)
+    slow = hw.n_sms / hw.compute_sms(overlap=True)
     rows = {"forward": (a2a, ms["F"]), "backward": (a2a, ms["B"]), "F&B pair": (2 * a2a, ms["F"] + ms["B"])}
     return pd.DataFrame.from_dict(
         {name: {"all_to_all_ms": comm, f"compute_ms_{hw.n_sms:g}_sms": work, f"ratio_{hw.n_sms:g}_sms": comm / work,
-                f"ratio_{hw.n_sms - hw.comm_sms:g}_sms": comm / (work * slow)} for name, (comm, work) in rows.items()},
+                f"ratio_{hw.compute_sms(overlap=True):g}_sms": comm / (work * slow)} for name, (comm, work) in rows.items()},
         orient="index").rename_axis("one MoE layer")
 
 
@@ -286,7 +286,7 @@ def summary_lines(result: ScaleResult) -> list[str]:
     gb, cap = dual.memory.gb(), result.hardware.memory_gb
     biggest = max((k for k in gb if k != "total"), key=gb.get)
     hw = result.hardware
-    paired = hw.n_sms - hw.comm_sms
+    paired = hw.compute_sms(overlap=True)
     if gb["total"] > cap:
         verdict = "does not fit"
     elif gb["total"] > 0.9 * cap:  # the model leaves out buffers, context and fragmentation (notebook 08, sec. 5)

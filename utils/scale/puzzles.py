@@ -21,7 +21,7 @@ from utils.scale.hardware import load_hardware
 from utils.scale.report import evaluate
 from utils.scale.schedules import chunk_scale, size_pipeline
 from utils.scale.setting import Layout, report_setting
-from utils.scale.stages import Chunk, model_units
+from utils.scale.stages import Chunk, chunks_from_sizes, model_units
 from utils.scale.timing import chunk_times
 
 #: How close to the reference cut's DualPipe step a learner's cut must come.
@@ -45,13 +45,7 @@ def chunks_of(layer_counts) -> tuple[Chunk, ...]:
         raise ValueError(f"layer counts must be whole numbers >= 0 that sum to {model.n_layers}; got {counts}.")
     if any(c == 0 for c in counts[:-1]):
         raise ValueError("only the last chunk may hold no layer (it still holds the tail).")
-    units, chunks, start = model_units(model), [], 0
-    for index, size in enumerate(counts):
-        kinds = units[start : start + size]
-        chunks.append(Chunk(index=index, first_layer=start, n_dense=kinds.count("dense"),
-                            n_moe=kinds.count("moe"), embedding=index == 0, tail=index == len(counts) - 1))
-        start += size
-    return tuple(chunks)
+    return chunks_from_sizes(model_units(model), counts[:-1] + [counts[-1] + 1])   # the tail: the last unit
 
 
 def dualpipe_step_ms(layer_counts) -> float:

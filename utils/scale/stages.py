@@ -87,10 +87,10 @@ def plan_chunks(model: ModelConfig, n_chunks: int, unit_cost: Callable[[str], fl
             f"{n_chunks} pipeline chunks need at least {n_chunks} units to place, but {model.name} has "
             f"{model.n_layers} layers plus its output head: lower PP (each stage must hold some of the model)."
         )
-    return _cut(units, balanced_cut([float(unit_cost(kind)) for kind in units], n_chunks))
+    return chunks_from_sizes(units, balanced_cut([float(unit_cost(kind)) for kind in units], n_chunks))
 
 
-def _cut(units: list[str], sizes: list[int]) -> tuple[Chunk, ...]:
+def chunks_from_sizes(units: list[str], sizes: list[int]) -> tuple[Chunk, ...]:
     """The chunks that take `sizes` consecutive units each (the embedding goes with the first)."""
     chunks, start = [], 0
     for index, size in enumerate(sizes):
@@ -115,4 +115,4 @@ def equal_layer_cut(model: ModelConfig, n_chunks: int) -> tuple[Chunk, ...]:
     base, extra = divmod(model.n_layers, n_chunks)
     sizes = [base + (index < extra) for index in range(n_chunks)]
     sizes[-1] += 1  # the tail unit, after the last layer
-    return _cut(model_units(model), sizes)
+    return chunks_from_sizes(model_units(model), sizes)

@@ -22,9 +22,8 @@ REPORT_COSTS = CostModel(F=1.0, B=2.0, W=1.0, dispatch=0.5, combine=0.5)
 
 def run_schedule(name: str, n_ranks: int, n_microbatches: int, costs: CostModel) -> Timeline:
     """Simulate schedule ``name`` on ``n_ranks`` devices holding the same model: schedules that cut it into
-    v PP stages (``CHUNKS_PER_RANK``) get stages of 1/v the cost (``virtual_stages.chunk_costs``)."""
-    stage = virtual_stages.chunk_costs(costs, CHUNKS_PER_RANK.get(name, 1))
-    return simulate(make_schedule(name, n_ranks, n_microbatches), stage)
+    v PP stages (``CHUNKS_PER_RANK``) get stages of 1/v the cost (``virtual_stages.costs_per_stage``)."""
+    return simulate(make_schedule(name, n_ranks, n_microbatches), virtual_stages.costs_per_stage(name, costs))
 
 
 def device_memory(timeline: Timeline, name: str) -> tuple[float, float]:

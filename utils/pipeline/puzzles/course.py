@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from utils.pipeline.costs import CostModel
 from utils.pipeline.puzzles.base import UNIT_COSTS, Puzzle
 from utils.pipeline.puzzles.deadlock import deadlock_puzzle
@@ -55,29 +57,22 @@ ONE_F_ONE_B_OVERLAP_HINTS = (
 )
 
 
-def _capped_1f1b_optimum() -> list[list[str]]:
-    """The schedule CP-SAT proves optimal on 4 ranks, 8 micro-batches, full backward, at most 3 activations,
-    stored for notebook 05b (costs twice the puzzle's, so the same schedule is optimal)."""
+def _stored_optimum(key: str) -> list[list[str]]:
+    """The schedule CP-SAT proves optimal for stored search `key`, as rank lists: notebook 05b's searches
+    on 4 ranks, 8 micro-batches, at most 3 activations ("cap/1f1b/3": full backward; "cap/zb1p/3": I and W),
+    at costs twice the puzzles' (F = 2, B = 4, W = 2), so the same schedule is optimal."""
     from utils.pipeline.optimal.precomputed import load_precomputed
 
-    return [[str(a) for a in row] for row in load_precomputed()["cap/1f1b/3"].schedule.actions]
-
-
-def _capped_zb1p_optimum() -> list[list[str]]:
-    """The schedule CP-SAT proves optimal on 4 ranks, 8 micro-batches, I and W, at most 3 activations, stored
-    for notebook 05b (costs F = 2, B = 4, W = 2: twice the puzzle's, so the same schedule is optimal)."""
-    from utils.pipeline.optimal.precomputed import load_precomputed
-
-    return [[str(a) for a in row] for row in load_precomputed()["cap/zb1p/3"].schedule.actions]
+    return [[str(a) for a in row] for row in load_precomputed()[key].schedule.actions]
 
 
 def _course_puzzles() -> dict[str, Puzzle]:
     puzzles = [
         memory_cap_puzzle(4, 8, cap=3, split=False, key="gpipe-memory-cap",              # notebook 03
-                          proven=_capped_1f1b_optimum),
+                          proven=partial(_stored_optimum, "cap/1f1b/3")),
         idle_puzzle("gpipe", 4, 8, UNIT_COSTS, GPIPE_IDLE_REASONS, key="gpipe-idlest-rank"),  # 03
         memory_cap_puzzle(4, 8, cap=3, split=True, key="zero-bubble-memory-cap",          # 04
-                          proven=_capped_zb1p_optimum),
+                          proven=partial(_stored_optimum, "cap/zb1p/3")),
         deadlock_puzzle("1f1b", 4, 8, key="1f1b-deadlock"),                              # 04
         deadlock_puzzle("interleaved1f1b", 4, 8, key="interleaved-deadlock"),            # 04b
         rank_list_puzzle("dualpipev", 4, 8, key="dualpipev-rank-lists"),                 # 05
