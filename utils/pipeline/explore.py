@@ -148,7 +148,9 @@ def simulated_quantities(timeline: Timeline) -> dict:
     _timeline(timeline, "simulated_quantities")
     ranks = range(timeline.n_ranks)
     worst = timeline.worst_budget()
-    idlest = max(ranks, key=lambda r: (timeline.idle(r) - _TOLERANCE * max(1.0, timeline.makespan), -r))
+    # the lowest rank among those idling most, ties counted to float rounding (sums in another order)
+    top, tol = timeline.worst_idle, _TOLERANCE * max(1.0, timeline.makespan)
+    idlest = min(r for r in ranks if timeline.idle(r) >= top - tol)
     return {
         "step time (makespan)": timeline.makespan,
         "bubble: largest idle of any rank": timeline.worst_idle,
