@@ -105,3 +105,37 @@ def test_simulated_communication_is_built_on_first_use_and_reads_like_a_tuple():
     tl = simulate(make_schedule("dualpipe", 4, 8), CostModel(F=1, B=2, W=1, dispatch=0.5, combine=0.5, p2p=0.1))
     assert isinstance(tl.comms, LazyComms) and len(tl.comms) > 0
     assert type(pickle.loads(pickle.dumps(tl)).comms) is tuple and copy.deepcopy(tl).comms == tl.comms
+
+
+@pytest.mark.parametrize("name, costs", [
+    ("1f1b", dict(F=1, B=2, W=1)),
+    ("dualpipe", dict(F=1.1, B=2.3, W=0.7, dispatch=0.3, combine=0.2, p2p=0.1)),
+    ("zbv", dict(F=1, B=2, W=1, p2p=0.05, chunk_scale=tuple(1 + 0.1 * c for c in range(8)))),
+])
+def test_simulated_rows_read_like_the_intervals_and_give_the_same_bits(name, costs):
+    """A simulated timeline keeps its rows as columns (SimulatedRows) until they are read: each reads as the
+    tuple of Intervals it stands for, and every number read from the columns (span, busy, budgets) is the
+    same float as the one read from the Intervals themselves."""
+    import copy
+    import pickle
+
+    from utils.pipeline.costs import CostModel
+    from utils.pipeline.registry import make_schedule
+    from utils.pipeline.simulate import simulate
+    from utils.pipeline.timeline import SimulatedRows
+
+    tl = simulate(make_schedule(name, 4, 8), CostModel(**costs))
+    rows = tl.intervals
+    assert type(rows) is SimulatedRows and rows._rows == [None] * 4  # nothing made by simulating
+    assert tl.budgets and rows._rows == [None] * 4  # nor by reading its numbers
+    eager = tuple(tuple(Interval(*iv) for iv in row) for row in rows)
+    plain = Timeline(tl.schedule, eager, comms=tuple(tl.comms))
+    assert rows == eager and eager == rows and rows[-1] == eager[-1] and rows[1:3] == eager[1:3]
+    assert all(iv.rank == r and len(row) == len(tl.schedule.actions[r]) for r, row in enumerate(rows) for iv in row)
+    assert tl.span == plain.span and tl.budgets == plain.budgets
+    assert [tl.busy(r) for r in range(4)] == [plain.busy(r) for r in range(4)]
+    if "p2p" in costs:  # the waits' columns are read, not only the durations
+        assert any(b.comm_exposed > 0 for b in tl.budgets)
+    assert type(pickle.loads(pickle.dumps(tl)).intervals) is tuple and copy.deepcopy(tl).intervals == eager
+    with pytest.raises(IndexError):
+        rows[4]

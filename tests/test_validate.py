@@ -2,6 +2,7 @@
 
 from dataclasses import replace
 
+import numpy  # noqa: F401 - the bulk checks run where numpy is loaded (as in a notebook); the tests compare them
 import pytest
 
 from utils.pipeline.registry import make_schedule

@@ -1,29 +1,21 @@
 """Pipeline schedules as data: what each rank will compute, in which order.
 
 A schedule is the plan of a pipeline-parallel training step (DeepSeek-V3 report, Sec. 3.2.1; "Zero Bubble
-Pipeline Parallelism", Qi et al., Sec. 2): for every rank, the ordered list of compute actions it runs.
-An action is (stage, kind, micro-batch) with the kinds
+Pipeline Parallelism", Qi et al., Sec. 2): for every rank, the ordered list of compute actions it runs
+(``utils.pipeline.actions``: F, B, I, W and the overlapped pair, their string forms and the one dependency
+rule; this module re-exports them, so a schedule and the words it is written in come from one place).
 
-* ``F`` forward, ``B`` full backward,
-* ``I`` backward for the input (the part the previous stage is waiting for),
-* ``W`` backward for the weights (needed only before the optimizer step, so it can be deferred),
-
-and the overlapped pair of DualPipe (and of 1F1B with overlapped pairs): one forward chunk and one backward
-chunk run as one unit (``F&B``).
-The string forms are those of ``torch.distributed.pipelining`` so learners can read both:
-``1F0``, ``2I3``, ``2W3``, ``(0F7;7B3)OVERLAP_F_B``.
-
-This module holds the types, their string forms and the one dependency rule (``dependency_rule``, asked
-through ``Schedule.inputs_of`` and ``Schedule.dependency_plan``, or ``Schedule.dependency_slots``, the same
-plan as flat lists for the simulator's loop) that the validator, the simulator and the executor all follow.
+This module holds the ``Schedule`` type and the dependency rule asked for its actions
+(``Schedule.inputs_of`` and ``Schedule.dependency_plan``, or ``Schedule.dependency_slots``, the same plan as
+flat lists for the simulator's loop) that the validator, the simulator and the executor all follow.
 The generators live in ``utils.pipeline.generators``, the checks in ``utils.pipeline.validation``, the names
 and the command line in ``utils.pipeline.registry``.
-Ground layer: imports only ``utils.pipeline.runtime`` (whether numpy is loaded).
+Ground layer: imports only ``utils.pipeline.actions`` and ``utils.pipeline.runtime`` (whether numpy is loaded).
 """
 
 from __future__ import annotations
 
-import re
+import functools
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import accumulate, chain, compress, repeat
@@ -32,138 +24,26 @@ from typing import NamedTuple
 
 from utils import inputs as arg
 from utils.pipeline import runtime
+from utils.pipeline.actions import (
+    ACT,
+    ACTION_KINDS,
+    GRAD,
+    KIND_NAMES,
+    KINDS,
+    MAKES,
+    Action,
+    ActionLike,
+    Dependency,
+    OverlappedAction,
+    action_kind,
+    action_parts,
+    dependency_rule,
+    parse_action,
+)
 
-KINDS = ("F", "B", "I", "W")
-#: Every ``action_kind``, numbered as ``Schedule.dependency_slots`` numbers them: the plain kinds, then pairs.
-ACTION_KINDS = (*KINDS, "FB", "FI")
-KIND_NAMES = {"F": "forward", "B": "full backward", "I": "backward for input", "W": "backward for weights"}
-
-_ACTION_RE = re.compile(r"^(\d+)([FBIW])(\d+)$")
-_OVERLAP_RE = re.compile(r"^\((\d+F\d+);(\d+[BI]\d+)\)OVERLAP_F_B$")
-
-
-@dataclass(frozen=True)
-class Action:
-    """One compute action: run ``kind`` of stage ``stage`` on micro-batch ``microbatch``."""
-
-    stage: int
-    kind: str
-    microbatch: int
-
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise arg.InputError(
-                f"Action kind must be one of {', '.join(KINDS)} (forward, full backward, backward for input, "
-                f"backward for weights); got {self.kind!r}."
-            )
-        if type(self.stage) is not int or type(self.microbatch) is not int:  # the fast path is a plain int
-            for name in ("stage", "microbatch"):
-                value = arg.whole(getattr(self, name), name, where="Action",
-                                  why="stages and micro-batches are numbered 0, 1, 2, ...")
-                object.__setattr__(self, name, value)
-        if self.stage < 0 or self.microbatch < 0:
-            raise ValueError(
-                f"Action stage and micro-batch are indices, so they must be >= 0; got stage={self.stage}, "
-                f"microbatch={self.microbatch}."
-            )
-
-    def __str__(self) -> str:
-        return f"{self.stage}{self.kind}{self.microbatch}"
-
-
-@dataclass(frozen=True)
-class OverlappedAction:
-    """DualPipe's F&B: a forward chunk and a backward chunk run together as one unit.
-
-    Their computation and communication interleave (DeepSeek-V3 report, Sec. 3.2.1, Figure 4): one chunk's
-    all-to-all runs while the other computes. The pair computes for ``F&B`` (F + B unless the two chunks'
-    computations overlap too; see ``utils.pipeline.costs.CostModel``) and both results are ready when the
-    pair ends. DualPipe pairs chunks of two directions; ``1f1b-overlap`` pairs a forward and a backward of
-    different micro-batches on the same stage.
-    """
-
-    forward: Action
-    backward: Action
-
-    def __post_init__(self):
-        for name in ("forward", "backward"):
-            arg.instance(getattr(self, name), name, Action, "an Action (e.g. Action(0, 'F', 7))",
-                         where="OverlappedAction")
-        if self.forward.kind != "F":
-            raise ValueError(f"An overlapped pair's first action must be a forward (F); got {self.forward}.")
-        if self.backward.kind not in ("B", "I"):
-            raise ValueError(
-                f"An overlapped pair's second action must be a backward (B or I); got {self.backward}."
-            )
-
-    def __str__(self) -> str:
-        return f"({self.forward};{self.backward})OVERLAP_F_B"
-
-    @property
-    def parts(self) -> tuple[Action, Action]:
-        return (self.forward, self.backward)
-
-
-ActionLike = Action | OverlappedAction
-
-
-def action_parts(action: ActionLike) -> tuple[Action, ...]:
-    """The plain actions inside ``action``: itself, or the forward and backward of an overlapped pair."""
-    if isinstance(action, OverlappedAction):
-        return action.parts
-    return (arg.instance(action, "action", Action, "an Action or an OverlappedAction", where="action_parts"),)
-
-
-def action_kind(action: ActionLike) -> str:
-    """F, B, I or W for a plain action; FB or FI for an overlapped pair (a forward with a B or with an I)."""
-    if type(action) is OverlappedAction:
-        return "F" + action.backward.kind
-    if type(action) is not Action:
-        arg.instance(action, "action", (Action, OverlappedAction), "an Action or an OverlappedAction",
-                     where="action_kind")
-    return action.kind
-
-
-# ------------------------------------------------------------------------------------ the dependency rule
-
-#: The two results one action hands to another: ``ACT`` the output of a stage's forward (the activation
-#: the next stage on the route takes, and which its own backward needs), ``GRAD`` the gradient at a
-#: stage's input (computed by its B or its I; the previous stage on the route takes it, its W needs it).
-ACT, GRAD = "act", "grad"
-#: What each kind of action makes: a W makes nothing another action waits for.
-MAKES = {"F": ACT, "B": GRAD, "I": GRAD, "W": None}
-
-
-def dependency_rule(kind: str, stage: int, prev: int | None, nxt: int | None) -> tuple[tuple[int, str], ...]:
-    """The results a plain action waits for, as (stage, ACT or GRAD): the one rule every consumer follows.
-
-    ``kind`` and ``stage`` are the action's; ``prev`` and ``nxt`` the stages before and after ``stage`` on
-    its micro-batch's route (None at an end of the route). DeepSeek-V3 report Sec. 3.2.1; "Zero Bubble
-    Pipeline Parallelism" (Qi et al.), Sec. 2:
-
-    * F needs the output of the previous stage on the route (the first stage reads the micro-batch itself);
-    * B or I needs its own F's output (the activations it saved) and the gradient at the next stage's input
-      (the last stage holds the loss, so it needs nothing from outside);
-    * W needs its own I (the output gradients I kept).
-    """
-    if kind == "F":
-        return () if prev is None else ((prev, ACT),)
-    if kind == "W":
-        return ((stage, GRAD),)
-    return ((stage, ACT),) if nxt is None else ((stage, ACT), (nxt, GRAD))
-
-
-class Dependency(NamedTuple):
-    """A result an action waits for: ``kind`` (ACT or GRAD) of ``stage`` for ``microbatch``.
-
-    ``remote`` is True when ``stage`` lives on another rank than the waiting action's stage, so the result
-    travels as a message (point-to-point latency in the simulator, an ``irecv`` in the executor).
-    """
-
-    stage: int
-    kind: str
-    microbatch: int
-    remote: bool
+__all__ = ["ACT", "ACTION_KINDS", "GRAD", "KIND_NAMES", "KINDS", "MAKES", "Action", "ActionLike", "Dependency",
+           "DependencySlots", "OverlappedAction", "Schedule", "ScheduleColumns", "action_kind", "action_parts",
+           "dependency_rule", "parse_action"]
 
 
 class ScheduleColumns(NamedTuple):
@@ -209,6 +89,26 @@ class DependencySlots(NamedTuple):
 _KIND_INDEX = {kind: i for i, kind in enumerate(KINDS)}
 
 
+@functools.cache
+def _kind_codes(np):
+    """Each ASCII letter's index in KINDS as a numpy array (len(KINDS) for a letter that is not a kind)."""
+    codes = np.full(128, len(KINDS), dtype=np.int64)
+    codes[[ord(k) for k in KINDS]] = range(len(KINDS))
+    return codes
+
+
+def _largest_and_kinds(cols: ScheduleColumns) -> tuple[int, int, list[int]]:
+    """The largest stage and micro-batch the parts name (-1 when there are none) and the kinds they use
+    (indices in KINDS), read from the arrays where numpy made them."""
+    if not cols.stage:
+        return -1, -1, []
+    if cols.arrays is None:
+        return max(cols.stage), max(cols.microbatch), sorted(set(cols.kind))
+    stage, kind, mb, _ = cols.arrays
+    np = runtime.loaded_numpy()
+    return int(stage.max()), int(mb.max()), np.flatnonzero(np.bincount(kind)).tolist()
+
+
 def _slot_lists(table: list, route_of: list[int], cols: ScheduleColumns, n_st: int, always: int, nothing: int):
     """``DependencySlots``' six lists (three inputs, two results, the kind), from the rule's answers
     ``table`` (input 0, input 1, made: for micro-batch 0, by route, stage and kind): each part's answers
@@ -248,21 +148,6 @@ def _slot_lists(table: list, route_of: list[int], cols: ScheduleColumns, n_st: i
 
 def _count(n: int, one: str, many: str | None = None) -> str:
     return f"{n} {one if n == 1 else (many or one + 's')}"
-
-
-def parse_action(text: str) -> ActionLike:
-    """Inverse of ``str(action)``: ``"1F0"`` -> Action(1, "F", 0); ``"(0F7;7B3)OVERLAP_F_B"`` -> pair."""
-    arg.instance(text, "text", str, "a string such as '1F0' or '(0F7;7B3)OVERLAP_F_B'", where="parse_action")
-    s = text.strip()
-    if m := _ACTION_RE.match(s):
-        return Action(int(m.group(1)), m.group(2), int(m.group(3)))
-    if m := _OVERLAP_RE.match(s):
-        return OverlappedAction(parse_action(m.group(1)), parse_action(m.group(2)))
-    raise ValueError(
-        f"Cannot read action {text!r}: expected <stage><kind><microbatch> with kind F, B, I or W "
-        f"(e.g. '1F0', '2I3') or an overlapped pair '(<stage>F<mb>;<stage>B<mb>)OVERLAP_F_B' "
-        f"(e.g. '(0F7;7B3)OVERLAP_F_B')."
-    )
 
 
 @dataclass(frozen=True)
@@ -362,6 +247,14 @@ class Schedule:
         return stage, (GRAD if key % 2 else ACT), mb
 
     @cached_property
+    def route_numbers(self) -> tuple[tuple[tuple[int, ...], ...], list[int]]:
+        """(the distinct routes, in order of first use; each micro-batch's route as its number among them):
+        the bulk checks and plans work per route, and schedules have one or two, shared by every micro-batch."""
+        distinct: dict[tuple[int, ...], int] = {}
+        numbers = [distinct.setdefault(route, len(distinct)) for route in self.routes]
+        return tuple(distinct), numbers
+
+    @cached_property
     def columns(self) -> ScheduleColumns | None:
         """Every action's parts in flat lists (``ScheduleColumns``), read once for ``dependency_slots`` and
         the validator's bulk check. None when an entry of a list is not an Action or an OverlappedAction
@@ -383,10 +276,8 @@ class Schedule:
             if np is None:
                 kind = [_KIND_INDEX[k] for k in kinds]
             else:  # the kinds' letters, read in one go; a letter that is not a kind reads as len(KINDS)
-                codes = np.full(128, len(KINDS), dtype=np.int64)
-                codes[[ord(k) for k in KINDS]] = range(len(KINDS))
                 arrays = (np.array(stage, dtype=np.int64),
-                          codes[np.frombuffer("".join(kinds).encode("ascii"), dtype=np.uint8)],
+                          _kind_codes(np)[np.frombuffer("".join(kinds).encode("ascii"), dtype=np.uint8)],
                           np.array(mb, dtype=np.int64),
                           np.concatenate([np.arange(len(flat)), np.array(pairs, dtype=np.int64)]))
                 kind = arrays[1].tolist()
@@ -408,18 +299,20 @@ class Schedule:
         """
         cols = self.columns
         n_mb, n_st, rank_of = self.n_microbatches, self.n_stages, self.stage_to_rank
-        if cols is None or (cols.stage and (max(cols.stage) >= n_st or max(cols.microbatch) >= n_mb)):
+        if cols is None:
+            return None
+        top_stage, top_mb, used = _largest_and_kinds(cols)
+        if top_stage >= n_st or top_mb >= n_mb:
             return None  # a stage or micro-batch that does not exist
         n_keys = self.result_key(n_st + 1, ACT, 0)
         always, nothing = self.result_key(n_st, ACT, 0), self.result_key(n_st, GRAD, 0)
         # per distinct route, stage on it and kind: (slot of input 0, slot of input 1, key made), for
         # micro-batch 0; a stage off the route has None
-        distinct: dict[tuple[int, ...], int] = {}
-        route_of = [distinct.setdefault(route, len(distinct)) for route in self.routes]
-        key = {result: [self.result_key(stage, result, 0) for stage in range(n_st)] for result in (ACT, GRAD)}
+        distinct, route_of = self.route_numbers
+        key = {ACT: list(range(0, 2 * n_st * n_mb, 2 * n_mb)), GRAD: list(range(1, 2 * n_st * n_mb, 2 * n_mb))}
         made = [key[MAKES[kind]] if MAKES[kind] else [nothing] * n_st for kind in KINDS]
         table: list[tuple[int, int, int] | None] = [None] * (len(distinct) * n_st * len(KINDS))
-        kinds = [(k, KINDS[k]) for k in sorted(set(cols.kind))]  # the kinds the schedule uses
+        kinds = [(k, KINDS[k]) for k in used]  # the kinds the schedule uses
         for r, route in enumerate(distinct):
             for i, stage in enumerate(route):
                 prev, nxt = route[i - 1] if i else None, route[i + 1] if i + 1 < len(route) else None

@@ -50,7 +50,7 @@ from utils.pipeline import runtime
 from utils.pipeline.costs import COMM_SHARE, CostModel
 from utils.pipeline.registry import SCHEDULE_NAMES, make_schedule
 from utils.pipeline.schedule import ACT, ACTION_KINDS, ActionLike, Schedule, action_parts
-from utils.pipeline.timeline import CommInterval, Interval, LazyComms, Timeline
+from utils.pipeline.timeline import CommInterval, LazyComms, SimulatedRows, Timeline
 from utils.pipeline.validation import check_structure, validate
 
 
@@ -161,10 +161,7 @@ def _simulate(schedule: Schedule, costs: CostModel) -> Timeline:
             "The schedule cannot finish: every unfinished rank waits for an input; " + ", ".join(stuck)
         )
     comm_wait, p2p_wait = _budget_waits(schedule, slots, arrival, starts, ends, costs, length)
-    intervals = tuple(
-        Interval.row(r, acts, starts[a:b], ends[a:b], _part(comm_wait, a, b), _part(p2p_wait, a, b))
-        for r, (acts, a, b) in enumerate(zip(schedule.actions, offsets[:-1], offsets[1:], strict=True))
-    )
+    intervals = SimulatedRows(schedule.actions, offsets, starts, ends, comm_wait, p2p_wait)  # Intervals on first read
     comms = (  # made on first use (LazyComms): only pictures read them
         LazyComms(partial(_comms, schedule, slots, costs, intervals, arrival))
         if p2p > 0 or costs.dispatch + costs.combine > 0 else ()
@@ -173,11 +170,6 @@ def _simulate(schedule: Schedule, costs: CostModel) -> Timeline:
 
 
 _PLAIN = ACTION_KINDS.index("W")  # kinds above it are overlapped pairs (ACTION_KINDS)
-
-
-def _part(values: list[float] | None, a: int, b: int) -> list[float] | None:
-    """Entries ``a:b`` of a column of ``_budget_waits`` (None: all 0)."""
-    return None if values is None else values[a:b]
 
 
 def _budget_waits(schedule, slots, arrival, starts, ends, costs: CostModel, length) -> tuple[list[float] | None, ...]:

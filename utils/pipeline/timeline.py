@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import cached_property, partial
+from functools import cached_property
 from itertools import repeat
+from operator import sub
 from typing import NamedTuple
 
 from utils import inputs as arg
@@ -65,7 +66,7 @@ class Interval(NamedTuple):
         zeros = repeat(0.0)
         fields = zip(repeat(rank), actions, starts, ends, zeros if comm_waits is None else comm_waits,
                      zeros if p2p_waits is None else p2p_waits)
-        return tuple(map(partial(tuple.__new__, cls), fields))
+        return tuple(map(tuple.__new__, repeat(cls), fields))
 
 
 @dataclass(frozen=True)
@@ -146,9 +147,74 @@ class LazyComms(Sequence):
         return (tuple, (self._all(),))
 
 
+class SimulatedRows(Sequence):
+    """The Interval rows of a simulated timeline, kept as the simulator's columns and made per rank on first
+    read. Making one Interval per action was a fifth of simulating 16 ranks x 64 micro-batches, and a
+    timeline read only for its numbers (makespan, budgets: ``Timeline.span`` and ``Timeline.budgets`` read
+    the columns, with the same sums in the same order) never needs them. Reads like a tuple of tuples.
+
+    ``starts``, ``ends``, ``comm_waits``, ``p2p_waits`` (None: 0 throughout) hold every action rank by rank;
+    rank r's are entries ``offsets[r]`` to ``offsets[r + 1] - 1``.
+    """
+
+    def __init__(self, actions, offsets, starts, ends, comm_waits=None, p2p_waits=None):
+        self.actions, self.offsets, self.starts, self.ends = actions, offsets, starts, ends
+        self.comm_waits, self.p2p_waits = comm_waits, p2p_waits
+        self._rows: list[tuple[Interval, ...] | None] = [None] * len(actions)
+
+    def _row(self, rank: int) -> tuple[Interval, ...]:
+        row = self._rows[rank]
+        if row is None:
+            a, b = self.offsets[rank], self.offsets[rank + 1]
+            row = self._rows[rank] = Interval.row(rank, self.actions[rank], self.starts[a:b], self.ends[a:b],
+                                                  _part(self.comm_waits, a, b), _part(self.p2p_waits, a, b))
+        return row
+
+    def span(self) -> tuple[float, float]:
+        """``Timeline.span`` from the columns."""
+        return (min(self.starts), max(self.ends)) if self.starts else (0.0, 0.0)
+
+    def sums(self, rank: int) -> tuple[float, float, float]:
+        """Rank ``rank``'s summed durations, comm_waits and p2p_waits, added in the order ``Timeline`` adds
+        them over Intervals (the same bits)."""
+        a, b = self.offsets[rank], self.offsets[rank + 1]
+        return (sum(map(sub, self.ends[a:b], self.starts[a:b])),
+                sum(repeat(0.0, b - a) if self.comm_waits is None else self.comm_waits[a:b]),
+                sum(repeat(0.0, b - a) if self.p2p_waits is None else self.p2p_waits[a:b]))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return tuple(map(self._row, range(len(self._rows))[index]))
+        return self._row(range(len(self._rows))[index])  # a negative index counts from the end
+
+    def __iter__(self):
+        return map(self._row, range(len(self._rows)))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, (tuple, SimulatedRows)) and tuple(self) == tuple(other)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+    def __reduce__(self):  # a copy or a pickle holds the plain tuple
+        return (tuple, (tuple(self),))
+
+
+def _part(values, a: int, b: int):
+    """Entries ``a:b`` of a column (None: 0 throughout)."""
+    return None if values is None else values[a:b]
+
+
 @dataclass
 class Timeline:
-    """Per-rank intervals of every action of ``schedule``, in execution order."""
+    """Per-rank intervals of every action of ``schedule``, in execution order (a tuple of tuples of Intervals;
+    from the simulator, ``SimulatedRows``, which reads like one and makes each rank's on first read)."""
 
     schedule: Schedule
     intervals: tuple[tuple[Interval, ...], ...]
@@ -171,6 +237,8 @@ class Timeline:
     def span(self) -> tuple[float, float]:
         """(earliest start, latest end) over all intervals, computed once (idle(r) for every rank would
         otherwise rescan every interval) and again after ``intervals`` is replaced."""
+        if type(self.intervals) is SimulatedRows:
+            return self.intervals.span()
         starts = [iv.start for row in self.intervals for iv in row]
         return (min(starts), max(iv.end for row in self.intervals for iv in row)) if starts else (0.0, 0.0)
 
@@ -197,6 +265,8 @@ class Timeline:
         """Time ``rank`` spends inside its actions (sum of their durations): compute plus the communication
         it waited for inside them."""
         rank = self.check_rank(rank, "busy")
+        if type(self.intervals) is SimulatedRows:
+            return self.intervals.sums(rank)[0]
         return sum(iv.end - iv.start for iv in self.intervals[rank])
 
     def budget(self, rank: int) -> TimeBudget:
@@ -216,11 +286,14 @@ class Timeline:
         return tuple(map(self._budget, range(len(self.intervals))))
 
     def _budget(self, rank: int) -> TimeBudget:
-        row = self.intervals[rank]
-        inside = sum(iv.comm_wait for iv in row)
-        before = sum(iv.p2p_wait for iv in row)
+        if type(self.intervals) is SimulatedRows:
+            busy, inside, before = self.intervals.sums(rank)
+        else:
+            row = self.intervals[rank]
+            busy = sum(iv.end - iv.start for iv in row)
+            inside = sum(iv.comm_wait for iv in row)
+            before = sum(iv.p2p_wait for iv in row)
         span = self.makespan
-        busy = sum(iv.end - iv.start for iv in row)
         idle = span - busy - before
         if -1e-9 * max(span, 1.0) < idle < 0:
             idle = 0.0  # floating-point rounding of a rank that never idles, not negative time

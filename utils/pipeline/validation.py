@@ -119,8 +119,7 @@ def _rules_hold(s: Schedule) -> bool:
     f, b, i, w = where
     back = np.maximum(b, i)
     ok = (f >= 0) & ((b >= 0) != (i >= 0)) & ((i >= 0) == (w >= 0)) & (f < back) & ((i < 0) | (w > back))
-    distinct: dict[tuple[int, ...], int] = {}
-    route_of = [distinct.setdefault(route, len(distinct)) for route in s.routes]
+    distinct, route_of = s.route_numbers
     on_route = np.zeros((len(distinct), n_st), dtype=bool)  # the stages of each distinct route
     for r, route in enumerate(distinct):
         on_route[r, list(route)] = True
@@ -132,10 +131,10 @@ def _rules_hold(s: Schedule) -> bool:
 def _stage_order_holds(s: Schedule, f, back) -> bool:
     """The last rule of ``_check_order`` for all micro-batches at once: where a rank holds stages a, then b,
     of a route, a's F comes no later than b's and b's backward no later than a's."""
-    by_route: dict[tuple[int, ...], list[int]] = {}
-    for mb, route in enumerate(s.routes):
-        by_route.setdefault(route, []).append(mb)
-    for route, mbs in by_route.items():
+    np = runtime.loaded_numpy()
+    distinct, route_of = s.route_numbers
+    for number, route in enumerate(distinct):
+        mbs = np.flatnonzero(np.array(route_of) == number) if len(distinct) > 1 else slice(None)
         last: dict[int, int] = {}  # rank -> the previous stage of this route it holds
         before, after = [], []
         for stage in route:
@@ -382,7 +381,7 @@ def _check_deadlock(s: Schedule) -> None:
     """Run every rank's list in order with dependency resolution only (no times); explain any stall.
 
     An action is ready when the results it needs exist (``Schedule.dependency_slots``: the one dependency
-    rule, ``utils.pipeline.schedule.dependency_rule``, for every action).
+    rule, ``utils.pipeline.actions.dependency_rule``, for every action).
     """
     slots = s.dependency_slots
     offsets, makes = slots.offsets, slots.makes
