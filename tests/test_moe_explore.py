@@ -91,6 +91,8 @@ def test_balancing_table_and_figures():
     assert list(table.index) == ["bias (aux-loss-free)", "no balancing"]
     assert table["MaxVio (last 20 steps)"].tolist() == [0.0, 0.0]
     heatmap = moe_explore.plot_expert_task_heatmap(histories["bias"])
+    scales = [ax.collections[0].get_clim() for ax in heatmap.axes if ax.get_title().startswith("MoE layer")]
+    assert len(scales) == 2 and scales[0] == scales[1]  # one colour is one share in both layers' panels
     figures = (moe_explore.plot_expert_load(histories), heatmap)
     for figure in figures:
         assert figure._suptitle is not None and all(ax.get_xlabel() for ax in figure.axes[:1])

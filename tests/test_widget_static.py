@@ -108,17 +108,41 @@ def test_nbval_compares_the_copy_without_the_chart_bytes():
 
 
 def test_every_widget_notebook_stores_the_static_copy_of_each_course_widget():
-    """Stored outputs: each course widget (not the progress bars) carries its copy with a chart or message."""
+    """Stored outputs: each course widget carries its copy with a chart or message; no progress bar is stored
+    (its stored copy would be its first frame, "0/150": ``tools.notebooks.tidy`` drops them)."""
     found = 0
     for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         nb = json.loads(path.read_text())
         for cell in nb["cells"]:
             for output in cell.get("outputs", []) if cell["cell_type"] == "code" else []:
                 data = output.get("data", {})
-                if WIDGET_VIEW not in data or "%|" in "".join(data.get("text/plain", "")):
-                    continue   # not a widget, or a tqdm progress bar
+                assert "%|" not in "".join(data.get("text/plain", "")), f"{path.name}: a stored progress bar"
+                if WIDGET_VIEW not in data:
+                    continue
                 html_copy = "".join(data.get("text/html", ""))
                 assert "course-widget-static" in html_copy, f"{path.name}: {data.get('text/plain')}"
                 assert IMG.search(html_copy) or "not allowed" in html_copy, path.name
                 found += 1
     assert found >= 8
+
+
+def test_a_run_stores_no_progress_bar_and_keeps_every_other_output():
+    """``tools.notebooks.tidy``, which every re-execution applies: a tqdm bar (a widget whose text copy is its
+    first frame) is dropped, a course widget, a figure and a text output are kept."""
+    import nbformat
+
+    from tools.notebooks import tidy
+
+    bar = {"output_type": "display_data", "metadata": {},
+           "data": {WIDGET_VIEW: {"model_id": "a"}, "text/plain": "K=2, bias:   0%|          | 0/150 [00:00<?, ?it/s]"}}
+    widget = {"output_type": "display_data", "metadata": {},
+              "data": {WIDGET_VIEW: {"model_id": "b"}, "text/plain": "VBox()", "text/html": "<div>copy</div>"}}
+    text = {"output_type": "stream", "name": "stdout", "text": "loss 0.7 (a 95%|confidence note)\n"}
+    nb = nbformat.v4.new_notebook(metadata={"widgets": {"state": {}}})
+    cell = nbformat.v4.new_code_cell("train()", outputs=[nbformat.from_dict(o) for o in (bar, widget, text)])
+    cell.metadata["execution"] = {"iopub.status.busy": "2026-12-07T09:00:00Z"}
+    nb.cells.append(cell)
+    tidy(nb)
+    assert [o.get("data", {}).get("text/plain", o.get("text")) for o in nb.cells[0].outputs] == \
+        ["VBox()", "loss 0.7 (a 95%|confidence note)\n"]
+    assert "widgets" not in nb.metadata and "execution" not in nb.cells[0].metadata

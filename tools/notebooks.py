@@ -17,6 +17,8 @@ from nbclient import NotebookClient
 
 from tools.slides import apply as apply_slide_rule
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
 
 def execute_in_place(path: Path, timeout: int = 600, kernel_name: str = "python3") -> float:
     """Run every cell of the notebook at `path` in a fresh kernel and save it; return seconds taken."""
@@ -33,13 +35,31 @@ def execute_in_place(path: Path, timeout: int = 600, kernel_name: str = "python3
     start = time.perf_counter()
     client.execute()
     elapsed = time.perf_counter() - start
-    for cell in nb.cells:  # execution timestamps change on every run and carry no lesson
-        cell.metadata.pop("execution", None)
-    # Saved widget state holds every rendered PNG (hundreds of KB per notebook); widgets come alive when the
-    # learner runs the cells, so the stored state only bloats the repository.
-    nb.metadata.pop("widgets", None)
+    tidy(nb)
     nbformat.write(nb, path)
     return elapsed
+
+
+def is_progress_bar(output) -> bool:
+    """Whether a stored output is a tqdm progress bar: a widget whose text copy reads like ``desc: 0%|...|``."""
+    data = output.get("data", {})
+    return WIDGET_VIEW in data and "%|" in "".join(data.get("text/plain", ""))
+
+
+def tidy(nb) -> None:
+    """What a run leaves that carries no lesson, removed in place: execution timestamps (new on every run),
+    saved widget state and progress bars.
+
+    Saved widget state holds every rendered PNG (hundreds of KB per notebook); widgets come alive when the
+    learner runs the cells, so the stored state only bloats the repository. Without it a progress bar's stored
+    copy is its first frame, "0/150", which reads as a run that never started: a bar is live feedback while
+    the cell runs, so it is not stored.
+    """
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.outputs = [output for output in cell.outputs if not is_progress_bar(output)]
+    nb.metadata.pop("widgets", None)
 
 
 def main(argv: list[str] | None = None) -> int:

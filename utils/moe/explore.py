@@ -203,11 +203,13 @@ def task_shares(history: TrainingHistory) -> np.ndarray:
 
 
 def plot_expert_task_heatmap(history: TrainingHistory, title: str = "Which experts each task uses") -> Figure:
-    """Seaborn heatmaps, one per MoE layer: rows tasks, columns experts, cells % of the task's slots."""
+    """Seaborn heatmaps, one per MoE layer: rows tasks, columns experts, cells % of the task's slots. The
+    layers share one colour scale, so one colour means one share in every panel."""
     shares = task_shares(history) * 100
+    top = float(shares.max())
     fig, axes = plt.subplots(1, len(shares), figsize=(5.5 * len(shares), 3.2), squeeze=False)
     for i, (ax, share) in enumerate(zip(axes[0], shares, strict=True)):
-        sns.heatmap(share, ax=ax, annot=True, fmt=".0f", cmap="viridis", vmin=0,
+        sns.heatmap(share, ax=ax, annot=True, fmt=".0f", cmap="viridis", vmin=0, vmax=top,
                     cbar_kws={"label": "% of task"}, xticklabels=[str(e) for e in range(share.shape[1])],
                     yticklabels=list(TASKS))
         ax.set_title(f"MoE layer {i}")
