@@ -203,8 +203,7 @@ def task_shares(history: TrainingHistory) -> np.ndarray:
 
 
 def plot_expert_task_heatmap(history: TrainingHistory, title: str = "Which experts each task uses") -> Figure:
-    """Seaborn heatmaps, one per MoE layer: rows tasks, columns experts, cells % of the task's slots. The
-    layers share one colour scale, so one colour means one share in every panel."""
+    """Seaborn heatmaps, one per MoE layer (one colour scale: a colour is a share): rows tasks, columns experts."""
     shares = task_shares(history) * 100
     top = float(shares.max())
     fig, axes = plt.subplots(1, len(shares), figsize=(5.5 * len(shares), 3.2), squeeze=False)
