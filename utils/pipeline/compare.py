@@ -235,13 +235,19 @@ def fair_steps(ranks: int, microbatches: int, costs: CostModel,
             "bubble": timeline.worst_idle,
             "peak_activations": max(timeline.peak_activations(r) for r in range(ranks)) / v,
             "params_per_device": max(timeline.param_copies(r) for r in range(ranks)) / v,
-            "saved": math.nan if previous is None else previous["step"] - timeline.makespan,
-            **({} if rank is None else {f"d_{k}": math.nan if previous is None else previous[k] - parts[k]
-                                        for k in parts}),
+            **_saved(previous, {"step": timeline.makespan, **parts}, parts=rank is not None),
             "by": MECHANISMS.get(name, ""),
         })
         previous = {"step": timeline.makespan, **parts}
     return pd.DataFrame(rows).set_index("schedule")
+
+
+def _saved(previous: dict | None, now: dict, parts: bool = True) -> dict:
+    """The time ``now`` saves against the row before: ``saved`` (step time) and, with ``parts``, its split
+    ``d_compute``, ``d_comm_exposed``, ``d_idle`` (they sum to ``saved``); NaN on the first row."""
+    keys = ("step", "compute", "comm_exposed", "idle") if parts else ("step",)
+    return {("saved" if k == "step" else f"d_{k}"): math.nan if previous is None else previous[k] - now[k]
+            for k in keys}
 
 
 def without_pairs(schedule: Schedule) -> Schedule:
@@ -290,9 +296,6 @@ def over_chimera(ranks: int, microbatches: int, costs: CostModel, rank: int = 0)
         b = simulate(schedule, c).budget(arg.whole(rank, "rank", low=0, high=ranks - 1, where="over_chimera"))
         parts = {"step": b.makespan, "compute": b.compute, "comm_exposed": b.comm_exposed, "idle": b.idle}
         rows.append({"step": label, **{(f"rank {rank} {k}" if k != "step" else "step time"): v
-                                       for k, v in parts.items()},
-                     "saved": math.nan if previous is None else previous["step"] - b.makespan,
-                     **{f"d_{k}": math.nan if previous is None else previous[k] - parts[k]
-                        for k in ("compute", "comm_exposed", "idle")}, "by": by})
+                                       for k, v in parts.items()}, **_saved(previous, parts), "by": by})
         previous = parts
     return pd.DataFrame(rows).set_index("step")

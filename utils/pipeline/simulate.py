@@ -44,6 +44,7 @@ from __future__ import annotations
 import json
 import sys
 from functools import partial
+from operator import sub
 
 from utils import inputs as arg
 from utils.pipeline import runtime
@@ -182,13 +183,7 @@ def _budget_waits(schedule, slots, arrival, starts, ends, costs: CostModel, leng
     """
     comm = None
     if costs.all_to_all > 0:
-        if costs.chunk_scale is None:
-            compute = [costs.duration(k) for k in ACTION_KINDS]
-            comm = [n - compute[k] for n, k in zip(length, slots.kind, strict=True)]
-        else:
-            chunk_of = schedule.stage_to_chunk
-            comm = [n - costs.duration(a, chunk_of) for n, a in
-                    zip(length, (a for row in schedule.actions for a in row), strict=True)]
+        comm = list(map(sub, length, _per_action(schedule, slots, costs, CostModel.duration)))
     if costs.p2p <= 0:
         return comm, None
     first = set(slots.offsets)
@@ -210,13 +205,19 @@ def action_length(costs: CostModel, action: ActionLike | str, stage_to_chunk=Non
 
 
 def _action_lengths(schedule: Schedule, slots, costs: CostModel) -> list[float]:
-    """``action_length`` of every action, in the slots' rank-by-rank order: by kind for a uniform model (one
-    price per kind), action by action with ``chunk_scale``."""
+    """``action_length`` of every action, in the slots' rank-by-rank order."""
+    return _per_action(schedule, slots, costs, action_length)
+
+
+def _per_action(schedule: Schedule, slots, costs: CostModel, rule) -> list[float]:
+    """``rule(costs, action, stage_to_chunk)`` of every action (``action_length`` or ``CostModel.duration``),
+    in the slots' rank-by-rank order: asked once per kind for a uniform model (a kind has one price), action
+    by action with ``chunk_scale``."""
     if costs.chunk_scale is None:
-        by_kind = [action_length(costs, k) for k in ACTION_KINDS]
+        by_kind = [rule(costs, k) for k in ACTION_KINDS]
         return [by_kind[k] for k in slots.kind]
     chunk_of = schedule.stage_to_chunk
-    return [action_length(costs, a, chunk_of) for row in schedule.actions for a in row]
+    return [rule(costs, a, chunk_of) for row in schedule.actions for a in row]
 
 
 def _comms(schedule: Schedule, slots, costs: CostModel, intervals, arrival) -> tuple[CommInterval, ...]:
