@@ -204,7 +204,7 @@ def test_loss_gap_table_and_curves():
     assert table.loc["fp8", "relative gap vs bf16"] == pytest.approx(0.01)
     assert table.loc["fp8", "held-out gap vs bf16"] == pytest.approx(0.01)
     fig = plot_loss_curves(histories, window=5)
-    assert len(fig.axes[0].lines) == 2 and fig.axes[1].get_ylabel() == "relative loss gap (%)"
+    assert len(fig.axes[0].lines) == 2 and fig.axes[1].get_ylabel() == "relative loss gap, moving average of 5 steps (%)"
 
 
 def test_train_in_precisions_uses_the_same_start(monkeypatch):

@@ -218,7 +218,7 @@ def plot_accumulation_vs_k(table: pd.DataFrame, mantissa_bits: int = 14) -> Figu
         ax.plot(group["K"], 100 * group["max_rel_error"], marker="o", color=color, label=label)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ax.set(xlabel="K (reduction length, elements)", ylabel="worst-case relative error (%)",
+    ax.set(xlabel="K (reduction length, elements)", ylabel="max relative error over outputs (%)",
            title=f"Accumulator model ({mantissa_bits} mantissa bits): error grows with K unless promoted")
     ax.legend()
     fig.tight_layout()
@@ -411,7 +411,8 @@ def plot_loss_curves(histories: dict, window: int = 10) -> Figure:
                              linestyle=LINESTYLES.get(precision, "-"))
         axes[1].axhline(0.25, color=GREYS["grey"], linestyle="--", label="report's bound: 0.25%")
         axes[1].axhline(-0.25, color=GREYS["grey"], linestyle="--")
-        axes[1].set(xlabel="training step", ylabel="relative loss gap (%)", title="Gap to the BF16 run")
+        axes[1].set(xlabel="training step", ylabel=f"relative loss gap, moving average of {window} steps (%)",
+                title="Gap to the BF16 run")
         axes[1].legend()
     fig.tight_layout()
     return fig
