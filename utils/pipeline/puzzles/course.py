@@ -18,7 +18,7 @@ GPIPE_IDLE_REASONS = {
     "b": Reason("the last rank: it waits at the start for the first micro-batch to cross the pipeline", False,
                 "the last rank waits at the start and at the end, and rank 0 as long in the middle: count "
                 "each rank's work and the step time."),
-    "c": Reason("all ranks alike: each computes the same work (M forwards, M backwards) in the same step", True,
+    "c": Reason("all ranks alike: each computes the same work (m forwards, m backwards) in the same step", True,
                 "every rank runs M forwards and M backwards, the same work in the same step, so the same idle "
                 "time, only at different moments: rank 0 in the middle, the last rank at both ends."),
     "d": Reason("the middle ranks: they wait for both neighbours", False,

@@ -134,8 +134,8 @@ def memory_cap_puzzle(n_ranks: int = 4, n_microbatches: int = 8, cap: int = 3, s
             f"    \"\"\"One list of action strings per rank, e.g. [\"0F0\", \"0F1\", ...]: {n_ranks} lists.\"\"\"\n"
             "    raise NotImplementedError  # your design here")
     hints = (
-        "An activation is held from a stage's forward until its backward (its W, when split) ends: to hold "
-        "fewer, start backwards earlier.",
+        "An activation is held from a stage's forward until its backward ends (with a split backward, notebook "
+        "04, until its W): to hold fewer, start backwards earlier.",
         f"Let rank r run a few warm-up forwards, then alternate one forward and one backward. How many warm-up "
         f"forwards keep the peak at {cap}?",
         f"Rank r can run min(PP-1-r, {cap - 1}) warm-up forwards: the first steady forward makes {cap}."
