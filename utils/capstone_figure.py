@@ -47,14 +47,15 @@ def _time_panel(ax, config, ok: pd.DataFrame) -> None:
 
 
 def _memory_panel(ax, config, ok: pd.DataFrame) -> None:
-    """Parameters and peak activations per device, both relative to 1F1B on the same devices (one axis)."""
+    """Parameters and activation memory per device (peak activations x stage size), both relative to 1F1B on
+    the same devices (one axis)."""
     names = list(ok.index)
     x = np.arange(len(names))
     base = ok.loc["1f1b"] if "1f1b" in ok.index else ok.iloc[0]
     params = ok["params_per_device"] / base["params_per_device"]
     acts = ok["activation_memory"] / base["activation_memory"]
     for offset, values, colour, label in ((-0.2, params, figures.KIND_COLORS["W"], "parameters"),
-                                          (0.2, acts, figures.KIND_COLORS["F"], "peak activations")):
+                                          (0.2, acts, figures.KIND_COLORS["F"], "activation memory")):
         bars = ax.bar(x + offset, values, 0.4, color=colour, edgecolor=figures.EDGE_COLOR, label=label)
         # label only what differs from 1F1B, so neighbouring labels do not collide
         ax.bar_label(bars, ["" if abs(v - 1) < 1e-9 else f"{v:.3g}x" for v in values], fontsize=7, padding=1)
@@ -83,7 +84,8 @@ def plot_dashboard(config, pipe: pd.DataFrame, cap: pd.DataFrame, fp8: pd.DataFr
         ("intra_node_KiB_bf16", "s", "--", figures.KIND_COLORS["F"], "within node (NVLink), BF16"),
     ):
         ax.plot(cap.index, cap[column], marker=marker, linestyle=style, color=colour, label=label)
-    ax.axvline(config.node_cap, color=figures.EDGE_COLOR, linestyle=":", label=f"cap M = {config.node_cap}")
+    # the cap's line stops below the legend, which fills the top of the axes (the data end at 1/1.45 of it)
+    ax.axvline(config.node_cap, ymax=0.72, color=figures.EDGE_COLOR, linestyle=":", label=f"cap M = {config.node_cap}")
     ax.set_ylim(0, 1.45 * cap[["cross_node_KiB_bf16", "intra_node_KiB_bf16"]].to_numpy().max())
     ax.set_title(f"All-to-all per token vs node cap\n{config.experts} experts, top-{config.top_k}, "
                  f"{config.nodes} nodes", fontsize=10)
