@@ -349,7 +349,7 @@ def test_lesson_06_solves_the_fp8_puzzle():
 
 def test_overlap_idle_prediction_and_rank_lists():
     """05's prediction (1F1B-overlap with an all-to-all: the last rank pairs most, hides most, idles most) and
-    07's lists (the fair baseline written by hand)."""
+    07's lists (the communication baseline written by hand)."""
     p = PUZZLES["overlap-idlest-rank"]
     # half the SMs to communication and a small all-to-all: a pair costs more than it hides, so rank 0 (fewest
     # pairs) is busy least; the notebook's own tables show the last rank idling most at 20 of 132 SMs

@@ -73,7 +73,7 @@ def schedule_name(name) -> str:
     if found is None:
         raise arg.InputError(
             f"Unknown schedule {name!r}: the kit builds {', '.join(SCHEDULE_NAMES)} (the schedules compared in "
-            f"the DeepSeek-V3 report's Table 2, the fair 1F1B baseline with overlapped pairs, plus naive, GPipe "
+            f"the DeepSeek-V3 report's Table 2, the 1F1B communication baseline with overlapped pairs, plus naive, GPipe "
             f"and Chimera for reference)."
         )
     return found

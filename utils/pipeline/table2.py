@@ -35,7 +35,7 @@ latency, and each method's own); ``assumptions_hold`` checks them and ``simulate
 beside the simulator's answer (``utils.pipeline.simulate``).
 
 Beside Table 2 (not one of its rows): ``1f1b-overlap``, 1F1B with its steady forward and backward run as an
-overlapped pair, the fair baseline for DualPipe's communication hiding. Its step time, bubble, exposed
+overlapped pair, the baseline for DualPipe's communication hiding. Its step time, bubble, exposed
 communication and activations in closed form are ``overlap_*`` below, under ``overlap_assumptions_hold``.
 """
 

@@ -1,4 +1,4 @@
-"""1F1B with overlapped pairs (``1f1b-overlap``): the fair baseline for DualPipe's communication hiding.
+"""1F1B with overlapped pairs (``1f1b-overlap``): the baseline for DualPipe's communication hiding.
 
 DualPipe hides the expert all-to-all of one chunk behind the computation of another by running a forward
 and a backward of *different* micro-batches as one overlapped pair (DeepSeek-V3 report, Sec. 3.2.1,

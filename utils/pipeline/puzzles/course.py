@@ -27,7 +27,7 @@ GPIPE_IDLE_REASONS = {
 }
 
 
-#: Notebook 05's prediction: the fair baseline on a GPU that gives half its SMs to communication, with a small
+#: Notebook 05's prediction: the communication baseline on a GPU that gives half its SMs to communication, with a small
 #: all-to-all (0.5 per chunk): a pair then costs more compute than the communication it hides.
 SLOW_PAIR_COSTS = CostModel(F=1.0, B=2.0, W=1.0, dispatch=0.25, combine=0.25, comm_share=0.5)
 SLOW_PAIR_IDLE_REASONS = {
