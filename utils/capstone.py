@@ -407,7 +407,7 @@ def claims_table(config: RecipeConfig | None = None) -> pd.DataFrame:
         "misattributed: what grows with communication is the gain of F&B pairs, which 1F1B can use too; "
         "against that baseline DualPipe saves a roughly constant amount, a shrinking share as communication "
         "grows: averaged over the ranks it is less idle, from its smaller bubble, net of a little more exposed "
-        "communication, and at W = B/2 most of that bubble is the W split, which 1F1B-overlap lacks and "
+        "communication and a little less compute, and at W = B/2 most of that bubble is the W split, which 1F1B-overlap lacks and "
         "one-direction ZB1P has",
         "holds, misattributed: the cap is MoE routing (report Sec. 2.1.2), not part of DualPipe; it cuts the "
         "cross-node bytes, and whether that is what lets the all-to-all hide is not modelled here",

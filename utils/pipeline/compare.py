@@ -200,7 +200,7 @@ MECHANISMS = {
     "1f1b": "baseline: every chunk's all-to-all waits alone",
     "1f1b-overlap": "F&B pairs hide the all-to-all behind the partner's compute (same bubble, 2x activations)",
     "zb1p": "split backward: W fills the bubble (no pairs)",
-    "dualpipe": "W split (most of it at W = B/2) + two directions: smaller bubble (PP+1 activations, 2x parameters)",
+    "dualpipe": "W split (most of the cut at W = B/2) + two directions: smaller bubble (PP+1 activations, 2x parameters)",
     "dualpipev": "DualPipe cut in half: same steps on half-size stages, 1x parameters",
 }
 
