@@ -42,7 +42,7 @@ from utils.moe.expert_parallel import (
     traffic_totals,
 )
 from utils.moe.routing import route
-from utils.pipeline.compare import costs_per_stage
+from utils.pipeline.compare import costs_per_stage, fair_steps
 from utils.pipeline.registry import CHUNKS_PER_RANK, COMPARED_SCHEDULES, make_schedule
 from utils.pipeline.simulate import simulate
 from utils.recipe import PRESETS, RecipeConfig  # noqa: F401 - the dashboard's configuration, by its old name
@@ -127,14 +127,6 @@ def pipeline_table(config: RecipeConfig) -> pd.DataFrame:
                "worst_idle_rank", "comm_added", "bubble_ratio", "peak_activations", "activation_memory",
                "params_per_device", "note"]
     return table.reindex(columns=columns).set_index("schedule")
-
-
-def rank_mean_budget(config: RecipeConfig, name: str) -> dict[str, float]:
-    """Every rank's time budget of schedule `name`, averaged over the ranks (compute, comm_exposed, idle):
-    one rank's budget, `pipeline_table`'s, can book the same gain under another heading."""
-    costs = _config(config, "rank_mean_budget").costs
-    timeline = simulate(make_schedule(name, config.pp, config.microbatches), costs_per_stage(name, costs))
-    return {key: share * timeline.makespan for key, share in timeline.budget_shares().items()}
 
 
 def gain_budget(pipe: pd.DataFrame, slower: str, faster: str) -> dict[str, float]:
@@ -363,7 +355,8 @@ def claims_table(config: RecipeConfig | None = None) -> pd.DataFrame:
     size = bytes_per_value("tile1x128")
     m, r = config.node_cap, BUDGET_RANK
     pairs, dual = gain_budget(one, "1f1b", "1f1b-overlap"), gain_budget(one, "1f1b-overlap", "dualpipe")
-    mean = {name: rank_mean_budget(config, name) for name in ("1f1b-overlap", "dualpipe")}
+    # every rank's budget, averaged: one rank's (the tables') can book the same gain under another heading
+    mean = fair_steps(config.pp, config.microbatches, config.costs, schedules=("1f1b-overlap", "dualpipe"))
     free_pairs, free_dual = gain_budget(free, "1f1b", "1f1b-overlap"), gain_budget(free, "1f1b-overlap", "dualpipe")
     measurements = (
         f"at 1:1, on rank {r}: all-to-all left exposed 1F1B {one.loc['1f1b', 'comm_exposed']:.4g}, "
@@ -378,8 +371,9 @@ def claims_table(config: RecipeConfig | None = None) -> pd.DataFrame:
         f"{vs_fair[2.0]:.2f} (2:1), {own[0.0]:.4g}, {own[1.0]:.4g} and {own[2.0]:.4g} units saved (at 1:1 on rank "
         f"{r}: {gain_words(dual)}); against plain 1F1B {vs_plain[0.0]:.2f}, {vs_plain[1.0]:.2f}, "
         f"{vs_plain[2.0]:.2f}; averaged over the ranks at 1:1, exposed communication 1F1B-overlap "
-        f"{mean['1f1b-overlap']['comm_exposed']:.4g}, DualPipe {mean['dualpipe']['comm_exposed']:.4g}, idle "
-        f"{mean['1f1b-overlap']['idle']:.4g} and {mean['dualpipe']['idle']:.4g}; without communication ZB1P "
+        f"{mean.loc['1f1b-overlap', 'comm_exposed']:.4g}, DualPipe {mean.loc['dualpipe', 'comm_exposed']:.4g}, "
+        f"idle {mean.loc['1f1b-overlap', 'idle']:.4g} and {mean.loc['dualpipe', 'idle']:.4g}; without "
+        f"communication ZB1P "
         f"(one direction, 1x parameters) steps {none.loc['zb1p', 'makespan']:.4g} against DualPipe's "
         f"{none.loc['dualpipe', 'makespan']:.4g}",
         f"cross-node bytes at M={m} of {config.nodes}: {cap.loc[m, 'vs_uncapped']:.0%} of uncapped; a token's "

@@ -309,7 +309,7 @@ class Schedule:
         # per distinct route, stage on it and kind: (slot of input 0, slot of input 1, key made), for
         # micro-batch 0; a stage off the route has None
         distinct, route_of = self.route_numbers
-        key = {ACT: list(range(0, 2 * n_st * n_mb, 2 * n_mb)), GRAD: list(range(1, 2 * n_st * n_mb, 2 * n_mb))}
+        key = {result: [self.result_key(stage, result, 0) for stage in range(n_st)] for result in (ACT, GRAD)}
         made = [key[MAKES[kind]] if MAKES[kind] else [nothing] * n_st for kind in KINDS]
         table: list[tuple[int, int, int] | None] = [None] * (len(distinct) * n_st * len(KINDS))
         kinds = [(k, KINDS[k]) for k in used]  # the kinds the schedule uses

@@ -264,10 +264,16 @@ class Timeline:
     def busy(self, rank: int) -> float:
         """Time ``rank`` spends inside its actions (sum of their durations): compute plus the communication
         it waited for inside them."""
-        rank = self.check_rank(rank, "busy")
+        return self._sums(self.check_rank(rank, "busy"))[0]
+
+    def _sums(self, rank: int) -> tuple[float, float, float]:
+        """Rank ``rank``'s summed durations, comm_waits and p2p_waits (read from the simulator's columns when
+        it kept them, ``SimulatedRows.sums``: the same sums in the same order)."""
         if type(self.intervals) is SimulatedRows:
-            return self.intervals.sums(rank)[0]
-        return sum(iv.end - iv.start for iv in self.intervals[rank])
+            return self.intervals.sums(rank)
+        row = self.intervals[rank]
+        return (sum(iv.end - iv.start for iv in row), sum(iv.comm_wait for iv in row),
+                sum(iv.p2p_wait for iv in row))
 
     def budget(self, rank: int) -> TimeBudget:
         """Split ``rank``'s step into compute, exposed communication and idle time (they sum to the makespan).
@@ -286,13 +292,7 @@ class Timeline:
         return tuple(map(self._budget, range(len(self.intervals))))
 
     def _budget(self, rank: int) -> TimeBudget:
-        if type(self.intervals) is SimulatedRows:
-            busy, inside, before = self.intervals.sums(rank)
-        else:
-            row = self.intervals[rank]
-            busy = sum(iv.end - iv.start for iv in row)
-            inside = sum(iv.comm_wait for iv in row)
-            before = sum(iv.p2p_wait for iv in row)
+        busy, inside, before = self._sums(rank)
         span = self.makespan
         idle = span - busy - before
         if -1e-9 * max(span, 1.0) < idle < 0:
