@@ -139,6 +139,8 @@ TABLE = [
     (compare.fair_steps, dict(ranks=4, microbatches=8, costs=COSTS, rank=0),
      {"ranks": [0, 2.5, None], "microbatches": [0, None], "costs": [None], "rank": [r for r in BAD["index"] if r is not None] + [4]}),
     (compare.without_pairs, dict(schedule=DP), {"schedule": [None, "dualpipe"]}),
+    (compare.bubble_sources, dict(ranks=4, microbatches=8, costs=COSTS),
+     {"ranks": [3, 0, None], "microbatches": [6, 0, None], "costs": [None, 1.0]}),
     (compare.over_chimera, dict(ranks=4, microbatches=8, costs=COSTS),
      {"ranks": [3, 0, None], "microbatches": [6, 0, None], "costs": [None, 1.0], "rank": BAD["index"] + [4]}),
 ]

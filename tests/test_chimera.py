@@ -208,3 +208,21 @@ def test_executor_gradients_equal_one_process():
         result = execute(cluster, make_schedule("chimera", 4, 4), spec, microbatches)
     check_against_reference(result, spec, microbatches)
     check_timeline(result)
+
+
+@pytest.mark.parametrize("costs", [CostModel(F=1, B=2, W=1), CostModel(F=1, B=2, W=1, dispatch=0.5, combine=0.5),
+                                   CostModel(F=1, B=2, W=0.25)])
+def test_bubble_sources_separate_the_split_from_the_two_directions(costs):
+    """Each row is the simulator's step and largest idle of the schedule it names: the W split alone is ZB1P, the
+    two directions alone DualPipe's order with a full backward, both without pairs DualPipe's pairs run apart."""
+    from utils.pipeline.compare import bubble_sources, full_backward, without_pairs
+
+    table = bubble_sources(8, 16, costs)
+    dualpipe = make_schedule("dualpipe", 8, 16)
+    expected = [make_schedule("1f1b", 8, 16), make_schedule("zb1p", 8, 16), full_backward(dualpipe),
+                without_pairs(dualpipe), dualpipe]
+    for (label, row), schedule in zip(table.iterrows(), expected, strict=True):
+        timeline = simulate(schedule, costs)
+        assert (row["step"], row["bubble"]) == (timeline.makespan, timeline.worst_idle), label
+    bubble = table["bubble"].to_numpy()
+    assert bubble[1] < bubble[0] and bubble[2] < bubble[0] and bubble[3] < min(bubble[1], bubble[2])

@@ -338,8 +338,8 @@ def claims_table(config: RecipeConfig | None = None) -> pd.DataFrame:
 
     DualPipe is judged against the communication baseline, 1F1B whose steady forward and backward run as overlapped
     F&B pairs (`1f1b-overlap`): it hides the all-to-all as well, so each gain goes to its mechanism (pairs:
-    hidden communication; the W split, and less so the two directions: the smaller bubble). It lacks the W split,
-    so ZB1P's step without communication shows how much of the smaller bubble needs no second direction. The node cap is a routing rule
+    hidden communication; the W split and the two directions, in comparable shares: the smaller bubble). It lacks
+    the W split, so ZB1P's step without communication shows how far the split goes without a second direction. The node cap is a routing rule
     of the MoE (report Sec. 2.1.2) and FP8 a separate precision technique (Sec. 3.3); neither is part of the
     DualPipe schedule (Sec. 3.2.1).
     """
@@ -396,20 +396,20 @@ def claims_table(config: RecipeConfig | None = None) -> pd.DataFrame:
     )
     verdicts = (
         "holds, misattributed: the overlap hides communication (1F1B with overlapped pairs hides it too) and "
-        "leaves the bubble as it is; DualPipe's smaller bubble (Table 2) comes, at W = B/2, mostly from its W split, "
-        "which one-direction ZB1P has at 1x parameters, and less from its two directions, paid with 2x parameters",
+        "leaves the bubble as it is; DualPipe's smaller bubble (Table 2) comes from its W split, which one-direction "
+        "ZB1P has at 1x parameters, and its two directions, paid with 2x parameters, in comparable shares",
         "misattributed: what grows with communication is the gain of F&B pairs, which 1F1B can use too; "
         "against that baseline DualPipe saves a roughly constant amount, a shrinking share as communication "
         "grows: averaged over the ranks it is less idle, from its smaller bubble, net of a little more exposed "
-        "communication and a little less compute, and at W = B/2 most of that bubble is the W split, which 1F1B-overlap lacks and "
-        "one-direction ZB1P has",
+        "communication and a little less compute; that bubble comes from the W split (which 1F1B-overlap lacks and "
+        "one-direction ZB1P has) and the two directions in comparable shares",
         "holds, misattributed: the cap is MoE routing (report Sec. 2.1.2), not part of DualPipe; it cuts the "
         "cross-node bytes, and whether that is what lets the all-to-all hide is not modelled here",
         "misattributed: FP8 is a separate technique that DualPipe does not need; on its own it holds with "
         "fine-grained scaling and FP32 promotion (notebook 06)",
         "holds, with nuance: three independent savings (time, bytes across nodes, bytes per value); of the "
         "time, most is overlap any 1F1B can have (at the price of compute on fewer SMs); DualPipe's own share is "
-        "less idle, its smaller bubble, at W = B/2 mostly from the W split",
+        "less idle, its smaller bubble, from the W split and the two directions",
     )
     return pd.DataFrame(
         {

@@ -200,7 +200,7 @@ MECHANISMS = {
     "1f1b": "baseline: every chunk's all-to-all waits alone",
     "1f1b-overlap": "F&B pairs hide the all-to-all behind the partner's compute (same bubble, 2x activations)",
     "zb1p": "split backward: W fills the bubble (no pairs)",
-    "dualpipe": "W split (most of the cut at W = B/2) + two directions: smaller bubble (PP+1 activations, 2x parameters)",
+    "dualpipe": "two directions + W split: smaller bubble (PP+1 activations, 2x parameters)",
     "dualpipev": "DualPipe cut in half: same steps on half-size stages, 1x parameters",
 }
 
@@ -299,3 +299,21 @@ def over_chimera(ranks: int, microbatches: int, costs: CostModel, rank: int = 0)
                                        for k, v in parts.items()}, **_saved(previous, parts), "by": by})
         previous = parts
     return pd.DataFrame(rows).set_index("step")
+
+
+def bubble_sources(ranks: int, microbatches: int, costs: CostModel) -> pd.DataFrame:
+    """Where DualPipe's smaller bubble comes from, each mechanism alone against 1F1B, then together: 1F1B; the
+    W split alone (ZB1P, one direction, 1x parameters); the two directions alone (DualPipe's order with a full
+    backward and its pairs run apart, `full_backward`); both, pairs still apart (`without_pairs`); DualPipe.
+    Columns: the step time and the bubble (the largest idle of any rank, Table 2's quantity)."""
+    arg.instance(costs, "costs", CostModel, "a CostModel (e.g. CostModel(F=1, B=2, W=1))", where="bubble_sources")
+    dualpipe = make_schedule("dualpipe", ranks, microbatches)
+    rows = []
+    for label, schedule in (("1F1B", make_schedule("1f1b", ranks, microbatches)),
+                            ("W split alone (ZB1P, one direction)", make_schedule("zb1p", ranks, microbatches)),
+                            ("two directions alone (full backward, pairs apart)", full_backward(dualpipe)),
+                            ("both, pairs apart", without_pairs(dualpipe)),
+                            ("DualPipe (both, with pairs)", dualpipe)):
+        timeline = simulate(schedule, costs)
+        rows.append({"schedule": label, "step": timeline.makespan, "bubble": timeline.worst_idle})
+    return pd.DataFrame(rows).set_index("schedule")
