@@ -273,11 +273,14 @@ def test_restart_a_dead_factory_and_idempotent_close():
     c.restart()
     assert set(first).isdisjoint(c.pids) and wait_gone(first, patient(10)) == []
     assert c.run(jobs.ring_demo) == [1, 0]
-    # The factory that forks the ranks dies: its ranks follow it, the job says so, and the next run
-    # starts a new factory.
-    os.kill(c._factory.proc.pid, signal.SIGKILL)
-    with pytest.raises(RankError, match="rank 0 died.*\n.*rank factory process had died"):
-        c.run(jobs.hang_on_rank, 0, timeout=CLUSTER_TIMEOUT)  # a bound on a hang: the death ends the job
+    # The factory that forks the ranks dies during a job (rank 0 kills it, so the job has surely started):
+    # its ranks follow it, the job says so, and the next run starts a new factory. (A factory killed between
+    # jobs is test_cluster_faults' case.)
+    factory = c._factory.proc.pid
+    with pytest.raises(RankError, match="ranks 0, 1 died: the rank factory process .* was killed by signal "
+                                        "SIGKILL.*\n.*rank factory process had died") as info:
+        c.run(jobs.kill_factory, 0, timeout=CLUSTER_TIMEOUT)  # a bound on a hang: the death ends the job
+    assert info.value.ranks == (0, 1) and wait_gone([factory], patient(10)) == []
     assert c.run(jobs.ring_demo) == [1, 0]
     last = c.pids + [c._factory.proc.pid]
     c.close()

@@ -274,3 +274,18 @@ def kill_rank(bad_rank: int) -> int:
         os.kill(os.getpid(), signal.SIGKILL)
     dist.barrier()
     return rank
+
+
+def kill_factory(bad_rank: int) -> int:
+    """`bad_rank` kills its parent, the rank factory of a simulated cluster, with SIGKILL and waits; the
+    others wait in a barrier. Every rank ends with the factory, and the job's error must say so. It refuses
+    to run under torchrun, where a rank's parent is the launcher's agent."""
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        raise RuntimeError("kill_factory runs only on a simulated cluster: under torchrun a rank's parent is "
+                           "the launcher's agent, not a rank factory")
+    rank = dist.get_rank()
+    if rank == bad_rank:
+        os.kill(os.getppid(), signal.SIGKILL)
+        time.sleep(3600.0)  # a bound far beyond the watchdog's half second: the rank ends with its factory
+    dist.barrier()
+    return rank
