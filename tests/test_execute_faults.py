@@ -84,7 +84,7 @@ def test_a_model_that_raises_in_the_dry_run_is_reported_as_the_models_own_error(
 
 def test_a_stuck_rank_is_named_with_the_last_action_each_unfinished_rank_started(cluster):
     spec = TrapSpec(width=8, n_layers=8, trap="hang")
-    timeout = patient(5)  # both ranks reach their first action within it, even with the cores busy
+    timeout = patient(2.5)  # both ranks reach their first action within it (well under a second when idle)
     with pytest.raises(RankTimeoutError) as info:
         execute(cluster, make_schedule("1f1b", 2, 4), spec, timeout=timeout)
     text = str(info.value)

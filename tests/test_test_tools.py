@@ -4,6 +4,7 @@ slowest tests and files are read from pytest's JUnit XML in either of its format
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -85,3 +86,70 @@ def test_a_skip_reason_said_by_a_stage_is_repeated_after_the_table(capfd):
     out = capfd.readouterr().out
     table = out[out.index("stage times:"):]
     assert "all passed" not in table and table.count(said) == 1 and table.rstrip().endswith(said)
+
+
+def test_the_unit_stage_keeps_each_test_module_on_one_worker():
+    """Modules share a cluster of rank processes between their tests (a module-scoped fixture): split over
+    both xdist workers, each would start its own, and two clusters would take the cores at once."""
+    unit = next(line for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith("UNIT :="))
+    assert "-n $(UNIT_WORKERS) --dist loadfile" in unit, unit
+
+
+def test_a_plus_stage_runs_beside_the_next_and_its_output_follows_that_stage(tmp_path, capfd):
+    """Each stage waits for the other's file: they finish only if they run at the same time (bounded)."""
+    d = tmp_path
+    side = f"touch {d}/side; timeout 20 bash -c 'until [ -f {d}/main ]; do sleep 0.05; done' && echo side-done"
+    main = f"touch {d}/main; timeout 20 bash -c 'until [ -f {d}/side ]; do sleep 0.05; done' && echo main-done"
+    assert stages.main([f"+side={side}", f"main={main}", "after=echo after-done"]) == 0
+    out = capfd.readouterr().out
+    assert out.index("\nmain-done") < out.index("\nside-done") < out.index("\nafter-done")  # (not the commands)
+    table = out[out.index("stage times:"):].splitlines()
+    assert [row.split()[0] for row in table[1:4]] == ["side", "main", "after"]
+    assert table[1].endswith("ok (beside main)") and table[2].endswith("ok")
+    # Its own time: a quick side stage beside a slow one is not timed as the slow one.
+    assert stages.main(["+quick=true", "slow=sleep 1.5"]) == 0
+    table = capfd.readouterr().out.split("stage times:")[1].splitlines()
+    assert float(table[1].split()[1]) < 1.0 <= float(table[2].split()[1]), table
+
+
+def test_a_failing_stage_stops_the_one_beside_it_and_a_failing_side_stage_fails_the_run(tmp_path, capfd):
+    pid_file = tmp_path / "pid"
+    side = f"echo $$ > {pid_file}; sleep 60; echo never"
+    assert stages.main([f"+side={side}", f"main=timeout 20 bash -c 'until [ -s {pid_file} ]; do sleep 0.05; "
+                        "done'; exit 4", "after=echo never"]) == 4
+    out = capfd.readouterr().out
+    table = out[out.index("stage times:"):].splitlines()
+    assert "stopped (main failed) (beside main)" in table[1] and "FAILED (exit status 4)" in table[2]
+    assert "skipped" in table[3] and "\nnever" not in out
+    with pytest.raises(ProcessLookupError):  # the side stage's shell is gone, not left behind
+        os.kill(int(pid_file.read_text()), 0)
+    said = "browser tests skipped: Chromium not installed (apt-get install chromium) (13 tests)"
+    assert stages.main([f"+side=echo '{said}'; exit 5", "main=true", "after=echo never"]) == 5
+    out = capfd.readouterr().out
+    table = out[out.index("stage times:"):]
+    assert "FAILED (exit status 5) (beside main)" in table and "skipped" in table
+    assert table.rstrip().endswith(said)  # what it said is repeated after the table, as for any stage
+
+
+def test_a_terminated_run_leaves_no_stage_running_beside(tmp_path):
+    import subprocess
+    import time
+
+    pid_file = tmp_path / "pid"
+    run = subprocess.Popen([sys.executable, "-m", "tools.stages", f"+side=echo $$ > {pid_file}; sleep 60",
+                            "main=sleep 60"], cwd=ROOT, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run.terminate()  # as a cancelled CI job does
+    assert run.wait(20) == 128 + 15
+    side = int(pid_file.read_text())
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.kill(side, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the stage beside was left running")

@@ -5,11 +5,18 @@
 Each argument is NAME=COMMAND; COMMAND runs in bash from the repository root, its output passes through.
 The first stage that fails stops the run (later stages are listed as skipped; `--keep-going` runs them
 anyway), and the exit status is that stage's (1 if it was killed by a signal). A stage given as NAME=
-(nothing after the =) is listed as "not set up yet" and neither runs nor fails. At the end, a table:
+(nothing after the =) is listed as "not set up yet" and neither runs nor fails.
+
+A stage given as +NAME=COMMAND runs beside the stage after it: both start together, for a stage that leaves
+a core idle much of the time (the browser tests wait on JupyterLab and Chromium) beside one that does not.
+Its output is kept and shown once the stage it ran beside has finished, so the two do not interleave; if
+that stage fails, it is stopped as Ctrl-C would stop it. At the end, a table (each stage's own time; the
+total is the wall clock):
 
     make test: stage times
       layer rules       2.9 s  ok
-      unit             96.0 s  ok
+      browser          70.0 s  ok (beside unit)
+      unit            140.0 s  ok
       ...
       total           301.5 s
 
@@ -28,17 +35,29 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def parse_stage(text: str) -> tuple[str, str]:
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    command: str
+    beside: bool = False  # runs beside the stage after it (given as +NAME=COMMAND)
+
+
+def parse_stage(text: str) -> Stage:
     name, sep, command = text.partition("=")
-    if not sep or not name.strip():
-        raise argparse.ArgumentTypeError(f"a stage is NAME=COMMAND, got {text!r}")
-    return name.strip(), command.strip()
+    beside = name.startswith("+")
+    name = name.removeprefix("+").strip()
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"a stage is NAME=COMMAND (or +NAME=COMMAND), got {text!r}")
+    return Stage(name, command.strip(), beside)
 
 
 REMEMBER = r"\btests skipped: "
@@ -87,35 +106,111 @@ def run_passing_output(command: str, remember: re.Pattern | None, notes: list[st
     return proc.wait()
 
 
-def run_stages(stages: list[tuple[str, str]], keep_going: bool = False, title: str = "stage times",
+class _Beside:
+    """A stage started in the background, its output kept in a file until the stage beside it is done."""
+
+    def __init__(self, stage: Stage, partner: str):
+        self.stage, self.partner = stage, partner
+        self.log = tempfile.TemporaryFile()
+        print(f"\n=== {stage.name} (beside {partner}; its output follows when {partner} is done): "
+              f"{stage.command}", flush=True)
+        self.start = time.monotonic()
+        # Its own session, so it can be stopped as a whole (bash, pytest and what they started); Ctrl-C's
+        # signal as it should act, even where this process was started with SIGINT ignored (in the background).
+        self.proc = subprocess.Popen(["bash", "-c", stage.command], cwd=ROOT, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        self.seconds: float | None = None
+        self._ended = threading.Thread(target=self._time_it, daemon=True)  # its own time, not its partner's
+        self._ended.start()
+
+    def _time_it(self) -> None:
+        self.proc.wait()
+        self.seconds = time.monotonic() - self.start
+
+    def stop(self) -> None:
+        """Stop it as Ctrl-C would (its tests clean up after themselves), then harder if it lingers."""
+        for sig, grace in ((signal.SIGINT, 30.0), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+            if self.proc.poll() is not None:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(grace)
+
+    def finish(self, remember: re.Pattern | None, notes: list[str]) -> int:
+        """Wait for it, show what it printed (noting lines that match `remember`), return its exit status."""
+        code = self.proc.wait()
+        self._ended.join()
+        self.log.seek(0)
+        output = self.log.read()
+        self.log.close()
+        print(f"\n=== {self.stage.name} (ran beside {self.partner}): its output", flush=True)
+        os.write(sys.stdout.fileno(), output)
+        if remember is not None:
+            for line in output.split(b"\n"):
+                text = _ANSI.sub(b"", line).decode(errors="replace").strip()
+                if remember.search(text):
+                    notes.append(text)
+        sys.stdout.flush()
+        return code
+
+
+def _outcome(code: int) -> str:
+    if code == 0:
+        return "ok"
+    return f"FAILED ({f'killed by {signal.Signals(-code).name}' if code < 0 else f'exit status {code}'})"
+
+
+def run_stages(stages: list[Stage], keep_going: bool = False, title: str = "stage times",
                remember: str | None = REMEMBER) -> int:
     results: list[tuple[str, float | None, str]] = []  # (name, seconds or None, what happened)
     notes: list[str] = []
     pattern = re.compile(remember) if remember else None
     status = 0
     start_all = time.monotonic()
-    for name, command in stages:
-        if not command:
-            results.append((name, None, "not set up yet"))
-            continue
-        if status and not keep_going:
-            results.append((name, None, "skipped (an earlier stage failed)"))
-            continue
-        print(f"\n=== {name}: {command}", flush=True)
-        start = time.monotonic()
-        try:
-            code = run_passing_output(command, pattern, notes)
-        except KeyboardInterrupt:  # Ctrl-C reached the stage too (same process group): it ends by itself
-            results.append((name, time.monotonic() - start, "interrupted"))
-            print_table(results, time.monotonic() - start_all, title, notes)
-            return 130
-        seconds = time.monotonic() - start
-        if code == 0:
-            results.append((name, seconds, "ok"))
-        else:
-            why = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
-            results.append((name, seconds, f"FAILED ({why})"))
-            status = status or (code if code > 0 else 1)
+    beside: tuple[_Beside, int] | None = None  # the stage running beside this one, and its row
+    try:
+        for position, stage in enumerate(stages):
+            name, command = stage.name, stage.command
+            if not command:
+                results.append((name, None, "not set up yet"))
+                continue
+            if status and not keep_going:
+                results.append((name, None, "skipped (an earlier stage failed)"))
+                continue
+            if stage.beside:
+                partner = next((s for s in stages[position + 1:] if not s.beside), None)
+                if partner is not None and partner.command:
+                    beside = (_Beside(stage, partner.name), len(results))
+                    results.append((name, None, "running"))
+                    continue  # otherwise there is nothing to run it beside: it runs on its own, as any stage
+            print(f"\n=== {name}: {command}", flush=True)
+            start = time.monotonic()
+            try:
+                code = run_passing_output(command, pattern, notes)
+            except KeyboardInterrupt:  # Ctrl-C reached the stage too (same process group): it ends by itself
+                results.append((name, time.monotonic() - start, "interrupted"))
+                if beside is not None:
+                    beside[0].stop()
+                    results[beside[1]] = (beside[0].stage.name, None, "interrupted")
+                print_table(results, time.monotonic() - start_all, title, notes)
+                return 130
+            results.append((name, time.monotonic() - start, _outcome(code)))
+            status = status or (code if code > 0 else 1 if code else 0)
+            if beside is not None:
+                other, row = beside
+                beside = None
+                if code and not keep_going:
+                    other.stop()
+                other_code = other.finish(pattern, notes)
+                what = _outcome(other_code) if not (code and not keep_going) else f"stopped ({name} failed)"
+                results[row] = (other.stage.name, other.seconds, f"{what} (beside {name})")
+                if what.startswith("FAILED"):
+                    status = status or (other_code if other_code > 0 else 1)
+    finally:  # leaving early (an exception, SIGTERM): no stage left running beside
+        if beside is not None:
+            beside[0].stop()
     print_table(results, time.monotonic() - start_all, title, notes)
     return status
 
@@ -141,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--remember", default=REMEMBER, metavar="REGEX",
                         help=f"repeat output lines matching this after the table (default {REMEMBER!r}; '' for none)")
     args = parser.parse_args(argv)
+    # A SIGTERM (a CI job cancelled) ends this process through its `finally`s, which stop a stage running beside.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     return run_stages(args.stages, args.keep_going, args.title, args.remember or None)
 
 
