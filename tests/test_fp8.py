@@ -283,3 +283,15 @@ def test_outliers_hurt_per_tensor_scaling_and_tiles_confine_them():
     # ...which the norm error hides: it is no worse than quantising a tensor with no outliers at all.
     clean = error_metrics(_randn(64, 512), quantize_dequantize(_randn(64, 512), "e4m3", "tensor"))
     assert per_tensor["rel_error"] <= clean["rel_error"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+def test_the_decode_table_gives_the_bits_of_torchs_own_conversion(dtype):
+    """quantize_dequantize decodes FP8 by table lookup (faster on CPU): every one of the 256 bytes, NaN, inf
+    and -0 included, must become exactly the float32 that `.float()` makes of it."""
+    from utils.fp8.formats import _to_float32
+
+    every = torch.arange(256, dtype=torch.int32).to(torch.uint8).view(dtype).reshape(16, 16)
+    assert torch.equal(_to_float32(every).view(torch.int32), every.float().view(torch.int32))
+    assert _to_float32(every.t()).shape == (16, 16)  # a strided view decodes as its values, not its storage
+    assert torch.equal(_to_float32(every.t()).view(torch.int32), every.t().float().view(torch.int32))

@@ -131,25 +131,27 @@ def test_a_failing_stage_stops_the_one_beside_it_and_a_failing_side_stage_fails_
     assert table.rstrip().endswith(said)  # what it said is repeated after the table, as for any stage
 
 
-def test_a_terminated_run_leaves_no_stage_running_beside(tmp_path):
+def test_a_terminated_run_leaves_no_stage_running(tmp_path):
+    """SIGTERM (a cancelled CI job) ends the stage running and the one beside it, not only this process."""
     import subprocess
     import time
 
-    pid_file = tmp_path / "pid"
-    run = subprocess.Popen([sys.executable, "-m", "tools.stages", f"+side=echo $$ > {pid_file}; sleep 60",
-                            "main=sleep 60"], cwd=ROOT, stdout=subprocess.DEVNULL)
+    side_pid, main_pid = tmp_path / "side", tmp_path / "main"
+    run = subprocess.Popen([sys.executable, "-m", "tools.stages", f"+side=echo $$ > {side_pid}; sleep 60",
+                            f"main=echo $$ > {main_pid}; exec sleep 60"], cwd=ROOT, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
-    while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+    while not all(p.exists() and p.read_text().strip() for p in (side_pid, main_pid)):
+        assert time.monotonic() < deadline, "the stages did not start"
         time.sleep(0.05)
-    run.terminate()  # as a cancelled CI job does
+    run.terminate()
     assert run.wait(20) == 128 + 15
-    side = int(pid_file.read_text())
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            os.kill(side, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        pytest.fail("the stage beside was left running")
+    for pid_file in (side_pid, main_pid):
+        pid = int(pid_file.read_text())
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            assert time.monotonic() < deadline, f"the stage {pid_file.name} was left running"
+            time.sleep(0.05)

@@ -64,11 +64,24 @@ REMEMBER = r"\btests skipped: "
 _ANSI = re.compile(rb"\x1b\[[0-9;]*[A-Za-z]")
 
 
+@contextlib.contextmanager
+def _ended_with_us(proc: subprocess.Popen):
+    """A SIGTERM to this process (a cancelled CI job; `main` turns it into SystemExit) ends the stage too."""
+    try:
+        yield
+    except SystemExit:
+        if proc.poll() is None:
+            proc.terminate()
+        raise
+
+
 def run_passing_output(command: str, remember: re.Pattern | None, notes: list[str]) -> int:
     """Run `command` in bash; its output goes to ours as it comes, and lines matching `remember` are
     appended to `notes`. Returns the exit status (negative: killed by that signal)."""
     if remember is None:
-        return subprocess.Popen(["bash", "-c", command], cwd=ROOT).wait()
+        proc = subprocess.Popen(["bash", "-c", command], cwd=ROOT)
+        with _ended_with_us(proc):
+            return proc.wait()
     if sys.stdout.isatty():
         import fcntl
         import pty
@@ -84,22 +97,23 @@ def run_passing_output(command: str, remember: re.Pattern | None, notes: list[st
     os.close(writer)
     sys.stdout.flush()
     pending = b""
-    try:
-        while True:
-            try:
-                data = os.read(reader, 1 << 16)
-            except OSError:  # EIO: a pseudo-terminal's other side has closed
-                break
-            if not data:
-                break
-            os.write(sys.stdout.fileno(), data)
-            *lines, pending = (pending + data).split(b"\n")
-            for line in lines + ([pending] if len(pending) > 1 << 16 else []):
-                text = _ANSI.sub(b"", line).decode(errors="replace").strip()
-                if remember.search(text):
-                    notes.append(text)
-    finally:
-        os.close(reader)
+    with _ended_with_us(proc):
+        try:
+            while True:
+                try:
+                    data = os.read(reader, 1 << 16)
+                except OSError:  # EIO: a pseudo-terminal's other side has closed
+                    break
+                if not data:
+                    break
+                os.write(sys.stdout.fileno(), data)
+                *lines, pending = (pending + data).split(b"\n")
+                for line in lines + ([pending] if len(pending) > 1 << 16 else []):
+                    text = _ANSI.sub(b"", line).decode(errors="replace").strip()
+                    if remember.search(text):
+                        notes.append(text)
+        finally:
+            os.close(reader)
     text = _ANSI.sub(b"", pending).decode(errors="replace").strip()
     if text and remember.search(text):
         notes.append(text)

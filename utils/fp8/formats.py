@@ -166,11 +166,27 @@ def round_to_fp8(x: torch.Tensor, fmt: str | FP8Format = "e4m3") -> torch.Tensor
     return cast_to_fp8(x, fmt).float()
 
 
-def group_shape(granularity: str, shape: tuple[int, int]) -> tuple[int, int]:
-    """(rows, cols) of one scaling group of `granularity` for a 2-D `shape`; ValueError for unknown names."""
+_DECODE: dict[torch.dtype, torch.Tensor] = {}
+
+
+def _to_float32(q: torch.Tensor) -> torch.Tensor:
+    """`q.float()` for an FP8 tensor, as a lookup in the 256 values its bytes can hold: the same bits (the
+    table is made by that very conversion), about 2.5x faster on CPU, where the FP8 emulation spends its time."""
+    table = _DECODE.get(q.dtype)
+    if table is None:
+        table = _DECODE[q.dtype] = torch.arange(256, dtype=torch.int32).to(torch.uint8).view(q.dtype).float()
+    return torch.take(table, q.view(torch.uint8).long())
+
+
+def _check_granularity(granularity: str) -> None:
     if not isinstance(granularity, str) or granularity not in GRANULARITIES:
         raise ValueError(f"Unknown granularity {granularity!r}: use one of {list(GRANULARITIES)} "
                          f"(each names the group of values that shares one scale).")
+
+
+def group_shape(granularity: str, shape: tuple[int, int]) -> tuple[int, int]:
+    """(rows, cols) of one scaling group of `granularity` for a 2-D `shape`; ValueError for unknown names."""
+    _check_granularity(granularity)
     shape = arg.sequence(shape, "shape", where="group_shape", why="(rows, cols) of a 2-D tensor")
     if len(shape) != 2:
         arg.fail("shape", "(rows, cols)", shape, where="group_shape")
@@ -192,10 +208,18 @@ def scale_from_amax(amax: torch.Tensor, fmt: str | FP8Format = "e4m3",
     arg.tensor(amax, "amax", where="scale_from_amax", finite=False, nonempty=False)
     if amax.is_complex() or bool((amax < 0).any()) or bool(torch.isnan(amax).any()):
         arg.fail("amax", "non-negative max-abs values (no NaN)", amax, where="scale_from_amax")
+    _check_scale_rule(scale_rule)
+    return _scale(amax, get_format(fmt), scale_rule)
+
+
+def _check_scale_rule(scale_rule: str) -> None:
     if not isinstance(scale_rule, str) or scale_rule not in SCALE_RULES:
         raise arg.InputError(f"Unknown scale rule {scale_rule!r}: use 'fp32' (exact max-abs scale) or 'pow2' "
                          f"(power-of-two E8M0 scale, so applying it is an exponent shift).")
-    f = get_format(fmt)
+
+
+def _scale(amax: torch.Tensor, f: FP8Format, scale_rule: str) -> torch.Tensor:
+    """`scale_from_amax` for an `amax` quantise itself computed (non-negative, finite) and checked arguments."""
     ratio = amax / f.max
     if scale_rule == "pow2":
         mantissa, exponent = torch.frexp(ratio)   # ratio = mantissa * 2**exponent, mantissa in [0.5, 1)
@@ -224,7 +248,7 @@ class QuantizedTensor:
 
     def dequantize(self) -> torch.Tensor:
         """Float32 tensor data * scale, each scale spread over its group."""
-        data2d = self.data.reshape(-1, self.data.shape[-1]).float()
+        data2d = _to_float32(self.data.reshape(-1, self.data.shape[-1]))
         rows, cols = data2d.shape
         (group_rows, group_cols), (grid_rows, grid_cols) = self.group, self.scale.shape
         padded = F.pad(data2d, (0, grid_cols * group_cols - cols, 0, grid_rows * group_rows - rows))
@@ -264,7 +288,10 @@ def _quantize_grid(x: torch.Tensor, f: FP8Format, granularity: str, scale_rule: 
     if x2d.dtype != torch.float32:
         x2d = x2d.float()
     rows, cols = x2d.shape
-    group = group_shape(granularity, (rows, cols))
+    _check_granularity(granularity)
+    _check_scale_rule(scale_rule)
+    group = GRANULARITIES[granularity]
+    group = (group[0] or rows, group[1] or cols)
     # A group never extends past the tensor: on a 64-wide row a 1x128 tile is the row (same scale as padding).
     group = (min(group[0], rows), min(group[1], cols))
     padded_rows, padded_cols = -(-rows // group[0]) * group[0], -(-cols // group[1]) * group[1]
@@ -285,7 +312,7 @@ def _quantize_grid(x: torch.Tensor, f: FP8Format, granularity: str, scale_rule: 
         raise ValueError(f"quantize() needs finite input: found {bad} NaN/inf value(s). One of them makes "
                          f"its group's max-abs scale NaN or inf, which would silently turn the whole group "
                          f"into NaN or zero; find where the non-finite value comes from before quantising.")
-    scale = scale_from_amax(amax, f, scale_rule)
+    scale = _scale(amax, f, scale_rule)
     spread = scale[:, None, :, None]
     q = (grid / spread).clamp_(-f.max, f.max).to(f.dtype)
     return q, scale, spread, group, (rows, cols)
@@ -314,7 +341,7 @@ def quantize_dequantize(x: torch.Tensor, fmt: str | FP8Format = "e4m3", granular
     Same result as `quantize(...).dequantize()`, in one pass (the FP8 training emulation calls it a lot).
     """
     q, _, spread, group, (rows, cols) = _quantize_grid(x, get_format(fmt), granularity, scale_rule, pad=True)
-    out = q.float().mul_(spread)
+    out = _to_float32(q).mul_(spread)
     if out.shape[0] * out.shape[1] == rows and out.shape[2] * out.shape[3] == cols:   # no padding
         return out.view(x.shape)
     return out.view(out.shape[0] * group[0], -1)[:rows, :cols].reshape(x.shape)
