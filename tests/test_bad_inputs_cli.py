@@ -106,6 +106,7 @@ def test_bad_input_is_one_line_and_status_2(no_processes, capsys, entry, argv, r
     ("utils.moe.data", ["/no/such/folder"]),
     ("utils.launch", ["utils.cluster.jobs:ring_demo"]),
     ("utils.scale", ["--pp", "3"]),
+    ("benchmarks", ["no-such-benchmark"]),
 ])
 def test_the_real_command_lines_say_it_the_same_way(entry, argv):
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
