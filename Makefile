@@ -64,14 +64,14 @@ lab: setup ## Open the course in JupyterLab (on a headless server it prints the 
 # stage that fails stops it with that stage's exit status. The browser stage (+browser) runs beside nbval:
 # it waits on JupyterLab and Chromium much of the time, and the two together take about 20 s less than one
 # after the other (its output is shown after nbval's). Unit tests: everything under tests/ but the
-# browser folder, on $(UNIT_WORKERS) processes (pytest-xdist; each test module stays on one
-# process, tests/conftest.py; UNIT_WORKERS=0: one process), nbval's
+# browser folder, on $(UNIT_WORKERS) processes (pytest-xdist; each test module stays on one process, the
+# modules with a shared fixture first: tests/conftest.py; UNIT_WORKERS=0: one process), nbval's
 # plugin left out (seconds of imports per process). Their JUnit XML feeds `make slowest`. Browser: all of
 # tests/browser (the site build and link checks too); the Chromium tests skip with "browser tests skipped:
 # Chromium not installed" when it is not. nbval: one notebook per process, $(UNIT_WORKERS) at a time (a notebook
 # waits on its kernel and its ranks much of the time). Portability: `make portability` (below).
 UNIT_WORKERS ?= 2
-UNIT := $(PY) -m pytest -q -m "not browser" --ignore=tests/browser -p no:nbval -n $(UNIT_WORKERS) --dist loadfile
+UNIT := $(PY) -m pytest -q -m "not browser" --ignore=tests/browser -p no:nbval -n $(UNIT_WORKERS) --dist loadfile --no-loadscope-reorder
 BROWSER := $(PY) -m pytest -q tests/browser
 
 test: setup ## Run every test, stage by stage with its time: layer rules, unit, browser (if Chromium is here), nbval, portability

@@ -295,3 +295,5 @@ def test_the_decode_table_gives_the_bits_of_torchs_own_conversion(dtype):
     assert torch.equal(_to_float32(every).view(torch.int32), every.float().view(torch.int32))
     assert _to_float32(every.t()).shape == (16, 16)  # a strided view decodes as its values, not its storage
     assert torch.equal(_to_float32(every.t()).view(torch.int32), every.t().float().view(torch.int32))
+    # Not FP8 (a QuantizedTensor built by hand with other data): converted as before, not looked up.
+    assert torch.equal(_to_float32(torch.tensor([1.5, -2.0], dtype=torch.bfloat16)), torch.tensor([1.5, -2.0]))

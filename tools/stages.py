@@ -15,8 +15,9 @@ total is the wall clock):
 
     make test: stage times
       layer rules       2.9 s  ok
-      browser          70.0 s  ok (beside unit)
-      unit            140.0 s  ok
+      unit            120.0 s  ok
+      browser         100.0 s  ok (beside nbval)
+      nbval           119.0 s  ok
       ...
       total           301.5 s
 
@@ -120,6 +121,13 @@ def run_passing_output(command: str, remember: re.Pattern | None, notes: list[st
     return proc.wait()
 
 
+def _signals_as_usual() -> None:
+    """In a stage's process before it starts: Ctrl-C's and SIGTERM's signals act, even where this process
+    was started with SIGINT ignored (in the background) or holds them blocked (while it starts the stage)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 class _Beside:
     """A stage started in the background, its output kept in a file until the stage beside it is done."""
 
@@ -129,11 +137,9 @@ class _Beside:
         print(f"\n=== {stage.name} (beside {partner}; its output follows when {partner} is done): "
               f"{stage.command}", flush=True)
         self.start = time.monotonic()
-        # Its own session, so it can be stopped as a whole (bash, pytest and what they started); Ctrl-C's
-        # signal as it should act, even where this process was started with SIGINT ignored (in the background).
+        # Its own session, so it can be stopped as a whole (bash, pytest and what they started).
         self.proc = subprocess.Popen(["bash", "-c", stage.command], cwd=ROOT, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True,
-                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                                     stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_signals_as_usual)
         self.seconds: float | None = None
         self._ended = threading.Thread(target=self._time_it, daemon=True)  # its own time, not its partner's
         self._ended.start()
@@ -142,15 +148,19 @@ class _Beside:
         self.proc.wait()
         self.seconds = time.monotonic() - self.start
 
-    def stop(self) -> None:
-        """Stop it as Ctrl-C would (its tests clean up after themselves), then harder if it lingers."""
-        for sig, grace in ((signal.SIGINT, 30.0), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+    def stop(self, gently: bool = True) -> None:
+        """Stop it and whatever it started: as Ctrl-C would (tests clean up after themselves), then harder;
+        `gently=False` (this run is ending on SIGTERM) starts with SIGTERM."""
+        steps = ((signal.SIGINT, 30.0),) if gently else ()
+        for sig, grace in (*steps, (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
             if self.proc.poll() is not None:
-                return
+                break
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, sig)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(grace)
+        with contextlib.suppress(ProcessLookupError):  # what outlived its shell in its process group
+            os.killpg(self.proc.pid, signal.SIGTERM)
 
     def finish(self, remember: re.Pattern | None, notes: list[str]) -> int:
         """Wait for it, show what it printed (noting lines that match `remember`), return its exit status."""
@@ -178,12 +188,18 @@ def _outcome(code: int) -> str:
 
 def run_stages(stages: list[Stage], keep_going: bool = False, title: str = "stage times",
                remember: str | None = REMEMBER) -> int:
+    """Run `stages` (see the module docstring); two +stages in a row are a ValueError (nothing to pair)."""
+    for first, second in zip(stages, stages[1:], strict=False):
+        if first.beside and second.beside:
+            raise ValueError(f"+{first.name} is followed by +{second.name}: a +stage runs beside the one stage "
+                             f"after it, which must be an ordinary stage")
     results: list[tuple[str, float | None, str]] = []  # (name, seconds or None, what happened)
     notes: list[str] = []
     pattern = re.compile(remember) if remember else None
     status = 0
     start_all = time.monotonic()
     beside: tuple[_Beside, int] | None = None  # the stage running beside this one, and its row
+    ending = False  # leaving on SIGTERM or an error: stop a stage beside at once, not as Ctrl-C would
     try:
         for position, stage in enumerate(stages):
             name, command = stage.name, stage.command
@@ -194,9 +210,14 @@ def run_stages(stages: list[Stage], keep_going: bool = False, title: str = "stag
                 results.append((name, None, "skipped (an earlier stage failed)"))
                 continue
             if stage.beside:
-                partner = next((s for s in stages[position + 1:] if not s.beside), None)
+                partner = stages[position + 1] if position + 1 < len(stages) else None
                 if partner is not None and partner.command:
-                    beside = (_Beside(stage, partner.name), len(results))
+                    # No signal between starting it and holding it here, where `finally` finds it.
+                    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+                    try:
+                        beside = (_Beside(stage, partner.name), len(results))
+                    finally:
+                        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
                     results.append((name, None, "running"))
                     continue  # otherwise there is nothing to run it beside: it runs on its own, as any stage
             print(f"\n=== {name}: {command}", flush=True)
@@ -207,24 +228,32 @@ def run_stages(stages: list[Stage], keep_going: bool = False, title: str = "stag
                 results.append((name, time.monotonic() - start, "interrupted"))
                 if beside is not None:
                     beside[0].stop()
-                    results[beside[1]] = (beside[0].stage.name, None, "interrupted")
+                    beside[0].finish(pattern, notes)
+                    results[beside[1]] = (beside[0].stage.name, beside[0].seconds, "interrupted")
+                    beside = None
                 print_table(results, time.monotonic() - start_all, title, notes)
                 return 130
             results.append((name, time.monotonic() - start, _outcome(code)))
             status = status or (code if code > 0 else 1 if code else 0)
             if beside is not None:
                 other, row = beside
-                beside = None
-                if code and not keep_going:
+                stopped = bool(code) and not keep_going and other.proc.poll() is None
+                if stopped:
                     other.stop()
                 other_code = other.finish(pattern, notes)
-                what = _outcome(other_code) if not (code and not keep_going) else f"stopped ({name} failed)"
+                beside = None  # only now: until it has finished, `finally` stops it on the way out
+                what = f"stopped ({name} failed)" if stopped else _outcome(other_code)
                 results[row] = (other.stage.name, other.seconds, f"{what} (beside {name})")
-                if what.startswith("FAILED"):
+                if other_code and not stopped:
                     status = status or (other_code if other_code > 0 else 1)
-    finally:  # leaving early (an exception, SIGTERM): no stage left running beside
+    except KeyboardInterrupt:  # Ctrl-C while a stage beside finishes: stop it as Ctrl-C would
+        raise
+    except BaseException:
+        ending = True
+        raise
+    finally:  # leaving early (an exception, SIGTERM, Ctrl-C while waiting): no stage left running beside
         if beside is not None:
-            beside[0].stop()
+            beside[0].stop(gently=not ending)
     print_table(results, time.monotonic() - start_all, title, notes)
     return status
 
@@ -242,14 +271,23 @@ def print_table(results: list[tuple[str, float | None, str]], total: float, titl
     sys.stdout.flush()
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line, ``error: <the rule>``, and exit status 2 (as every command of the kit)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.stages", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="python -m tools.stages", description=__doc__.split("\n\n")[0])
     parser.add_argument("stages", nargs="+", type=parse_stage, metavar="NAME=COMMAND")
     parser.add_argument("--keep-going", action="store_true", help="run every stage even after one fails")
     parser.add_argument("--title", default="stage times", help="the heading of the table of times")
     parser.add_argument("--remember", default=REMEMBER, metavar="REGEX",
                         help=f"repeat output lines matching this after the table (default {REMEMBER!r}; '' for none)")
     args = parser.parse_args(argv)
+    if any(a.beside and b.beside for a, b in zip(args.stages, args.stages[1:], strict=False)):
+        parser.error("two +stages in a row: a +stage runs beside the one stage after it, an ordinary stage")
     # A SIGTERM (a CI job cancelled) ends this process through its `finally`s, which stop a stage running beside.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     return run_stages(args.stages, args.keep_going, args.title, args.remember or None)

@@ -18,6 +18,7 @@ import signal
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -279,10 +280,14 @@ def kill_rank(bad_rank: int) -> int:
 def kill_factory(bad_rank: int) -> int:
     """`bad_rank` kills its parent, the rank factory of a simulated cluster, with SIGKILL and waits; the
     others wait in a barrier. Every rank ends with the factory, and the job's error must say so. It refuses
-    to run under torchrun, where a rank's parent is the launcher's agent."""
-    if "TORCHELASTIC_RUN_ID" in os.environ:
-        raise RuntimeError("kill_factory runs only on a simulated cluster: under torchrun a rank's parent is "
-                           "the launcher's agent, not a rank factory")
+    to run anywhere else (under torchrun a rank's parent is the launcher's agent; by hand, a shell)."""
+    try:
+        parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        parent = ""
+    if "_factory_main" not in parent:
+        raise RuntimeError("kill_factory runs only on a simulated cluster, whose ranks a rank factory started; "
+                           "this rank's parent is another process, which it will not kill")
     rank = dist.get_rank()
     if rank == bad_rank:
         os.kill(os.getppid(), signal.SIGKILL)
