@@ -44,3 +44,15 @@ def pytest_collection_modifyitems(config, items):
 
     heavy = {item.path for item in items if shares_a_fixture(item)}
     items.sort(key=lambda item: item.path not in heavy)
+
+
+@pytest.fixture
+def every_rank_answers(monkeypatch):
+    """For a test that needs every rank's answer to a failed job: once one rank has failed, the owner waits a
+    second for the others (a fault reaches the notebook fast), and on a busy machine a slower rank may need
+    longer to get there. Here it may take a few seconds; the job still ends as soon as every rank answered."""
+    from patience import patient
+
+    from utils.cluster import cluster
+
+    monkeypatch.setattr(cluster, "_FAULT_GRACE_S", patient(5))

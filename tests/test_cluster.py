@@ -203,7 +203,7 @@ def test_a_rank_that_raises_is_named_fast_and_the_cluster_restarts(cluster):
     assert set(cluster.pids).isdisjoint(old)
 
 
-def test_an_error_on_every_rank_names_every_rank(cluster):
+def test_an_error_on_every_rank_names_every_rank(cluster, every_rank_answers):
     with pytest.raises(RankError) as info:
         cluster.run(jobs.all_reduce_demo, op="mean")
     first = str(info.value).splitlines()[0]
@@ -267,7 +267,7 @@ def test_interrupting_a_job_stops_the_ranks(cluster, ctrl_c_raises):
     assert cluster.run(jobs.whoami) == [(r, WORLD) for r in range(WORLD)]
 
 
-def test_restart_a_dead_factory_and_idempotent_close():
+def test_restart_a_dead_factory_and_idempotent_close(every_rank_answers):
     c = SimulatedCluster(world_size=2)
     first = c.pids
     c.restart()

@@ -200,7 +200,7 @@ def test_shape_mismatch_between_stages_shows_both_shapes(clusters):
     assert "shape mismatch between stages" in text and "(7, 8)" in text and "(8, 8)" in text and "0F3" in text
 
 
-def test_chunks_that_do_not_fit_fail_on_every_rank_before_sending(clusters):
+def test_chunks_that_do_not_fit_fail_on_every_rank_before_sending(clusters, every_rank_answers):
     spec = FaultySpec(width=8, n_layers=4, widen_at=2)
     with pytest.raises(RankError) as err:
         execute(clusters.get(2), make_schedule("1f1b", 2, 2), spec)
