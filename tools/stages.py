@@ -65,6 +65,18 @@ REMEMBER = r"\btests skipped: "
 _ANSI = re.compile(rb"\x1b\[[0-9;]*[A-Za-z]")
 
 
+def _note(line: bytes, remember: re.Pattern, notes: list[str]) -> None:
+    """Append output `line` (colours stripped) to `notes` when it matches `remember`."""
+    text = _ANSI.sub(b"", line).decode(errors="replace").strip()
+    if text and remember.search(text):
+        notes.append(text)
+
+
+def _status(code: int) -> int:
+    """A stage's exit status as the run's: itself, or 1 for a stage killed by a signal (negative)."""
+    return code if code >= 0 else 1
+
+
 @contextlib.contextmanager
 def _ended_with_us(proc: subprocess.Popen):
     """A SIGTERM to this process (a cancelled CI job; `main` turns it into SystemExit) ends the stage too."""
@@ -110,14 +122,10 @@ def run_passing_output(command: str, remember: re.Pattern | None, notes: list[st
                 os.write(sys.stdout.fileno(), data)
                 *lines, pending = (pending + data).split(b"\n")
                 for line in lines + ([pending] if len(pending) > 1 << 16 else []):
-                    text = _ANSI.sub(b"", line).decode(errors="replace").strip()
-                    if remember.search(text):
-                        notes.append(text)
+                    _note(line, remember, notes)
         finally:
             os.close(reader)
-    text = _ANSI.sub(b"", pending).decode(errors="replace").strip()
-    if text and remember.search(text):
-        notes.append(text)
+    _note(pending, remember, notes)
     return proc.wait()
 
 
@@ -173,9 +181,7 @@ class _Beside:
         os.write(sys.stdout.fileno(), output)
         if remember is not None:
             for line in output.split(b"\n"):
-                text = _ANSI.sub(b"", line).decode(errors="replace").strip()
-                if remember.search(text):
-                    notes.append(text)
+                _note(line, remember, notes)
         sys.stdout.flush()
         return code
 
@@ -234,7 +240,7 @@ def run_stages(stages: list[Stage], keep_going: bool = False, title: str = "stag
                 print_table(results, time.monotonic() - start_all, title, notes)
                 return 130
             results.append((name, time.monotonic() - start, _outcome(code)))
-            status = status or (code if code > 0 else 1 if code else 0)
+            status = status or _status(code)
             if beside is not None:
                 other, row = beside
                 stopped = bool(code) and not keep_going and other.proc.poll() is None
@@ -245,7 +251,7 @@ def run_stages(stages: list[Stage], keep_going: bool = False, title: str = "stag
                 what = f"stopped ({name} failed)" if stopped else _outcome(other_code)
                 results[row] = (other.stage.name, other.seconds, f"{what} (beside {name})")
                 if other_code and not stopped:
-                    status = status or (other_code if other_code > 0 else 1)
+                    status = status or _status(other_code)
     except KeyboardInterrupt:  # Ctrl-C while a stage beside finishes: stop it as Ctrl-C would
         raise
     except BaseException:
